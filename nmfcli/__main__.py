@@ -1,0 +1,3 @@
+from nmfcli.cli import main
+
+main()

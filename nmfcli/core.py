@@ -1,0 +1,613 @@
+"""The public Python API: fit, transform, reconstruct and the error metrics.
+
+Arrays in, arrays out: nothing here touches a file, a terminal or a signal.
+Inputs are validated once, here; the solvers trust them. Long fits report each
+iteration to an optional callback, which may ask the loop to stop.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from nmfcli import __version__
+from nmfcli.engines import get_engine
+from nmfcli.errors import DataError, UsageError
+from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
+from nmfcli.solvers import cd, mu
+from nmfcli.solvers.losses import EPSILON, beta_divergence, parse_loss, squared_error
+from nmfcli.solvers.nnls import nnls
+
+SOLVERS = ("hals", "cd", "mu")
+LOSSES = ("frobenius", "kl", "is")
+DTYPES = ("float32", "float64")
+DEFAULT_SEED = 0
+DEFAULT_MAX_ITER = 200
+DEFAULT_TOL = 1e-4
+STOP_REASONS = ("tol", "max_iter", "exact", "callback", "time", "interrupted")
+
+
+@dataclass
+class IterationInfo:
+    """What the callback sees after each iteration. W and H are live views: copy to keep them."""
+
+    iteration: int
+    max_iter: int
+    objective: float | None
+    relative_change: float | None
+    elapsed_s: float
+    W: np.ndarray
+    H: np.ndarray
+    _checkpoint: object = field(repr=False, default=None)
+
+    def checkpoint(self):
+        """Everything needed to resume bit-identically from the end of this iteration (copies)."""
+        return self._checkpoint()
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    W : ndarray (m, k) and H : ndarray (k, n)
+        The factors, in the dtype of the fit.
+    n_iter : int
+        Outer iterations run (for a fixed-factor Frobenius fit: pivoting passes of the exact solve).
+    converged : bool
+        True when the stopping rule was met (or the solve is exact).
+    stop_reason : str
+        One of "tol", "max_iter", "exact", "callback", "time", "interrupted".
+    history, history_iter : list
+        The objective and the iteration it was measured at (every iteration for
+        hals/cd, every 10th for mu, as its stopping rule checks).
+    metrics : dict
+        objective, beta_divergence, reconstruction_error (scikit-learn's: √(2·D)),
+        relative_error (‖X − WH‖_F / ‖X‖_F).
+    options : dict
+        Every option the fit used, after defaults were resolved.
+    checkpoint : dict
+        Solver state at the end, for resuming (see :func:`fit` ``resume``).
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    n_iter: int
+    converged: bool
+    stop_reason: str
+    history: list
+    history_iter: list
+    metrics: dict
+    options: dict
+    time_s: float
+    checkpoint: dict = field(repr=False, default_factory=dict)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_matrix(X, dtype, name="X"):
+    """X as a float32/float64 ndarray or CSR matrix, checked to be a finite non-negative 2-D matrix."""
+    if sp.issparse(X):
+        if X.ndim != 2:
+            raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
+        kind = X.dtype.kind
+    else:
+        if hasattr(X, "__array__") and not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if X.ndim != 2:
+            raise DataError(
+                f"{name} must be a 2-D matrix (rows x columns); got {X.ndim}-D with shape {X.shape}"
+            )
+        kind = X.dtype.kind
+    if kind not in "fiu":
+        what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes"}.get(
+            kind, str(X.dtype)
+        )
+        raise DataError(f"{name} holds {what} values; nmf needs real numbers")
+    if dtype is None:
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype}")
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype)
+    else:
+        X = np.asarray(X, dtype=dtype)
+    if min(X.shape) == 0:
+        raise DataError(f"{name} is empty (shape {X.shape[0]} x {X.shape[1]})")
+    _check_values(X, name)
+    return X
+
+
+def _check_values(X, name):
+    """Refuse NaN, Inf and negative entries, saying how many and where the first one is."""
+    if sp.issparse(X):
+        coo = X.tocoo()
+        data, rows, cols = coo.data, coo.row, coo.col
+    else:
+        data, rows, cols = X, None, None
+    for bad, what in ((~np.isfinite(data), "NaN or infinite"), (data < 0, "negative")):
+        count = int(np.count_nonzero(bad))
+        if count:
+            flat = int(np.flatnonzero(bad.ravel())[0])
+            if rows is None:
+                i, j = np.unravel_index(flat, X.shape)
+            else:
+                i, j = rows[flat], cols[flat]
+            value = data.ravel()[flat] if rows is None else data[flat]
+            raise DataError(
+                f"{name} has {count} {what} value{'s' if count > 1 else ''}; "
+                f"the first is {value:g} at row {i + 1}, column {j + 1}"
+                + ("; NMF needs non-negative data" if what == "negative" else "")
+            )
+
+
+def _check_factor(A, shape, dtype, name):
+    A = _as_matrix(A, dtype, name)
+    if sp.issparse(A):
+        A = A.toarray()
+    if A.shape != shape:
+        raise DataError(
+            f"{name} has shape {A.shape[0]} x {A.shape[1]}; expected {shape[0]} x {shape[1]}"
+        )
+    return np.array(A, dtype=dtype, copy=True)
+
+
+def _check_k(k, shape, init):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise UsageError(f"k must be a positive integer; got {k!r}")
+    if k <= 0:
+        raise UsageError(f"k must be a positive integer; got {k}")
+    if init in ("nndsvd", "nndsvda", "nndsvdar") and k > min(shape):
+        raise UsageError(
+            f"k={k} is larger than min(rows, columns) = {min(shape)}, which init '{init}' "
+            "needs; use a smaller k or init 'random'"
+        )
+
+
+def regularization(shape, alpha_W, alpha_H, l1_ratio):
+    """(l1_W, l1_H, l2_W, l2_H) scaled as scikit-learn scales them (by n_features and n_samples)."""
+    m, n = shape
+    alpha_H = alpha_W if isinstance(alpha_H, str) and alpha_H == "same" else alpha_H
+    return (
+        n * alpha_W * l1_ratio,
+        m * alpha_H * l1_ratio,
+        n * alpha_W * (1.0 - l1_ratio),
+        m * alpha_H * (1.0 - l1_ratio),
+    )
+
+
+def _check_penalties(alpha_W, alpha_H, l1_ratio):
+    if not (isinstance(alpha_W, (int, float)) and alpha_W >= 0):
+        raise UsageError(f"alpha_W must be a number >= 0; got {alpha_W!r}")
+    if not (
+        (isinstance(alpha_H, str) and alpha_H == "same")
+        or (isinstance(alpha_H, (int, float)) and alpha_H >= 0)
+    ):
+        raise UsageError(f"alpha_H must be a number >= 0 or 'same'; got {alpha_H!r}")
+    if not (isinstance(l1_ratio, (int, float)) and 0 <= l1_ratio <= 1):
+        raise UsageError(f"l1_ratio must be between 0 and 1; got {l1_ratio!r}")
+
+
+def _resolve_loss(loss):
+    parsed = parse_loss(loss)
+    if parsed is None:
+        raise UsageError(
+            f"loss must be one of {', '.join(LOSSES)} or a real number (beta); got {loss!r}"
+        )
+    return parsed
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def estimate_fit_bytes(shape, k, dtype="float64", nnz=None, beta=2.0):
+    """Bytes a fit of an m×n matrix needs beyond X itself: factors, products, row-block temporaries."""
+    m, n = shape
+    itemsize = np.dtype(dtype).itemsize
+    factors = 6 * (m + n) * k * itemsize  # W, H, their copies and the two cross products
+    grams = 4 * k * k * itemsize
+    blocks = 0
+    if beta != 2:
+        blocks = 3 * min(m * n, (1 << 22) + n) * itemsize
+        if nnz is not None:
+            blocks += 3 * nnz * itemsize + nnz * 8
+    return factors + grams + blocks
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    X,
+    k,
+    *,
+    solver="auto",
+    loss="frobenius",
+    init=None,
+    seed=DEFAULT_SEED,
+    max_iter=DEFAULT_MAX_ITER,
+    tol=DEFAULT_TOL,
+    alpha_W=0.0,
+    alpha_H="same",
+    l1_ratio=0.0,
+    W0=None,
+    H0=None,
+    fix_W=None,
+    fix_H=None,
+    dtype=None,
+    engine="numpy",
+    callback=None,
+    resume=None,
+):
+    """Factor a non-negative matrix X (m×n) into W (m×k) and H (k×n), both non-negative.
+
+    Parameters
+    ----------
+    X : ndarray or scipy.sparse matrix, shape (m, n)
+        Non-negative, finite data. Sparse input stays sparse.
+    k : int
+        Number of components.
+    solver : {"auto", "hals", "cd", "mu"}, default "auto"
+        "auto" is "hals" for the Frobenius loss and "mu" otherwise. "cd" is
+        scikit-learn's coordinate descent (same iterates), "mu" its multiplicative updates.
+    loss : {"frobenius", "kl", "is"} or float, default "frobenius"
+        The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2).
+    init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
+        None picks "nndsvda" when k <= min(m, n), else "random" (as scikit-learn).
+        "custom" needs W0 and H0 (or the fixed factor and the other initial one).
+    seed : int, default 0
+        Seeds ``numpy.random.RandomState``, exactly as scikit-learn's ``random_state``.
+    max_iter : int, default 200
+    tol : float, default 1e-4
+        hals/cd: stop when the projected-gradient norm falls below tol times its
+        first value; mu: when the decrease of √(2·D) over 10 iterations falls
+        below tol times its initial value (scikit-learn's rules).
+    alpha_W, alpha_H, l1_ratio : penalties, as in scikit-learn (alpha_H "same" copies alpha_W).
+    W0, H0 : ndarray, optional
+        Initial factors for init="custom".
+    fix_W, fix_H : ndarray, optional
+        Keep that factor fixed (returned bit-identical) and solve the other. For the
+        Frobenius loss the free factor is solved exactly (non-negative least squares).
+    dtype : {"float32", "float64"} or None
+        None keeps X's float dtype (integers become float64).
+    engine : {"numpy", "cupy", "auto"}
+    callback : callable(IterationInfo) -> bool | str | None, optional
+        Called after each iteration; a truthy return stops the fit, and a string
+        return becomes ``stop_reason`` (e.g. "time", "interrupted").
+    resume : dict, optional
+        A ``checkpoint`` from a previous result or IterationInfo: continue where it
+        stopped; the result is bit-identical to an uninterrupted run.
+
+    Returns
+    -------
+    FitResult
+    """
+    start = time.perf_counter()
+    if fix_W is not None and fix_H is not None:
+        raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
+    X = _as_matrix(X, dtype)
+    dtype = X.dtype
+    shape = X.shape
+    loss_name, beta = _resolve_loss(loss)
+    if solver == "auto":
+        solver = "hals" if beta == 2 else "mu"
+    if solver not in SOLVERS:
+        raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    if solver in ("hals", "cd") and beta != 2:
+        raise UsageError(
+            f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
+        )
+    custom = W0 is not None or H0 is not None
+    if init is None:
+        init = "custom" if custom else default_init(k if isinstance(k, (int, np.integer)) else 1, shape)
+    if init not in INITS:
+        raise UsageError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    if custom and init != "custom":
+        raise UsageError(f"W0/H0 are given but init is '{init}'; use init 'custom'")
+    _check_k(k, shape, init if fix_W is None and fix_H is None else None)
+    _check_penalties(alpha_W, alpha_H, l1_ratio)
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise UsageError(f"tol must be a number >= 0; got {tol!r}")
+    if beta <= 0 and _has_zero(X):
+        raise DataError(
+            f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
+            "add a small positive constant or use loss kl or frobenius"
+        )
+    if not (sp.issparse(X) and X.nnz) and not np.any(X if not sp.issparse(X) else X.data):
+        raise DataError("X is all zeros; there is nothing to factorize")
+    if sp.issparse(X) and X.nnz == 0:
+        raise DataError("X is all zeros; there is nothing to factorize")
+
+    eng = get_engine(engine, X, dtype)
+    m, n = shape
+    if fix_H is not None:
+        fix_H = _check_factor(fix_H, (k, n), dtype, "fixed H")
+    if fix_W is not None:
+        fix_W = _check_factor(fix_W, (m, k), dtype, "fixed W")
+    if init == "custom":
+        need = [("W0", W0, (m, k))] if fix_W is None else []
+        need += [("H0", H0, (k, n))] if fix_H is None else []
+        missing = [name for name, value, _ in need if value is None]
+        if missing and fix_W is None and fix_H is None:
+            raise UsageError(f"init 'custom' needs {' and '.join(missing)}")
+        W0 = _check_factor(W0, (m, k), dtype, "W0") if W0 is not None else None
+        H0 = _check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
+
+    options = dict(
+        k=int(k), solver=solver, loss=loss_name, beta=beta, init=init, seed=seed,
+        max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
+        alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
+        dtype=str(dtype), engine=eng.name, fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
+    )
+    reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
+
+    if beta == 2 and (fix_H is not None or fix_W is not None):
+        W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
+        return _result(eng, W, H, n_iter, True, "exact", [], [], options, beta, reg, start, {})
+
+    if resume is not None:
+        W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
+        if W.shape != (m, k) or H.shape != (k, n):
+            raise DataError("the checkpoint's factors do not match the data and k")
+    else:
+        W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
+    if fix_W is not None:
+        W = fix_W
+    if fix_H is not None:
+        H = fix_H
+    loop = _mu_loop if solver == "mu" else _cd_loop
+    return loop(eng, W, H, options, reg, beta, callback, resume, start)
+
+
+def _has_zero(X):
+    if sp.issparse(X):
+        return X.nnz < X.shape[0] * X.shape[1] or bool(np.any(X.data == 0))
+    return bool(np.any(X == 0))
+
+
+def _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H):
+    m, n = X.shape
+    dtype = X.dtype
+    if fix_H is not None and W0 is None:
+        # scikit-learn's transform start: zeros for cd, √(mean/k) for mu (mu cannot leave 0).
+        value = np.sqrt(X.mean() / k) if solver == "mu" else 0.0
+        return np.full((m, k), value, dtype=dtype), fix_H
+    if fix_W is not None and H0 is None:
+        value = np.sqrt(X.mean() / k) if solver == "mu" else 0.0
+        return fix_W, np.full((k, n), value, dtype=dtype)
+    if init == "custom":
+        return W0, H0
+    if init == "random":
+        W, H = random_factors(X.mean(), k, X.shape, dtype, seed)
+    else:
+        W, H = nndsvd_factors(X, k, init, seed)
+    return np.asarray(W, dtype=dtype), np.asarray(H, dtype=dtype)
+
+
+def _solve_fixed_frobenius(eng, fix_W, fix_H, reg):
+    """The exact non-negative least-squares solve for the free factor."""
+    l1_W, l1_H, l2_W, l2_H = reg
+    if fix_H is not None:
+        G, R = cd.gram_and_cross_from(fix_H @ fix_H.T, eng.HXt(fix_H), l1_W, l2_W)
+        Wt, n_iter = nnls(G, R)
+        return np.ascontiguousarray(Wt.T), fix_H, n_iter
+    G, R = cd.gram_and_cross_from(fix_W.T @ fix_W, eng.WtX(fix_W), l1_H, l2_H)
+    H, n_iter = nnls(G, R)
+    return fix_W, H, n_iter
+
+
+def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
+    """The outer loop of hals and cd: stop when violation / first violation <= tol."""
+    solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
+    Wt = np.ascontiguousarray(W.T)
+    H = np.ascontiguousarray(H)
+    m, n = eng.shape
+    k = H.shape[0]
+    nnz = eng.X.nnz if eng.is_sparse else None
+    inner = (
+        cd.inner_sweep_limit(m, n, k, nnz),
+        cd.inner_sweep_limit(n, m, k, nnz),
+    )
+    state = {"violation_init": None}
+    history, history_iter = [], []
+    first = 1
+    if resume is not None:
+        state["violation_init"] = resume["solver_state"]["violation_init"]
+        history, history_iter = list(resume["history"]), list(resume["history_iter"])
+        first = int(resume["iteration"]) + 1
+    HHt = None
+    stop_reason, converged, n_iter = "max_iter", False, first - 1
+    for n_iter in range(first, max_iter + 1):
+        if solver == "cd":
+            violation, objective, HHt = cd.cd_iteration(eng, Wt, H, reg, HHt)
+        else:
+            violation, objective, HHt = cd.hals_iteration(eng, Wt, H, reg, HHt, max(inner))
+        if state["violation_init"] is None:
+            state["violation_init"] = violation
+        history.append(objective)
+        history_iter.append(n_iter)
+        done = state["violation_init"] == 0 or violation / state["violation_init"] <= tol
+        if done:
+            stop_reason, converged = "tol", True
+        if callback is not None and not done:
+            asked = _call(callback, n_iter, max_iter, history, start, Wt.T, H,
+                          lambda: _checkpoint(n_iter, Wt.T, H, state, history, history_iter))
+            if asked:
+                stop_reason = asked if isinstance(asked, str) else "callback"
+                break
+        if done:
+            break
+    W = np.ascontiguousarray(Wt.T)
+    ckpt = _checkpoint(n_iter, W, H, state, history, history_iter)
+    return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
+                   options, beta, reg, start, ckpt)
+
+
+def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
+    """scikit-learn's multiplicative-update loop, with its convergence test every 10 iterations."""
+    max_iter, tol = options["max_iter"], options["tol"]
+    l1_W, l1_H, l2_W, l2_H = reg
+    update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
+    gamma = mu.gamma_for(beta)
+    W = np.array(W, copy=True) if update_W_ else W
+    H = np.array(H, copy=True) if update_H_ else H
+    if resume is not None:
+        state = dict(resume["solver_state"])
+        history, history_iter = list(resume["history"]), list(resume["history_iter"])
+        first = int(resume["iteration"]) + 1
+    else:
+        error_at_init = beta_divergence(eng, W, H, beta, square_root=True)
+        state = {"error_at_init": error_at_init, "previous_error": error_at_init}
+        history = [_objective(eng, W, H, beta, reg)]
+        history_iter = [0]
+        first = 1
+    cache = {}
+    stop_reason, converged, n_iter = "max_iter", False, first - 1
+    for n_iter in range(first, max_iter + 1):
+        if update_W_:
+            mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, cache, keep_cache=not update_H_)
+        if update_H_:
+            mu.update_H(eng, W, H, beta, l1_H, l2_H, gamma)
+        done = False
+        if n_iter % mu.CHECK_EVERY == 0:
+            error = beta_divergence(eng, W, H, beta, square_root=True)
+            history.append(_objective(eng, W, H, beta, reg, divergence=0.5 * error**2))
+            history_iter.append(n_iter)
+            if tol > 0:
+                if (state["previous_error"] - error) / state["error_at_init"] < tol:
+                    done = True
+                    stop_reason, converged = "tol", True
+                state["previous_error"] = error
+        if callback is not None and not done:
+            asked = _call(callback, n_iter, max_iter, history, start, W, H,
+                          lambda: _checkpoint(n_iter, W, H, state, history, history_iter))
+            if asked:
+                stop_reason = asked if isinstance(asked, str) else "callback"
+                break
+        if done:
+            break
+    ckpt = _checkpoint(n_iter, W, H, state, history, history_iter)
+    return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
+                   options, beta, reg, start, ckpt)
+
+
+def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
+    objective = history[-1] if history else None
+    change = None
+    if len(history) >= 2 and history[-2]:
+        change = (history[-2] - history[-1]) / abs(history[-2])
+    info = IterationInfo(n_iter, max_iter, objective, change, time.perf_counter() - start, W, H, checkpoint)
+    return callback(info)
+
+
+def _checkpoint(n_iter, W, H, state, history, history_iter):
+    return {
+        "iteration": int(n_iter),
+        "W": np.array(W, copy=True),
+        "H": np.array(H, copy=True),
+        "solver_state": dict(state),
+        "history": list(history),
+        "history_iter": list(history_iter),
+    }
+
+
+def _objective(eng, W, H, beta, reg, divergence=None):
+    """Divergence plus penalties: the quantity the solvers decrease."""
+    if divergence is None:
+        divergence = beta_divergence(eng, W, H, beta)
+    l1_W, l1_H, l2_W, l2_H = reg
+    return float(divergence) + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)
+
+
+def _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter, options, beta, reg, start, ckpt):
+    W = eng.to_host(W)
+    H = eng.to_host(H)
+    divergence = beta_divergence(eng, W, H, beta)
+    metrics = {
+        "objective": _objective(eng, W, H, beta, reg, divergence),
+        "beta_divergence": float(divergence),
+        "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
+        "relative_error": relative_error_of(eng, W, H),
+    }
+    return FitResult(
+        W=W, H=H, n_iter=int(n_iter), converged=bool(converged), stop_reason=stop_reason,
+        history=[float(v) for v in history], history_iter=[int(i) for i in history_iter],
+        metrics=metrics, options=options, time_s=time.perf_counter() - start, checkpoint=ckpt,
+    )
+
+
+def relative_error_of(eng, W, H):
+    norm_X = np.sqrt(eng.sqnorm())
+    return float(np.sqrt(squared_error(eng, W, H)) / norm_X) if norm_X else 0.0
+
+
+# --------------------------------------------------------------------------- transform & co
+
+
+def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, engine="numpy",
+              max_iter=1000, tol=1e-8):
+    """W ≥ 0 (m×k) minimising the loss of X ≈ W·H for fixed components H (k×n).
+
+    For the Frobenius loss this is an exact non-negative least-squares solve of
+    every row (block principal pivoting), not a pseudo-inverse projection (which
+    goes negative) and not an iterative solve stopped early. For other losses
+    the multiplicative updates run with H fixed until the relative decrease is
+    below ``tol``.
+    """
+    X = _as_matrix(X, dtype)
+    H = np.asarray(H)
+    if H.ndim != 2 or H.shape[1] != X.shape[1]:
+        raise DataError(
+            f"X has {X.shape[1]} columns but the components have "
+            f"{H.shape[1] if H.ndim == 2 else 'no'} columns; they must match"
+        )
+    result = fit(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
+                 l1_ratio=l1_ratio, fix_H=H, dtype=X.dtype, engine=engine,
+                 max_iter=max_iter, tol=tol)
+    return result.W
+
+
+def reconstruct(W, H):
+    """W·H as a dense array."""
+    W = np.asarray(W)
+    H = np.asarray(H)
+    if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[0]:
+        raise DataError(f"W ({_shape(W)}) and H ({_shape(H)}) do not chain: W's columns must equal H's rows")
+    return W @ H
+
+
+def _shape(A):
+    return " x ".join(str(s) for s in A.shape)
+
+
+def metrics(X, W, H, loss="frobenius"):
+    """Error metrics of X ≈ W·H: beta_divergence, reconstruction_error, relative_error."""
+    _, beta = _resolve_loss(loss)
+    X = _as_matrix(X, None)
+    W = np.asarray(W, dtype=X.dtype)
+    H = np.asarray(H, dtype=X.dtype)
+    if W.shape[0] != X.shape[0] or H.shape[1] != X.shape[1] or W.shape[1] != H.shape[0]:
+        raise DataError(
+            f"X ({_shape(X)}) does not match W ({_shape(W)}) times H ({_shape(H)})"
+        )
+    eng = get_engine("numpy", X, X.dtype)
+    divergence = beta_divergence(eng, W, H, beta)
+    return {
+        "beta": beta,
+        "beta_divergence": float(divergence),
+        "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
+        "relative_error": relative_error_of(eng, W, H),
+    }
+
+
+def versions():
+    import scipy
+
+    return {"nmfcli": __version__, "numpy": np.__version__, "scipy": scipy.__version__}

@@ -1,0 +1,48 @@
+"""Engines own X and supply the few products the solvers need.
+
+A solver never touches X directly: it asks the engine for X·Hᵀ, Wᵀ·X, ‖X‖² and,
+for beta-divergences, the elementwise terms at the entries of X. That keeps one
+solver code path for dense, sparse, GPU and chunked data. Optional engines are
+imported lazily, with an install hint when their package is missing.
+"""
+
+from nmfcli.errors import UnavailableError, UsageError
+
+ENGINES = ("numpy", "cupy", "dask", "auto")
+
+
+def get_engine(name, X, dtype):
+    """Return an engine instance holding X for the engine called ``name``."""
+    if name in ("numpy", None):
+        from nmfcli.engines.numpy import NumpyEngine
+
+        return NumpyEngine(X, dtype)
+    if name == "auto":
+        return get_engine(_auto_engine(), X, dtype)
+    if name == "cupy":
+        try:
+            from nmfcli.engines.cupy import CupyEngine
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise UnavailableError(
+                f"engine 'cupy' needs CuPy and an NVIDIA GPU ({exc}); "
+                "install it with: pip install 'nmfcli[gpu]'"
+            ) from None
+        return CupyEngine(X, dtype)
+    if name == "dask":
+        raise UnavailableError(
+            "engine 'dask' is not available in this version of nmfcli; "
+            "use --engine numpy"
+        )
+    raise UsageError(f"engine must be one of {', '.join(ENGINES)}; got {name!r}")
+
+
+def _auto_engine():
+    """'cupy' when CuPy imports and sees a GPU, else 'numpy'."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return "cupy"
+    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+        pass
+    return "numpy"

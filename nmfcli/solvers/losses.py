@@ -1,0 +1,120 @@
+"""The beta-divergence family, computed as scikit-learn's ``_beta_divergence`` does.
+
+beta = 2 is half the squared Frobenius norm, 1 the generalised Kullback-Leibler
+divergence, 0 Itakura-Saito. Entries of X at or below EPSILON are left out of
+the log and ratio terms (0·log 0 = 0), exactly as in scikit-learn.
+"""
+
+import numpy as np
+
+EPSILON = np.finfo(np.float32).eps
+
+# Row blocks keep the dense m×n temporaries of W·H to about this many entries.
+BLOCK_ENTRIES = 1 << 22
+
+LOSSES = {"frobenius": 2.0, "kl": 1.0, "is": 0.0}
+LOSS_ALIASES = {
+    "frobenius": 2.0,
+    "fro": 2.0,
+    "kl": 1.0,
+    "kullback-leibler": 1.0,
+    "is": 0.0,
+    "itakura-saito": 0.0,
+}
+
+
+def row_blocks(m, n):
+    """Slices of rows such that a block of an m×n array has about BLOCK_ENTRIES entries."""
+    step = max(1, BLOCK_ENTRIES // max(n, 1))
+    for start in range(0, m, step):
+        yield slice(start, min(start + step, m))
+
+
+def squared_error(engine, W, H):
+    """‖X − WH‖², exactly (no cancellation) for dense X; by the trace formula for sparse X."""
+    if engine.is_sparse:
+        cross = float(np.vdot(engine.XHt(H), W))
+        norm_WH = float(np.vdot((W.T @ W), (H @ H.T)))
+        return max(engine.sqnorm() - 2.0 * cross + norm_WH, 0.0)
+    X = engine.X
+    total = 0.0
+    for rows in row_blocks(*X.shape):
+        D = X[rows] - W[rows] @ H
+        total += float(np.vdot(D, D))
+    return total
+
+
+def beta_divergence(engine, W, H, beta, square_root=False):
+    """D_beta(X ‖ WH), equal to scikit-learn's ``_beta_divergence``."""
+    beta = float(beta)
+    if beta == 2:
+        res = squared_error(engine, W, H) / 2.0
+        return float(np.sqrt(2 * res)) if square_root else res
+
+    if engine.is_sparse:
+        X_data = engine.X.data
+        WH_data = engine.WH_at_X(W, H)
+        res = _divergence_terms(X_data, WH_data, beta)
+        if beta not in (0.0, 1.0):
+            sum_WH_beta = 0.0
+            for rows in row_blocks(W.shape[0], H.shape[1]):
+                sum_WH_beta += float(np.sum((W[rows] @ H) ** beta))
+            res = _finish_beta(res, sum_WH_beta, beta)
+    else:
+        X = engine.X
+        res = 0.0
+        sum_WH_beta = 0.0
+        for rows in row_blocks(*X.shape):
+            WH = W[rows] @ H
+            res += _divergence_terms(X[rows].ravel(), WH.ravel(), beta)
+            if beta not in (0.0, 1.0):
+                sum_WH_beta += float(np.sum(WH**beta))
+        if beta not in (0.0, 1.0):
+            res = _finish_beta(res, sum_WH_beta, beta)
+
+    if beta == 1:
+        res += float(np.dot(np.sum(W, axis=0), np.sum(H, axis=1)))
+    elif beta == 0:
+        res -= float(np.prod(engine.shape))
+    if square_root:
+        return float(np.sqrt(2 * max(res, 0.0)))
+    return res
+
+
+def _divergence_terms(X_data, WH_data, beta):
+    """The parts of the divergence that live on the entries of X above EPSILON."""
+    keep = X_data > EPSILON
+    X_data = X_data[keep]
+    WH_data = WH_data[keep]
+    WH_data[WH_data < EPSILON] = EPSILON
+    if beta == 1:
+        # Σ X·log(X/WH) − Σ X; the Σ WH term is added once for the whole matrix.
+        return float(np.dot(X_data, np.log(X_data / WH_data))) - float(X_data.sum())
+    if beta == 0:
+        div = X_data / WH_data
+        return float(np.sum(div)) - float(np.sum(np.log(div)))
+    # Partial sums of (Σ X^β − β Σ X·WH^(β−1)); the Σ WH^β term is added in _finish_beta.
+    return float((X_data**beta).sum()) - beta * float(np.dot(X_data, WH_data ** (beta - 1)))
+
+
+def _finish_beta(partial, sum_WH_beta, beta):
+    return (partial + sum_WH_beta * (beta - 1)) / (beta * (beta - 1))
+
+
+def parse_loss(loss):
+    """(name, beta) for 'frobenius' | 'kl' | 'is' | their long names | a real number."""
+    if isinstance(loss, (int, float, np.floating, np.integer)) and not isinstance(loss, bool):
+        beta = float(loss)
+    else:
+        key = str(loss).strip().lower()
+        if key in LOSS_ALIASES:
+            beta = LOSS_ALIASES[key]
+        else:
+            try:
+                beta = float(key)
+            except ValueError:
+                return None
+    if not np.isfinite(beta):
+        return None
+    name = {2.0: "frobenius", 1.0: "kl", 0.0: "is"}.get(beta, f"beta={beta:g}")
+    return name, beta

@@ -1,0 +1,79 @@
+"""Multiplicative updates for the beta-divergence family (Lee & Seung 2001; Févotte & Idier 2011).
+
+The same semantics as scikit-learn's ``solver="mu"``: its EPSILON clamps, the
+exponent γ of the maximisation-minimisation step for β < 1 and β > 2, the
+thresholding of tiny entries for β ≤ 1, and its stopping rule (every 10
+iterations, stop when the decrease of √(2·D) relative to its initial value is
+below tol).
+"""
+
+import numpy as np
+
+from nmfcli.solvers.losses import EPSILON
+
+CHECK_EVERY = 10
+FLOAT64_EPS = np.finfo(np.float64).eps
+
+
+def gamma_for(beta):
+    """The MM exponent that makes each update non-increasing (Févotte & Idier 2011)."""
+    if beta < 1:
+        return 1.0 / (2.0 - beta)
+    if beta > 2:
+        return 1.0 / (beta - 1.0)
+    return 1.0
+
+
+def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
+    """One multiplicative update of W (m×k), in place. ``cache`` holds products of a fixed H."""
+    if beta == 2:
+        XHt = cache.get("XHt")
+        if XHt is None:
+            XHt = engine.XHt(H)
+        numerator = XHt.copy() if keep_cache else XHt
+        HHt = cache.get("HHt")
+        if HHt is None:
+            HHt = H @ H.T
+        if keep_cache:
+            cache["XHt"], cache["HHt"] = XHt, HHt
+        denominator = W @ HHt
+    else:
+        numerator, denominator = engine.mu_products(W, H, beta, "W")
+        if beta == 1:
+            H_sum = cache.get("H_sum")
+            if H_sum is None:
+                H_sum = np.sum(H, axis=1)
+            if keep_cache:
+                cache["H_sum"] = H_sum
+            denominator = np.broadcast_to(H_sum[np.newaxis, :], W.shape).copy()
+    _apply(W, numerator, denominator, l1, l2, gamma)
+    if beta < 1:
+        W[W < FLOAT64_EPS] = 0.0
+
+
+def update_H(engine, W, H, beta, l1, l2, gamma):
+    """One multiplicative update of H (k×n), in place."""
+    if beta == 2:
+        numerator = engine.WtX(W)
+        denominator = np.linalg.multi_dot([W.T, W, H])
+    else:
+        numerator, denominator = engine.mu_products(W, H, beta, "H")
+        if beta == 1:
+            W_sum = np.sum(W, axis=0)
+            W_sum[W_sum == 0] = 1.0
+            denominator = np.broadcast_to(W_sum[:, np.newaxis], H.shape).copy()
+    _apply(H, numerator, denominator, l1, l2, gamma)
+    if beta <= 1:
+        H[H < FLOAT64_EPS] = 0.0
+
+
+def _apply(A, numerator, denominator, l1, l2, gamma):
+    if l1 > 0:
+        denominator += l1
+    if l2 > 0:
+        denominator = denominator + l2 * A
+    denominator[denominator == 0] = EPSILON
+    numerator /= denominator
+    if gamma != 1:
+        numerator **= gamma
+    A *= numerator

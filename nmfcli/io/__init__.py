@@ -1,0 +1,430 @@
+"""The io layer: every path and file nmfcli touches.
+
+Readers for CSV/TSV, NPY, NPZ, MatrixMarket, HDF5 and Zarr; writers for matrices,
+model files, JSON reports and checkpoints; atomic writes and the output lock.
+
+Readers validate structure only (2-D, real numbers, sizes that fit the file and
+memory) and raise :class:`~nmfcli.errors.NMFError` subclasses whose message starts
+with the path as the user gave it. No reader lets a numpy/zipfile/h5py exception
+escape, and none allocates what a header claims before checking the claim. io never
+computes a factorization and never imports click or rich.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from io import BytesIO
+
+import numpy as np
+
+from nmfcli.errors import DataError, MissingInputError, ReadWriteError, UsageError
+from nmfcli.io._common import (
+    Matrix,
+    atomic_path,
+    available_memory,
+    fail,
+    file_sha256,
+    human_bytes,
+    output_lock,
+    require_file,
+    target_dtype,
+)
+
+__all__ = [
+    "FORMATS",
+    "Matrix",
+    "atomic_path",
+    "available_memory",
+    "detect_kind",
+    "file_sha256",
+    "output_lock",
+    "read_checkpoint",
+    "read_matrix",
+    "read_model",
+    "read_report",
+    "write_checkpoint",
+    "write_matrix",
+    "write_model",
+    "write_report",
+]
+
+FORMATS = ("csv", "npy", "npz", "mtx", "h5", "zarr")
+WRITE_FORMATS = ("csv", "tsv", "npy", "npz", "h5")
+MODEL_VERSION = 1
+
+_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv", ".txt.gz": "csv",
+    ".npy": "npy", ".npz": "npz", ".mtx": "mtx",
+    ".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".h5ad": "h5", ".zarr": "zarr",
+}
+_MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"\x89HDF\r\n\x1a\n", "h5"), (b"%%MatrixMarket", "mtx"))
+
+
+def _ext(path: str) -> str:
+    low = path.lower().rstrip("/")
+    for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+        if low.endswith(ext):
+            return ext
+    return os.path.splitext(low)[1]
+
+
+def _split_inner(path: str) -> tuple[str, str | None]:
+    """'m.h5::/group/X' -> ('m.h5', '/group/X'), unless a file is literally named so."""
+    if "::" in path and not os.path.exists(path):
+        file, inner = path.rsplit("::", 1)
+        return file, inner or None
+    return path, None
+
+
+def _sniff_format(path: str, file: str) -> str:
+    """Format by extension, else by magic bytes, else delimited text."""
+    fmt = _EXTENSIONS.get(_ext(file))
+    if fmt:
+        return fmt
+    if os.path.isdir(file):
+        return "zarr"
+    try:
+        with open(file, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "csv"
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return "csv"
+
+
+def _read_all(path: str, f, limit: int) -> bytes:
+    """Read a whole stream, refusing more than limit bytes (stdin can be endless)."""
+    chunks, total = [], 0
+    try:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            total += len(block)
+            if total > limit:
+                raise fail(path, f"the input is larger than {human_bytes(limit)}; too large to read into memory")
+            chunks.append(block)
+    except OSError as e:
+        raise ReadWriteError(f"{path}: reading failed ({e.strerror or e})") from None
+    return b"".join(chunks)
+
+
+def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col=None, dtype=None,
+                lazy=False, stdin=None) -> Matrix:
+    """Read a matrix from a file or stdin.
+
+    Parameters
+    ----------
+    path : str
+        The file; ``"-"`` reads stdin. HDF5 and Zarr accept ``FILE::/path/to/dataset``.
+    input_format : {"csv", "npy", "npz", "mtx", "h5", "zarr"}, optional
+        Overrides detection by extension (and magic bytes). stdin defaults to "csv".
+    dataset : str, optional
+        HDF5/Zarr dataset or sparse group; by default the single matrix in the file.
+    header, index_col : bool, optional
+        CSV only: force a header row of column labels / a first column of row labels
+        on or off; by default each is detected from the data.
+    dtype : {"float64", "float32"}, optional
+        Element type of the result (default float64; integers are converted).
+    lazy : bool, default False
+        NPY, HDF5 and Zarr dense data come back as a memory map / dataset that reads
+        on demand, in the stored dtype, and are not checked against memory.
+    stdin : binary stream, optional
+        Read instead of ``sys.stdin.buffer`` when path is "-".
+
+    Returns
+    -------
+    Matrix
+        X is a C-ordered ndarray of shape (m, n), a scipy.sparse.csr_matrix (NPZ,
+        coordinate MTX, sparse HDF5/Zarr groups), or a lazy array.
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist or cannot be opened (exit 66).
+    DataError
+        The content is not a readable 2-D real matrix, or is too large for memory (exit 65).
+    UsageError
+        Unknown input_format or dtype, or a dataset named twice.
+    UnavailableError
+        Zarr input without the zarr package.
+    """
+    target = target_dtype(dtype)
+    if input_format is not None and input_format not in FORMATS:
+        raise UsageError(f"unknown input format {input_format!r}; choose one of {', '.join(FORMATS)}")
+    path = os.fspath(path)
+    if path == "-":
+        return _read_stdin(input_format or "csv", dataset, header, index_col, target, stdin)
+    file, inner = _split_inner(path)
+    if inner is not None and dataset is not None and inner.strip("/") != dataset.strip("/"):
+        raise UsageError(f"{path}: the dataset is named twice ('{inner}' in the path and '{dataset}')")
+    dataset = dataset or inner
+    fmt = input_format or _sniff_format(path, file)
+    label = file
+    require_file(label, file)
+    if fmt != "zarr" and os.path.isdir(file):
+        raise MissingInputError(f"{label}: is a folder, not a file")
+    if fmt == "h5":
+        from nmfcli.io._hdf5 import read_h5
+
+        X, rows, cols, _ = read_h5(label, file, dataset, dtype=target, lazy=lazy)
+        return Matrix(X, rows, cols, path, fmt, file_sha256(file))
+    if fmt == "zarr":
+        from nmfcli.io._zarr import read_zarr
+
+        X, rows, cols = read_zarr(label, file, dataset, dtype=target, lazy=lazy)
+        return Matrix(X, rows, cols, path, fmt, file_sha256(file))
+    if dataset is not None:
+        raise UsageError(f"{path}: a dataset can only be chosen in HDF5 or Zarr files, not {fmt}")
+    try:
+        f = open(file, "rb")
+    except OSError as e:
+        raise MissingInputError(f"{label}: cannot be opened ({e.strerror or e})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if fmt == "csv":
+            raw = _read_all(label, f, available_memory() // 2)
+            X, rows, cols = _parse_csv(label, file, raw, header, index_col, target)
+            return Matrix(X, rows, cols, path, fmt, hashlib.sha256(raw).hexdigest())
+        X = _read_binary(label, fmt, f, size, target, lazy, file)
+    return Matrix(X, None, None, path, fmt, file_sha256(file))
+
+
+def _parse_csv(label, file, raw, header, index_col, target):
+    from nmfcli.io._text import decompress, parse_text
+
+    low = file.lower()
+    if low.endswith(".gz") or raw[:2] == b"\x1f\x8b":
+        raw = decompress(label, raw)
+    hint = "\t" if ".tsv" in low else ","
+    return parse_text(label, raw, header=header, index_col=index_col, dtype=target, ext_hint=hint)
+
+
+def _read_binary(label, fmt, f, size, target, lazy, real_path):
+    from nmfcli.io import _numpy
+
+    if fmt == "npy":
+        return _numpy.read_npy(label, f, size, dtype=target, lazy=lazy, real_path=real_path)
+    if fmt == "npz":
+        return _numpy.read_npz(label, f, dtype=target)
+    if fmt == "mtx":
+        return _numpy.read_mtx(label, f, size, dtype=target)
+    raise AssertionError(fmt)
+
+
+def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
+    label = "-"
+    if fmt == "zarr":
+        raise UsageError("-: a Zarr store is a folder and cannot be read from stdin; give its path")
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    raw = _read_all(label, stream, available_memory() // 2)
+    digest = hashlib.sha256(raw).hexdigest()
+    if fmt == "csv":
+        X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target)
+        return Matrix(X, rows, cols, "-", fmt, digest)
+    if not raw:
+        raise fail(label, "the input is empty")
+    if fmt == "h5":
+        from nmfcli.io._hdf5 import read_h5_bytes
+
+        X, rows, cols = read_h5_bytes(label, raw, dataset, dtype=target)
+        return Matrix(X, rows, cols, "-", fmt, digest)
+    X = _read_binary(label, fmt, BytesIO(raw), len(raw), target, False, None)
+    return Matrix(X, None, None, "-", fmt, digest)
+
+
+def _dense(A):
+    import scipy.sparse as sp
+
+    return A.toarray() if sp.issparse(A) else np.asarray(A)
+
+
+def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, force=False, stdout=None) -> None:
+    """Write a matrix as CSV/TSV, NPY, NPZ or HDF5, atomically; "-" writes CSV to stdout.
+
+    Parameters
+    ----------
+    path : str
+        Destination; the format comes from its extension unless ``format`` is given.
+    A : array_like of shape (m, n) or scipy.sparse matrix
+    format : {"csv", "tsv", "npy", "npz", "h5"}, optional
+    row_labels, col_labels : sequence of str, optional
+        Written as the first CSV column / header row, or HDF5 attributes; NPY/NPZ
+        cannot hold them.
+    force : bool, default False
+        Replace an existing file.
+    stdout : text stream, optional
+        Used for "-" instead of sys.stdout. BrokenPipeError propagates.
+
+    Raises
+    ------
+    OutputError
+        The file exists (without force) or cannot be created (exit 73).
+    ReadWriteError
+        Writing failed part-way (exit 74).
+    """
+    from nmfcli.io._text import write_text
+
+    path = os.fspath(path)
+    if format is not None and format not in WRITE_FORMATS:
+        raise UsageError(f"unknown output format {format!r}; choose one of {', '.join(WRITE_FORMATS)}")
+    shape = tuple(A.shape)
+    for what, labels, count in (("row", row_labels, shape[0]), ("column", col_labels, shape[-1])):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"{len(labels)} {what} labels for {count} {what}s")
+    if path == "-":
+        stream = stdout if stdout is not None else sys.stdout
+        write_text(stream, _dense(A), row_labels, col_labels, "\t" if format == "tsv" else ",")
+        stream.flush()
+        return
+    ext = _ext(path)
+    fmt = format or {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".npy": "npy", ".npz": "npz",
+                     ".h5": "h5", ".hdf5": "h5"}.get(ext)
+    if fmt is None:
+        raise UsageError(f"{path}: cannot tell the output format from '{ext or path}'; "
+                         "use a .csv, .tsv, .npy, .npz or .h5 file name")
+    with atomic_path(path, force=force) as tmp:
+        if fmt in ("csv", "tsv"):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                write_text(f, _dense(A), row_labels, col_labels, "\t" if fmt == "tsv" else ",")
+        elif fmt == "npy":
+            with open(tmp, "wb") as f:
+                np.save(f, _dense(A), allow_pickle=False)
+        elif fmt == "npz":
+            import scipy.sparse as sp
+
+            with open(tmp, "wb") as f:
+                if sp.issparse(A):
+                    sp.save_npz(f, sp.csr_matrix(A))
+                else:
+                    np.savez(f, X=np.asarray(A))
+        else:
+            from nmfcli.io._hdf5 import write_h5_matrix
+
+            write_h5_matrix(tmp, A, row_labels, col_labels)
+
+
+def _jsonable(value, nan_to_null: bool):
+    """Plain JSON types from numpy scalars/arrays, tuples and paths; NaN/Inf -> None if asked."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, nan_to_null) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, nan_to_null) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), nan_to_null)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and nan_to_null and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot store {type(value).__name__} {value!r} as JSON")
+
+
+def write_model(path, model: dict, *, force: bool = False) -> None:
+    """Write a model as one self-describing HDF5 file (atomically).
+
+    Arrays ("H" of shape (k, n), required; "W" (m, k), "history", "history_iter", ...)
+    become datasets with their dtypes; every other entry ("options", "metrics",
+    "versions", "row_labels", "k", "loss", ...) a JSON string attribute. The root
+    attribute ``nmfcli_model`` = 1 marks the file format version.
+    """
+    if not isinstance(model.get("H"), np.ndarray):
+        raise ValueError("a model needs an 'H' array")
+    from nmfcli.io._hdf5 import write_h5_dict
+
+    write_h5_dict(os.fspath(path), model, "nmfcli_model", force=force, jsonable=lambda v: _jsonable(v, False))
+
+
+def read_model(path) -> dict:
+    """Read a model written by :func:`write_model`: the same dict back.
+
+    Raises
+    ------
+    MissingInputError
+        No such file (exit 66).
+    DataError
+        Not an nmfcli model, or damaged (exit 65).
+    """
+    from nmfcli.io._hdf5 import read_h5_dict
+
+    path = os.fspath(path)
+    model = read_h5_dict(path, "nmfcli_model", "model", "; make one with `nmf fit`")
+    H = model.get("H")
+    if not isinstance(H, np.ndarray) or H.ndim != 2:
+        raise fail(path, "the model has no 2-D 'H' array; the file is damaged or incomplete")
+    return model
+
+
+def write_checkpoint(path, state: dict, *, force: bool = True) -> None:
+    """Save a run's state like a model file (attribute ``nmfcli_checkpoint`` = 1), atomically."""
+    from nmfcli.io._hdf5 import write_h5_dict
+
+    write_h5_dict(os.fspath(path), state, "nmfcli_checkpoint", force=force, jsonable=lambda v: _jsonable(v, False))
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint written by :func:`write_checkpoint`."""
+    from nmfcli.io._hdf5 import read_h5_dict
+
+    return read_h5_dict(os.fspath(path), "nmfcli_checkpoint", "checkpoint", "")
+
+
+def write_report(path, report: dict, *, force: bool = False, stdout=None) -> None:
+    """Write a JSON report (indent 2; NaN/Inf as null), atomically; "-" writes to stdout."""
+    text = json.dumps(_jsonable(report, True), indent=2, allow_nan=False) + "\n"
+    path = os.fspath(path)
+    if path == "-":
+        stream = stdout if stdout is not None else sys.stdout
+        stream.write(text)
+        stream.flush()
+        return
+    with atomic_path(path, force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def read_report(path) -> dict:
+    """Read a JSON report; it must be an object with "k" and "shape"."""
+    path = os.fspath(path)
+    require_file(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(available_memory() // 2 + 1)
+    except OSError as e:
+        raise MissingInputError(f"{path}: cannot be opened ({e.strerror or e})") from None
+    try:
+        report = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise fail(path, "not valid JSON (it is not UTF-8 text)") from None
+    except json.JSONDecodeError as e:
+        raise fail(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise fail(path, "not valid JSON (nested too deeply)") from None
+    if not isinstance(report, dict) or "k" not in report or "shape" not in report:
+        raise fail(path, "not an nmfcli report (a JSON object with 'k' and 'shape' keys is expected)")
+    return report
+
+
+def detect_kind(path) -> str:
+    """"model", "report" or "matrix": by content where cheap, else by extension."""
+    path = os.fspath(path)
+    if path == "-" or "::" in path and not os.path.exists(path):
+        return "matrix"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return "report" if path.lower().endswith(".json") else "matrix"
+    if head.startswith(b"\x89HDF\r\n\x1a\n") or _EXTENSIONS.get(_ext(path)) == "h5":
+        from nmfcli.io._hdf5 import h5_kind
+
+        return "model" if h5_kind(path) == "model" else "matrix"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") or path.lower().endswith(".json"):
+        return "report"
+    return "matrix"

@@ -1,0 +1,353 @@
+"""Shared pieces of the io layer: the Matrix record, errors, memory checks,
+dtype rules, sparse validation, atomic writes and the output lock."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import struct
+import zipfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nmfcli.errors import DataError, LockedError, MissingInputError, NMFError, OutputError, ReadWriteError, UsageError
+
+# Exceptions third-party parsers (numpy, zipfile, h5py, scipy, zarr) raise on damaged
+# input. Readers translate these into DataError; anything else is a bug and keeps its
+# traceback.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    SyntaxError,
+    EOFError,
+    OSError,
+    RuntimeError,
+    UnicodeError,
+    AssertionError,
+    NotImplementedError,
+    zlib.error,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    struct.error,
+)
+
+
+@dataclass
+class Matrix:
+    """A matrix read from a file, with its labels and provenance.
+
+    Attributes
+    ----------
+    X : ndarray of shape (m, n), scipy.sparse.csr_matrix, or a lazy array
+        Dense float arrays are C-ordered float64 (or the requested dtype). With
+        ``lazy=True`` an ``np.memmap``, ``h5py.Dataset`` or zarr array in the stored
+        numeric dtype may come back instead; it reads on demand.
+    row_labels, col_labels : list of str or None
+    path : str
+        The path as the user gave it; ``"-"`` for stdin.
+    format : str
+        One of :data:`FORMATS`.
+    sha256 : str
+        Hex digest of the input bytes (for stdin: of the bytes read).
+    """
+
+    X: Any
+    row_labels: list[str] | None
+    col_labels: list[str] | None
+    path: str
+    format: str
+    sha256: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.X.shape)  # type: ignore[return-value]
+
+
+def fail(path: str, message: str) -> DataError:
+    """A DataError whose message starts with the file as the user gave it."""
+    return DataError(f"{path}: {message}")
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; binary units because memory is sold that way."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still use.
+
+    MemAvailable from /proc/meminfo (falls back to os.sysconf), capped by a cgroup v2
+    limit when the process runs in a container.
+    """
+    avail = None
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 1 << 62
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                used = int(f.read().strip())
+            avail = min(avail, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return int(avail)
+
+
+def shape_text(shape) -> str:
+    return " x ".join(str(int(s)) for s in shape)
+
+
+def check_memory(path: str, what: str, nbytes: int) -> None:
+    """Refuse, before allocating, an input that cannot fit in memory."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise fail(
+            path,
+            f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(avail)} is available; "
+            "use a smaller input or read it lazily",
+        )
+
+
+def target_dtype(dtype) -> np.dtype:
+    """The float dtype a matrix is converted to: float64 unless float32 is asked for."""
+    if dtype is None:
+        return np.dtype(np.float64)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+    return dt
+
+
+def check_dtype(path: str, dt: np.dtype, where: str = "") -> None:
+    """Refuse anything but real integers and floats (where: e.g. "dataset '/X' ")."""
+    if dt.hasobject:
+        raise fail(path, f"{where}holds Python objects (a pickle); nmf never loads pickles")
+    if dt.names is not None or dt.subdtype is not None:
+        fields = ", ".join(dt.names or ())
+        raise fail(path, f"{where}holds a structured array ({fields or dt.str}); nmf needs a plain numeric matrix")
+    if dt.kind not in "iuf":
+        kind = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes", "V": "raw bytes",
+                "M": "dates", "m": "time spans"}.get(dt.kind, str(dt))
+        raise fail(path, f"{where}holds {kind} ({dt.name}); nmf needs real numbers (integers or floats)")
+
+
+def check_shape(path: str, shape, what: str = "the array") -> tuple[int, int]:
+    """Refuse anything but a non-empty 2-D shape."""
+    if len(shape) != 2:
+        raise fail(path, f"{what} is {len(shape)}-D; nmf needs a 2-D matrix (rows x columns)")
+    m, n = (int(s) for s in shape)
+    if m == 0 or n == 0:
+        raise fail(path, f"{what} is {m} x {n}; nmf needs at least one row and one column")
+    return m, n
+
+
+def build_sparse(path: str, fmt: str, shape, data, indices, indptr, dtype: np.dtype):
+    """Validate CSR/CSC (or COO: indices=row, indptr=col) parts, then build a canonical CSR."""
+    import scipy.sparse as sp
+
+    try:
+        shape = tuple(int(s) for s in np.asarray(shape).ravel())
+    except PARSE_ERRORS:
+        raise fail(path, f"the sparse matrix shape {shape!r} is not two integers") from None
+    if len(shape) != 2 or min(shape) < 0:
+        raise fail(path, f"the sparse matrix shape {shape!r} is not two non-negative integers")
+    check_shape(path, shape, "the sparse matrix")
+    parts = {"data": data, "indices": indices, "indptr": indptr}
+    if fmt == "coo":
+        parts = {"data": data, "row": indices, "col": indptr}
+    for name, arr in parts.items():
+        arr = np.asarray(arr)
+        if arr.ndim != 1:
+            raise fail(path, f"the sparse matrix part '{name}' is {arr.ndim}-D; it must be 1-D")
+        if name == "data":
+            check_dtype(path, arr.dtype, "the sparse matrix data ")
+        elif arr.dtype.kind not in "iu":
+            raise fail(path, f"the sparse matrix part '{name}' holds {arr.dtype}; it must hold integers")
+    data = np.asarray(data)
+    nnz = data.shape[0]
+    if fmt == "coo":
+        row, col = np.asarray(indices), np.asarray(indptr)
+        if row.shape[0] != nnz or col.shape[0] != nnz:
+            raise fail(path, f"the sparse matrix has {nnz} values but {row.shape[0]} row and {col.shape[0]} column indices")
+        for name, idx, bound in (("row", row, shape[0]), ("column", col, shape[1])):
+            if nnz and (idx.min() < 0 or idx.max() >= bound):
+                raise fail(path, f"a {name} index of the sparse matrix is outside 0..{bound - 1}")
+        X = sp.coo_matrix((data.astype(dtype, copy=False), (row.astype(np.int64), col.astype(np.int64))), shape=shape)
+        return sp.csr_matrix(X)
+    major, minor = (shape[0], shape[1]) if fmt == "csr" else (shape[1], shape[0])
+    indices, indptr = np.asarray(indices), np.asarray(indptr)
+    if indptr.shape[0] != major + 1:
+        raise fail(path, f"the sparse matrix 'indptr' has {indptr.shape[0]} entries, expected {major + 1} for shape {shape_text(shape)}")
+    if indices.shape[0] != nnz:
+        raise fail(path, f"the sparse matrix has {nnz} values but {indices.shape[0]} indices")
+    if indptr[0] != 0 or indptr[-1] != nnz or (major and np.any(np.diff(indptr.astype(np.int64)) < 0)):
+        raise fail(path, "the sparse matrix 'indptr' is not a non-decreasing list from 0 to the number of values")
+    if nnz and (indices.min() < 0 or indices.max() >= minor):
+        raise fail(path, f"an index of the sparse matrix is outside 0..{minor - 1}")
+    cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+    X = cls((data.astype(dtype, copy=False), indices, indptr), shape=shape)
+    X = sp.csr_matrix(X)
+    X.sum_duplicates()  # canonical form: sorted indices, no repeats
+    return X
+
+
+def require_file(path: str, real: str | None = None) -> str:
+    """Check the input exists and is readable: MissingInputError (exit 66) if not."""
+    real = path if real is None else real
+    if not os.path.exists(real):
+        raise MissingInputError(f"{path}: no such file")
+    if not os.access(real, os.R_OK):
+        raise MissingInputError(f"{path}: cannot be opened (permission denied)")
+    return real
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (a folder: of its files and names)."""
+    h = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                h.update(os.path.relpath(full, path).encode("utf-8", "surrogateescape") + b"\0")
+                h.update(bytes.fromhex(file_sha256(full)))
+        return h.hexdigest()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ReadWriteError(f"{path}: reading failed ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str, *, force: bool = False):
+    """Yield a temporary path next to ``path``; move it into place on success.
+
+    The temporary file ``.NAME.tmp-<pid>-<random>`` lives in the same folder so the
+    final ``os.replace`` is atomic: a crash at any moment leaves the old file or the
+    complete new one. On success the data and the folder are fsynced; on any
+    exception the temporary file is removed and the exception propagates.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists and ``force`` is false, is a folder, or its folder cannot be
+        written.
+    ReadWriteError
+        Writing failed part-way (disk full, I/O error).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if os.path.lexists(path) and not force:
+        raise OutputError(f"{path}: already exists; use --force to replace it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: the folder {os.path.dirname(path) or '.'} does not exist")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "xb"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{path}: cannot be created ({e.strerror or e})") from None
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, (BrokenPipeError, NMFError)):
+            kind = OutputError if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ReadWriteError
+            raise kind(f"{path}: writing failed ({e.strerror or e})") from e
+        raise
+    _fsync_dir(folder)
+
+
+@contextmanager
+def output_lock(folder: str):
+    """Hold an exclusive OS lock on ``FOLDER/.nmf.lock`` for the duration of a run.
+
+    ``fcntl.flock`` is released by the kernel when the process dies, so a crashed run
+    never leaves a stale lock. The folder is created if missing.
+
+    Raises
+    ------
+    LockedError
+        At once, if another process holds the lock.
+    OutputError
+        The folder or the lock file cannot be created.
+    """
+    folder = os.fspath(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(os.path.join(folder, ".nmf.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create the lock file ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(
+                f"{folder}: another nmf run is writing here (lock held); wait for it or use another output folder"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid is a courtesy for people; the flock is the lock
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,220 @@
+"""NPY, NPZ and MatrixMarket readers: every size is checked against the bytes in
+the file and the memory available before anything is allocated."""
+
+from __future__ import annotations
+
+import io as _stdio
+import math
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from nmfcli.errors import NMFError
+from numpy.lib import format as npformat
+
+from nmfcli.io._common import (
+    PARSE_ERRORS,
+    build_sparse,
+    check_dtype,
+    check_memory,
+    check_shape,
+    fail,
+    human_bytes,
+    shape_text,
+)
+
+try:  # numpy >= 2 keeps the version-generic reader private
+    from numpy.lib._format_impl import _read_array_header
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.lib.format import _read_array_header  # type: ignore[attr-defined,no-redef]
+
+_MAX_HEADER = 100_000
+
+
+def _npy_header(path: str, f, where: str = ""):
+    """Read and check an NPY header from f: (shape, fortran_order, dtype)."""
+    try:
+        version = npformat.read_magic(f)
+    except PARSE_ERRORS:
+        raise fail(path, f"{where}is not an NPY file (the magic string is missing)") from None
+    try:
+        shape, fortran, dtype = _read_array_header(f, version, max_header_size=_MAX_HEADER)
+    except PARSE_ERRORS as e:
+        raise fail(path, f"{where}the NPY header is corrupt ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    return shape, fortran, dtype
+
+
+def _check_claim(path, shape, dtype, data_bytes, where="", *, lazy=False, target=None, allow_text=False):
+    """Compare what an NPY header claims with the bytes present and the memory free."""
+    if allow_text and dtype.kind in "SU" and len(shape) <= 1:
+        return
+    check_dtype(path, dtype, where)
+    if where == "":
+        check_shape(path, shape)
+    else:
+        if len(shape) not in (1, 2):
+            raise fail(path, f"{where}is {len(shape)}-D; nmf needs a 2-D matrix (rows x columns)")
+    count = math.prod(int(s) for s in shape)
+    need = count * dtype.itemsize
+    if need > data_bytes:
+        raise fail(
+            path,
+            f"{where}the header claims {shape_text(shape)} {dtype.name} ({human_bytes(need)}) but the file holds "
+            f"{data_bytes} bytes of data; the file is truncated or corrupt",
+        )
+    if not lazy:
+        extra = count * target.itemsize if target is not None and dtype != target else 0
+        check_memory(path, f"{where or 'the array '}({shape_text(shape)} {dtype.name})", need + extra)
+
+
+def read_npy(path: str, f, size: int, *, dtype, lazy: bool, real_path: str | None):
+    """Read an NPY array from binary file f (size bytes long); mmap real_path when lazy."""
+    shape, fortran, dt = _npy_header(path, f)
+    _check_claim(path, shape, dt, size - f.tell(), lazy=lazy and real_path is not None, target=dtype)
+    if lazy and real_path is not None:
+        try:
+            return np.load(real_path, mmap_mode="r", allow_pickle=False)
+        except PARSE_ERRORS as e:
+            raise fail(path, f"cannot map the array ({e})") from None
+    f.seek(0)
+    try:
+        A = npformat.read_array(f, allow_pickle=False, max_header_size=_MAX_HEADER)
+    except PARSE_ERRORS as e:
+        raise fail(path, f"cannot read the array ({e})") from None
+    return np.ascontiguousarray(A, dtype=dtype)
+
+
+def _member(path: str, zf: zipfile.ZipFile, name: str, *, allow_text: bool = False):
+    """One .npy member of an npz, its header checked before it is read."""
+    info = zf.getinfo(name)
+    where = f"member '{name}': "
+    with zf.open(info) as m:
+        shape, _, dt = _npy_header(path, m, where)
+        header_len = m.tell() if m.seekable() else None
+    data_bytes = info.file_size - (header_len or 0)
+    _check_claim(path, shape, dt, data_bytes, where, allow_text=allow_text)
+    with zf.open(info) as m:
+        return npformat.read_array(_stdio.BufferedReader(m), allow_pickle=False, max_header_size=_MAX_HEADER)
+
+
+def read_npz(path: str, f, *, dtype):
+    """A scipy.sparse.save_npz file (to CSR) or an npz holding one 2-D array."""
+    try:
+        zf = zipfile.ZipFile(f)
+    except PARSE_ERRORS:
+        raise fail(path, "not a valid npz (zip) file") from None
+    with zf:
+        try:
+            names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
+            if not names:
+                raise fail(path, "the npz file holds no arrays")
+            if "format" in names and "shape" in names:
+                return _read_sparse_npz(path, zf, names, dtype)
+            if len(names) != 1:
+                listed = ", ".join(sorted(names)[:20])
+                raise fail(
+                    path,
+                    f"holds {len(names)} arrays ({listed}) and is not a scipy.sparse file; nmf reads a sparse matrix "
+                    "saved by scipy.sparse.save_npz or an npz holding one 2-D array",
+                )
+            (key, name), = names.items()
+            A = _member(path, zf, name)
+            if A.ndim != 2:
+                raise fail(path, f"member '{key}': the array is {A.ndim}-D; nmf needs a 2-D matrix (rows x columns)")
+            check_shape(path, A.shape)
+            return np.ascontiguousarray(A, dtype=dtype)
+        except NMFError:
+            raise
+        except PARSE_ERRORS as e:
+            raise fail(path, f"the npz file is corrupt ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _read_sparse_npz(path, zf, names, dtype):
+    fmt_arr = _member(path, zf, names["format"], allow_text=True)
+    fmt = fmt_arr.item()
+    fmt = fmt.decode("ascii", "replace") if isinstance(fmt, bytes) else str(fmt)
+    if fmt not in ("csr", "csc", "coo"):
+        raise fail(path, f"holds a scipy.sparse '{fmt}' matrix; nmf reads csr, csc or coo")
+    need = ("data", "row", "col") if fmt == "coo" else ("data", "indices", "indptr")
+    missing = [k for k in need if k not in names]
+    if missing:
+        raise fail(path, f"the sparse {fmt} file lacks its '{missing[0]}' array; the file is incomplete")
+    shape = _member(path, zf, names["shape"])
+    parts = [_member(path, zf, names[k]) for k in need]
+    return build_sparse(path, fmt, shape, parts[0], parts[1], parts[2], dtype)
+
+
+_MM_BANNER = re.compile(rb"%%matrixmarket\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.IGNORECASE)
+
+
+def read_mtx(path: str, f, size: int, *, dtype):
+    """A MatrixMarket file: header and size line checked before scipy.io.mmread."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    first = f.readline(1024)
+    mt = _MM_BANNER.match(first.strip())
+    if not mt:
+        raise fail(path, "not a MatrixMarket file (the first line must start with %%MatrixMarket)")
+    obj, layout, field, symmetry = (g.decode("ascii", "replace").lower() for g in mt.groups())
+    if obj != "matrix":
+        raise fail(path, f"holds a MatrixMarket '{obj}'; nmf reads a 'matrix'")
+    if layout not in ("coordinate", "array"):
+        raise fail(path, f"unknown MatrixMarket layout '{layout}'; expected coordinate or array")
+    if field not in ("real", "integer", "double", "pattern", "unsigned-integer"):
+        what = "complex numbers" if field == "complex" else f"'{field}' values"
+        raise fail(path, f"holds {what}; nmf needs real numbers (integers or floats)")
+    if symmetry not in ("general", "symmetric", "skew-symmetric"):
+        raise fail(path, f"unsupported MatrixMarket symmetry '{symmetry}'")
+    lineno = 1
+    while True:
+        line = f.readline(1 << 16)
+        lineno += 1
+        if not line:
+            raise fail(path, "the size line is missing; the file is truncated")
+        if line.strip() and not line.lstrip().startswith(b"%"):
+            break
+    fields = line.split()
+    want = 3 if layout == "coordinate" else 2
+    try:
+        dims = [int(x) for x in fields]
+    except ValueError:
+        dims = []
+    if len(dims) != want or min(dims) < 0:
+        expect = "rows columns entries" if want == 3 else "rows columns"
+        raise fail(path, f"line {lineno}: the size line must hold {want} non-negative integers ({expect})")
+    m, n = dims[0], dims[1]
+    check_shape(path, (m, n), "the matrix")
+    rest = size - f.tell()
+    if layout == "coordinate":
+        nnz = dims[2]
+        per_entry = 4 if field == "pattern" else 6  # shortest lines: "1 1\n", "1 1 1\n"
+        if nnz * per_entry - 1 > rest:
+            raise fail(path, f"the size line claims {nnz} entries but the file holds only {rest} more bytes; "
+                       "the file is truncated or corrupt")
+        if nnz > m * n:
+            raise fail(path, f"the size line claims {nnz} entries, more than {m} x {n} cells")
+        factor = 2 if symmetry != "general" else 1
+        check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)", nnz * factor * 48)
+    else:
+        if m * n * 2 - 1 > rest:
+            raise fail(path, f"the size line claims {m} x {n} values but the file holds only {rest} more bytes; "
+                       "the file is truncated or corrupt")
+        check_memory(path, f"the matrix ({shape_text((m, n))} float64)", m * n * 16)
+    f.seek(0)
+    try:
+        A = scipy.io.mmread(f)
+    except PARSE_ERRORS as e:
+        raise fail(path, f"the MatrixMarket data is corrupt ({str(e)[:200]})") from None
+    if tuple(A.shape) != (m, n):
+        raise fail(path, f"the data do not match the size line ({shape_text(A.shape)} read, {m} x {n} declared)")
+    if sp.issparse(A):
+        check_dtype(path, A.dtype)
+        X = sp.csr_matrix(A, dtype=dtype)
+        X.sum_duplicates()
+        return X
+    A = np.asarray(A)
+    check_dtype(path, A.dtype)
+    return np.ascontiguousarray(A, dtype=dtype)

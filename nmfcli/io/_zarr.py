@@ -1,0 +1,106 @@
+"""Zarr stores (a folder): zarr is optional and imported only here, lazily."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nmfcli.errors import NMFError, UnavailableError
+from nmfcli.io._common import PARSE_ERRORS, build_sparse, check_dtype, check_memory, check_shape, fail, shape_text
+
+
+def _zarr(path):
+    try:
+        import zarr
+    except ImportError:
+        raise UnavailableError(f"{path}: reading Zarr needs the zarr package; install it with: pip install 'nmfcli[zarr]'") from None
+    return zarr
+
+
+def _walk(group, prefix=""):
+    """(name, node, is_array) for every node below group."""
+    for name, arr in group.arrays():
+        yield f"{prefix}/{name}", arr, True
+    for name, sub in group.groups():
+        yield f"{prefix}/{name}", sub, False
+        yield from _walk(sub, f"{prefix}/{name}")
+
+
+def _attr(node, key):
+    value = node.attrs.get(key)
+    return None if value is None else str(value)
+
+
+def _sparse_spec(node):
+    enc = _attr(node, "encoding-type")
+    if enc in ("csr_matrix", "csc_matrix"):
+        return enc[:3], node.attrs.get("shape")
+    if _attr(node, "h5sparse_format"):
+        return _attr(node, "h5sparse_format"), node.attrs.get("h5sparse_shape")
+    return None
+
+
+def read_zarr(path: str, store: str, dataset: str | None, *, dtype, lazy: bool):
+    """(X, row_labels, col_labels) from a Zarr folder; lazy gives the zarr array itself."""
+    zarr = _zarr(path)
+    try:
+        return _read(zarr, path, store, dataset, dtype, lazy)
+    except NMFError:
+        raise
+    except Exception as e:  # zarr's exception classes differ between versions; all mean a bad store
+        raise fail(path, f"not a readable Zarr store ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _read(zarr, path, store, dataset, dtype, lazy):
+    root = zarr.open(store, mode="r")
+    if dataset is not None:
+        node = root
+        for part in [p for p in dataset.split("/") if p]:
+            if not hasattr(node, "arrays") or part not in node:
+                names = [n for n, _, a in _walk(root) if a] if hasattr(root, "arrays") else []
+                raise fail(path, f"no dataset '/{dataset.strip('/')}'; datasets in this file: {', '.join(names) or '(none)'}")
+            node = node[part]
+    elif hasattr(root, "arrays"):
+        nodes = list(_walk(root))
+        sparse = [n for n, g, a in nodes if not a and _sparse_spec(g)]
+        inside = tuple(s + "/" for s in sparse)
+        cands = sorted([n for n, x, a in nodes if a and x.ndim == 2 and not n.startswith(inside)] + sparse)
+        if not cands:
+            names = [n for n, _, a in nodes if a]
+            raise fail(path, f"no 2-D dataset or sparse matrix group in this store; datasets in this store: {', '.join(names) or '(none)'}")
+        if len(cands) > 1:
+            raise fail(path, f"holds several matrices ({', '.join(cands)}); name one as {path}::{cands[0]}")
+        node = root[cands[0].lstrip("/")]
+        dataset = cands[0]
+    else:
+        node = root
+    name = "/" + (dataset or "").strip("/")
+    if hasattr(node, "arrays"):
+        spec = _sparse_spec(node)
+        if spec is None or spec[0] not in ("csr", "csc"):
+            raise fail(path, f"'{name}' is a group, not a dataset or csr/csc sparse matrix")
+        for key in ("data", "indices", "indptr"):
+            if key not in node:
+                raise fail(path, f"sparse group '{name}' lacks '{key}'")
+        nnz = node["data"].shape[0] if node["data"].ndim == 1 else -1
+        check_memory(path, f"sparse group '{name}' ({nnz} values)", max(nnz, 0) * 32)
+        X = build_sparse(path, spec[0], spec[1], node["data"][...], node["indices"][...], node["indptr"][...], dtype)
+    else:
+        check_dtype(path, np.dtype(node.dtype), f"dataset '{name}' ")
+        check_shape(path, node.shape, f"dataset '{name}'")
+        if lazy:
+            X = node
+        else:
+            check_memory(path, f"dataset '{name}' ({shape_text(node.shape)} {np.dtype(dtype).name})",
+                         math.prod(node.shape) * np.dtype(dtype).itemsize)
+            X = np.ascontiguousarray(node[...], dtype=dtype)
+    labels = []
+    for key, count in (("row_labels", X.shape[0]), ("col_labels", X.shape[1])):
+        value = node.attrs.get(key)
+        if value is not None:
+            if not isinstance(value, list) or len(value) != count:
+                raise fail(path, f"'{key}' of '{name}' must be a list of {count} labels")
+            value = [str(v) for v in value]
+        labels.append(value)
+    return X, labels[0], labels[1]

@@ -89,7 +89,8 @@ def read_npy(path: str, f, size: int, *, dtype, lazy: bool, real_path: str | Non
 def _member(path: str, zf: zipfile.ZipFile, name: str, *, allow_text: bool = False):
     """One .npy member of an npz, its header checked before it is read."""
     info = zf.getinfo(name)
-    where = f"member '{name}': "
+    key = name[:-4] if name.endswith(".npy") else name
+    where = f"member '{key}': "
     with zf.open(info) as m:
         shape, _, dt = _npy_header(path, m, where)
         header_len = m.tell() if m.seekable() else None

@@ -45,8 +45,8 @@ def decompress(path: str, raw: bytes) -> bytes:
                     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         if not d.eof:
             raise fail(path, "the gzip stream is truncated")
-    except zlib.error as e:
-        raise fail(path, f"not a valid gzip file ({e})") from None
+    except zlib.error:
+        raise fail(path, "not a valid gzip file, or it is corrupt") from None
     return b"".join(out)
 
 

@@ -410,11 +410,9 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     H = np.ascontiguousarray(H)
     m, n = eng.shape
     k = H.shape[0]
-    nnz = eng.X.nnz if eng.is_sparse else None
-    inner = (
-        cd.inner_sweep_limit(m, n, k, nnz),
-        cd.inner_sweep_limit(n, m, k, nnz),
-    )
+    # The inner-sweep budget depends on the shape only (not on nnz), so sparse and
+    # dense copies of the same X follow the same iterates.
+    inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
     state = {"violation_init": None}
     history, history_iter = [], []
     first = 1

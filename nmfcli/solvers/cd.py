@@ -94,13 +94,13 @@ def gram_and_cross_from(G0, FXt, l1, l2):
     return G, R
 
 
-def inner_sweep_limit(rows, cols, k, nnz=None):
+def inner_sweep_limit(rows, cols, k):
     """How many cheap sweeps one pair of products with X buys (Gillis & Glineur 2012, α = 0.5).
 
-    A product with X costs about nnz·k (m·n·k dense) flops, a sweep about rows·k²;
+    A product with X costs about m·n·k flops, a sweep about rows·k²;
     the paper spends half that ratio on inner sweeps.
     """
-    work_X = (nnz if nnz is not None else rows * cols) * k
+    work_X = rows * cols * k
     work_sweep = max(rows * k * (k + 1), 1)
     return max(1, int(1 + 0.5 * (1 + (work_X + cols * k) / work_sweep)))
 

@@ -1,0 +1,367 @@
+"""The core against independent oracles: scikit-learn, scipy.optimize.nnls, closed forms."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import nnls as scipy_nnls
+
+import nmfcli
+from nmfcli import core
+from nmfcli.errors import DataError, UsageError
+from nmfcli.init import nndsvd_factors, random_factors
+
+sk_nmf = pytest.importorskip("sklearn.decomposition._nmf")
+from sklearn.decomposition import NMF as SkNMF  # noqa: E402
+
+ISSUE_X = np.array([[1, 1], [2, 1], [3, 1.2], [4, 1], [5, 0.8], [6, 1]])
+
+
+def rel(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300)
+
+
+def dense(seed=0, m=40, n=30):
+    return np.abs(np.random.RandomState(seed).randn(m, n)) ** 2
+
+
+def sparse(seed=0, m=50, n=40, density=0.3):
+    return sp.random(m, n, density=density, random_state=seed, format="csr")
+
+
+def sk_fit(X, k, **kw):
+    model = SkNMF(k, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        W = model.fit_transform(X)
+    return W, model
+
+
+# --------------------------------------------------------------------------- the users' two cases
+
+
+def test_issue_case_cd_random_seed0():
+    result = nmfcli.fit(ISSUE_X, 2, init="random", seed=0, solver="cd")
+    W = [[0, 0.46880684], [0.55699523, 0.3894146], [1.00331638, 0.41925352],
+         [1.6733999, 0.22926926], [2.34349311, 0.03927954], [2.78981512, 0.06911798]]
+    H = [[2.09783018, 0.30560234], [2.13443044, 2.13171694]]
+    np.testing.assert_allclose(result.W, W, atol=1e-6)
+    np.testing.assert_allclose(result.H, H, atol=1e-6)
+
+
+def test_issue_case_fixed_basis_is_exact_where_sklearn_stops_early():
+    H = np.array([[0.4, 0.2], [0.4, 0.1]])
+    result = nmfcli.fit(ISSUE_X, 2, fix_H=H)
+    expected = [[3, 0], [5, 0], [4.5, 3], [0, 10], [0, 12.23529412], [0, 14.70588235]]
+    np.testing.assert_allclose(result.W, expected, atol=1e-6)
+    assert result.H is not H and np.array_equal(result.H, H)
+    np.testing.assert_allclose(nmfcli.transform(ISSUE_X, H), expected, atol=1e-6)
+    # scikit-learn's cd transform stops early on this case; ours must not.
+    model = SkNMF(2, solver="cd", init="custom")
+    model.components_ = H
+    model.n_components_ = 2
+    model.n_features_in_ = 2
+    model._n_components = 2
+    model._beta_loss = 2
+    sk_W = model._fit_transform(ISSUE_X, H=H, update_H=False)[0]
+    assert np.abs(sk_W - np.array(expected)).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+@pytest.mark.parametrize("init", ["random", "nndsvd", "nndsvda", "nndsvdar"])
+@pytest.mark.parametrize("make", [dense, sparse])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_init_equals_sklearn(init, make, dtype):
+    X = make(3).astype(dtype)
+    W1, H1 = sk_nmf._initialize_nmf(X, 6, init=init, random_state=7)
+    if init == "random":
+        W2, H2 = random_factors(X.mean(), 6, X.shape, X.dtype, 7)
+    else:
+        W2, H2 = nndsvd_factors(X, 6, init, 7)
+    assert W2.dtype == W1.dtype and H2.dtype == H1.dtype
+    np.testing.assert_array_equal(W2, W1)
+    np.testing.assert_array_equal(H2, H1)
+
+
+def test_default_init_follows_sklearn():
+    X = dense(0, 10, 8)
+    assert nmfcli.fit(X, 3, max_iter=1).options["init"] == "nndsvda"
+    assert nmfcli.fit(X, 9, max_iter=1).options["init"] == "random"
+
+
+# --------------------------------------------------------------------------- solvers against sklearn
+
+
+@pytest.mark.parametrize("make", [dense, sparse])
+@pytest.mark.parametrize("alpha,l1_ratio", [(0.0, 0.0), (0.01, 0.3), (0.02, 1.0)])
+def test_cd_equals_sklearn(make, alpha, l1_ratio):
+    X = make(1)
+    kw = dict(init="nndsvdar", random_state=0, max_iter=400, alpha_W=alpha, l1_ratio=l1_ratio)
+    W, model = sk_fit(X, 5, solver="cd", **kw)
+    r = nmfcli.fit(X, 5, solver="cd", seed=0, max_iter=400, init="nndsvdar",
+                   alpha_W=alpha, l1_ratio=l1_ratio)
+    assert rel(r.W, W) <= 1e-6 and rel(r.H, model.components_) <= 1e-6
+    assert r.n_iter == model.n_iter_
+    assert r.metrics["reconstruction_error"] == pytest.approx(model.reconstruction_err_, rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [2, 1, 0, 0.5, 1.5, 3])
+@pytest.mark.parametrize("make", [dense, sparse])
+def test_mu_equals_sklearn(beta, make):
+    X = make(2)
+    if beta <= 0:
+        if sp.issparse(X):
+            pytest.skip("beta <= 0 needs X without zeros")
+        X = X + 0.1
+    for alpha_W, alpha_H in ((0.0, "same"), (0.001, 0.002)):
+        W, model = sk_fit(X, 4, solver="mu", beta_loss=beta, init="nndsvda", random_state=0,
+                          max_iter=300, alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=0.5)
+        r = nmfcli.fit(X, 4, solver="mu", loss=beta, seed=0, max_iter=300, init="nndsvda",
+                       alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=0.5)
+        assert np.abs(W).max() > 0, "the case must not collapse to zero"
+        assert rel(r.W, W) <= 1e-6 and rel(r.H, model.components_) <= 1e-6
+        assert r.n_iter == model.n_iter_
+
+
+@pytest.mark.parametrize("beta", [2, 1, 0, 0.5, 3, "frobenius", "kullback-leibler", "itakura-saito"])
+@pytest.mark.parametrize("make", [dense, sparse])
+def test_beta_divergence_equals_sklearn(beta, make):
+    X = make(4)
+    rng = np.random.RandomState(0)
+    W = rng.rand(X.shape[0], 3)
+    H = rng.rand(3, X.shape[1])
+    expected = sk_nmf._beta_divergence(X, W, H, beta)
+    got = core.metrics(X, W, H, loss=beta)
+    assert got["beta_divergence"] == pytest.approx(expected, rel=1e-10)
+    assert got["reconstruction_error"] == pytest.approx(
+        sk_nmf._beta_divergence(X, W, H, beta, square_root=True), rel=1e-10)
+    Xd = X.toarray() if sp.issparse(X) else X
+    assert got["relative_error"] == pytest.approx(
+        np.linalg.norm(Xd - W @ H) / np.linalg.norm(Xd), rel=1e-9)
+
+
+def test_hals_reaches_cd_loss_from_same_init():
+    cases = [dense(5, 200, 120), sparse(6, 300, 200, 0.05), np.abs(np.random.RandomState(3).rand(80, 60))]
+    for X in cases:
+        for k in (3, 10):
+            cd = nmfcli.fit(X, k, solver="cd", max_iter=1000)
+            hals = nmfcli.fit(X, k, solver="hals", max_iter=1000)
+            assert hals.metrics["objective"] <= cd.metrics["objective"] * (1 + 1e-3), (X.shape, k)
+
+
+# --------------------------------------------------------------------------- exact transform
+
+
+def test_transform_matches_scipy_nnls_row_by_row():
+    rng = np.random.RandomState(0)
+    H = rng.rand(8, 30)
+    X = rng.rand(200, 30) * 2
+    X[rng.rand(*X.shape) < 0.3] = 0
+    W = nmfcli.transform(X, H)
+    expected = np.array([scipy_nnls(H.T, x)[0] for x in X])
+    assert np.abs(W - expected).max() <= 1e-8
+    assert (W >= 0).all()
+    assert (W == 0).any(), "the case must exercise the constraint"
+    Ws = nmfcli.transform(sp.csr_matrix(X), H)
+    assert np.abs(Ws - expected).max() <= 1e-8
+
+
+def test_transform_is_not_the_pseudo_inverse_projection():
+    rng = np.random.RandomState(1)
+    H = rng.rand(5, 12)
+    X = rng.rand(20, 12)
+    projection = X @ np.linalg.pinv(H)
+    assert (projection < 0).any()
+    assert (nmfcli.transform(X, H) >= 0).all()
+
+
+def test_transform_with_l2_penalty_matches_augmented_nnls():
+    rng = np.random.RandomState(2)
+    H = rng.rand(6, 20)
+    X = rng.rand(30, 20)
+    alpha = 0.05
+    W = nmfcli.transform(X, H, alpha_W=alpha)
+    l2 = X.shape[1] * alpha  # scikit-learn's scaling by n_features
+    A = np.vstack([H.T, np.sqrt(l2) * np.eye(6)])
+    expected = np.array([scipy_nnls(A, np.concatenate([x, np.zeros(6)]))[0] for x in X])
+    assert np.abs(W - expected).max() <= 1e-8
+
+
+def test_fit_with_W_fixed_solves_H_exactly():
+    rng = np.random.RandomState(3)
+    W = rng.rand(25, 4)
+    X = rng.rand(25, 15)
+    r = nmfcli.fit(X, 4, fix_W=W)
+    assert np.array_equal(r.W, W)
+    expected = np.array([scipy_nnls(W, x)[0] for x in X.T]).T
+    assert np.abs(r.H - expected).max() <= 1e-8
+
+
+def test_mu_with_fixed_basis_keeps_it_bit_identical():
+    rng = np.random.RandomState(4)
+    H = rng.rand(3, 10)
+    X = rng.rand(12, 10) + 0.1
+    r = nmfcli.fit(X, 3, loss="kl", fix_H=H, max_iter=50)
+    assert np.array_equal(r.H, H)
+    assert (r.W >= 0).all()
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def test_sparse_equals_dense():
+    Xs = sparse(7, 60, 40, 0.2)
+    for solver, loss in (("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("mu", 1.5)):
+        a = nmfcli.fit(Xs, 4, solver=solver, loss=loss, max_iter=60)
+        b = nmfcli.fit(Xs.toarray(), 4, solver=solver, loss=loss, max_iter=60)
+        assert rel(a.W, b.W) < 1e-9 and rel(a.H, b.H) < 1e-9, (solver, loss)
+        assert a.n_iter == b.n_iter
+
+
+@pytest.mark.parametrize("solver,loss", [("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("mu", 0)])
+def test_float32_stays_float32(solver, loss):
+    X = (dense(8) + 0.1).astype(np.float32)
+    r = nmfcli.fit(X, 3, solver=solver, loss=loss, max_iter=30)
+    assert r.W.dtype == np.float32 and r.H.dtype == np.float32
+    assert nmfcli.transform(X, r.H).dtype == np.float32
+    r64 = nmfcli.fit(X, 3, solver=solver, loss=loss, max_iter=30, dtype="float64")
+    assert r64.W.dtype == np.float64
+
+
+def test_same_seed_same_bits():
+    X = dense(9, 70, 50)
+    for init in ("random", "nndsvdar"):
+        a = nmfcli.fit(X, 5, init=init, seed=11)
+        b = nmfcli.fit(X, 5, init=init, seed=11)
+        assert np.array_equal(a.W, b.W) and np.array_equal(a.H, b.H)
+        c = nmfcli.fit(X, 5, init=init, seed=12)
+        assert not np.array_equal(a.W, c.W)
+
+
+@pytest.mark.parametrize("solver,loss", [("hals", 2), ("cd", 2), ("mu", 1)])
+def test_resume_is_bit_identical(solver, loss):
+    X = dense(10, 50, 40) + 0.01
+    full = nmfcli.fit(X, 4, solver=solver, loss=loss, tol=0, max_iter=40)
+    saved = {}
+
+    def stop_at_17(info):
+        if info.iteration == 17:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    part = nmfcli.fit(X, 4, solver=solver, loss=loss, tol=0, max_iter=40, callback=stop_at_17)
+    assert part.stop_reason == "interrupted" and part.n_iter == 17 and not part.converged
+    resumed = nmfcli.fit(X, 4, solver=solver, loss=loss, tol=0, max_iter=40, resume=saved)
+    assert np.array_equal(resumed.W, full.W) and np.array_equal(resumed.H, full.H)
+    assert resumed.history == full.history and resumed.n_iter == full.n_iter
+
+
+def test_objective_history_matches_direct_computation():
+    X = dense(11, 40, 30)
+    seen = []
+    r = nmfcli.fit(X, 4, solver="hals", tol=0, max_iter=15,
+                   callback=lambda info: seen.append(
+                       0.5 * np.linalg.norm(X - info.W @ info.H) ** 2))
+    np.testing.assert_allclose(r.history[:len(seen)], seen, rtol=1e-9)
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(r.history, r.history[1:]))
+
+
+def test_exact_recovery_of_low_rank_data():
+    rng = np.random.RandomState(12)
+    W = rng.rand(60, 4)
+    H = rng.rand(4, 50)
+    X = W @ H
+    r = nmfcli.fit(X, 4, tol=1e-12, max_iter=3000)
+    assert r.metrics["relative_error"] < 1e-5
+
+
+# --------------------------------------------------------------------------- validation messages
+
+
+@pytest.mark.parametrize("X,message", [
+    (np.array([[1.0, -2.0], [-3.0, 4.0]]),
+     "X has 2 negative values; the first is -2 at row 1, column 2; NMF needs non-negative data"),
+    (np.array([[1.0, np.nan], [3.0, 4.0]]),
+     "X has 1 NaN or infinite value; the first is nan at row 1, column 2"),
+    (np.zeros((3, 3)), "X is all zeros; there is nothing to factorize"),
+    (np.ones(3), "X must be a 2-D matrix (rows x columns); got 1-D with shape (3,)"),
+    (np.ones((2, 2, 2)), "X must be a 2-D matrix (rows x columns); got 3-D with shape (2, 2, 2)"),
+    (np.ones((2, 2), dtype=bool), "X holds boolean values; nmf needs real numbers"),
+    (np.ones((2, 2), dtype=complex), "X holds complex values; nmf needs real numbers"),
+    (np.array([["a", "b"]]), "X holds string values; nmf needs real numbers"),
+    (np.zeros((0, 3)), "X is empty (shape 0 x 3)"),
+])
+def test_bad_data_messages(X, message):
+    with pytest.raises(DataError) as err:
+        nmfcli.fit(X, 1)
+    assert str(err.value) == message
+    assert isinstance(err.value, ValueError)
+
+
+def test_zeros_with_itakura_saito_refused():
+    with pytest.raises(DataError, match="contains zeros, where the is loss"):
+        nmfcli.fit(np.array([[0.0, 1.0], [1.0, 2.0]]), 1, loss="is")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(k=0), "k must be a positive integer; got 0"),
+    (dict(k=5, init="nndsvda"), "k=5 is larger than min(rows, columns) = 3, which init 'nndsvda' needs; "
+                "use a smaller k or init 'random'"),
+    (dict(k=2, solver="xx"), "solver must be one of hals, cd, mu; got 'xx'"),
+    (dict(k=2, solver="cd", loss="kl"),
+     "solver 'cd' minimises the Frobenius loss only; use solver 'mu' for loss 'kl'"),
+    (dict(k=2, loss="banana"),
+     "loss must be one of frobenius, kl, is or a real number (beta); got 'banana'"),
+    (dict(k=2, init="zeros"), "init must be one of nndsvda, nndsvd, nndsvdar, random, custom; got 'zeros'"),
+    (dict(k=2, l1_ratio=2), "l1_ratio must be between 0 and 1; got 2"),
+])
+def test_bad_option_messages(kwargs, message):
+    X = dense(0, 4, 3)
+    k = kwargs.pop("k")
+    with pytest.raises(UsageError) as err:
+        nmfcli.fit(X, k, **kwargs)
+    assert str(err.value) == message
+
+
+def test_k_larger_than_data_allowed_with_random_init():
+    r = nmfcli.fit(dense(0, 4, 3), 5, init="random", max_iter=5)
+    assert r.W.shape == (4, 5)
+
+
+def test_fixed_factor_shape_mismatch():
+    with pytest.raises(DataError, match="fixed H has shape 2 x 4; expected 2 x 3"):
+        nmfcli.fit(dense(0, 4, 3), 2, fix_H=np.ones((2, 4)))
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+def test_estimator_in_a_sklearn_pipeline():
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+
+    X = dense(13, 30, 12)
+    pipe = make_pipeline(MaxAbsScaler(), nmfcli.NMF(3, solver="cd"))
+    W = pipe.fit_transform(X)
+    est = pipe[-1]
+    assert W.shape == (30, 3) and est.components_.shape == (3, 12)
+    assert est.n_iter_ >= 1 and est.reconstruction_err_ > 0
+    W2 = pipe.transform(X)
+    assert (W2 >= 0).all()
+    assert clone(est).get_params() == est.get_params()
+    np.testing.assert_allclose(est.inverse_transform(W), W @ est.components_)
+    sk_W, sk = sk_fit(MaxAbsScaler().fit_transform(X), 3, solver="cd", random_state=0)
+    assert rel(W, sk_W) < 1e-6
+
+
+def test_estimator_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, nmfcli; m = nmfcli.NMF(2).fit(np.ones((4, 3)) + "
+            "np.eye(4, 3)); assert 'sklearn' not in sys.modules, 'sklearn imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

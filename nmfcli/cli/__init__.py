@@ -1,0 +1,114 @@
+"""The `nmf` command: a thin Click skin over nmfcli.core and nmfcli.io.
+
+Every command reads (io), computes (core) and writes or renders (io, terminal).
+Errors are translated at one place, :func:`main`: the project's own exceptions become
+one ``Error: ...`` line on stderr and their documented exit code; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from nmfcli import __version__, errors
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  {errors.EXIT_OK:<3}  success
+  {errors.EXIT_USAGE:<3}  usage error: unknown option or value, options that do not go together
+  {errors.EXIT_NOT_CONVERGED:<3}  --strict and the fit did not converge (outputs are written)
+  {errors.EXIT_DATA:<3}  bad data: not a readable non-negative 2-D matrix, mismatched shapes or labels
+  {errors.EXIT_NO_INPUT:<3}  an input file does not exist or cannot be opened
+  {errors.EXIT_UNAVAILABLE:<3}  not enough memory, or an optional extra (matplotlib, cupy) is missing
+  {errors.EXIT_INTERNAL:<3}  internal error (a bug: please report it with the traceback)
+  {errors.EXIT_CANT_CREATE:<3}  an output exists (use --force) or cannot be created
+  {errors.EXIT_IO:<3}  reading or writing failed part-way
+  {errors.EXIT_LOCKED:<3}  another nmf run is writing the same output folder
+  {errors.EXIT_SIGINT:<3}  interrupted (SIGINT); a fit writes a checkpoint first
+  {errors.EXIT_SIGTERM:<3}  terminated (SIGTERM); a fit writes a checkpoint first
+"""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, "--version", prog_name="nmf", message="%(prog)s %(version)s")
+def cli():
+    """Non-negative matrix factorization X ≈ W·H from the command line.
+
+    \b
+    Example: fit 8 topics to a document-term matrix, print them, then
+    get the topic mix of new documents with the same vocabulary:
+      nmf fit docs.csv -k 8                 # writes docs.nmf/
+      nmf inspect docs.nmf/model.h5 --top 10
+      nmf transform new.csv --model docs.nmf/model.h5 > mix.csv
+    """
+
+
+from nmfcli.cli import commands as _commands  # noqa: E402  (registers fit/transform/reconstruct/inspect)
+
+_commands.register(cli)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run(argv=None) -> int:
+    """Run `nmf` with argv (default sys.argv[1:]) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            with cli.make_context("nmf", args) as ctx:
+                cli.invoke(ctx)
+            return errors.EXIT_OK
+        finally:
+            sys.stdout.flush()
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else e.format_message())
+        return errors.EXIT_OK
+    except click.UsageError as e:
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        print(f"Error: {_one_line(e.format_message())}{where}", file=sys.stderr)
+        return e.exit_code
+    except click.ClickException as e:
+        print(f"Error: {_one_line(e.format_message())}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Abort:
+        return errors.EXIT_SIGINT
+    except errors.NMFError as e:
+        print(f"Error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        # The reader went away (`nmf ... | head -1`): what it wanted it got.
+        _quiet_stdout()
+        return errors.EXIT_OK
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return errors.EXIT_SIGINT
+
+
+def main(argv=None) -> None:
+    """Entry point of the `nmf` console script."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(code)

@@ -1,0 +1,308 @@
+"""The subcommands: fit (in fit.py), transform, reconstruct, inspect."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import numpy as np
+import scipy.sparse as sp
+
+from nmfcli import core, errors, summary
+from nmfcli import io as nio
+from nmfcli.cli import fit as fit_mod
+from nmfcli.cli import shared
+from nmfcli.cli.terminal import Terminal
+
+TRANSFORM_HELP = """Activations W (m x k) of new rows INPUT (m x n) for fixed components H.
+
+This solves min ||X - W·H|| subject to W >= 0 exactly for every row (a
+non-negative least-squares problem), which is not a pseudo-inverse projection
+X·pinv(H) because that projection ignores the constraint and goes negative.
+INPUT's columns must match the model's (same count; same labels, in order,
+when both have labels). Writes CSV on stdout unless -o names a file.
+
+\b
+Examples:
+  nmf transform new.csv --model docs.nmf/model.h5 > mix.csv
+  nmf transform new.csv --model m.h5 | sort -t, -k2 -gr | head
+  nmf transform frames.npy --components basis.npy -o activations.npy
+"""
+
+RECONSTRUCT_HELP = """W·H from W_FILE and H_FILE (or the H of --model).
+
+Writes CSV on stdout unless -o names a file. With --against X_FILE it also
+prints the error of the reconstruction (beta-divergence, scikit-learn's
+reconstruction_error, relative error) on stderr (or as JSON on stdout with
+--json) and writes it to --report.
+
+\b
+Examples:
+  nmf reconstruct docs.nmf/W.npy docs.nmf/H.npy -o approx.npy
+  nmf reconstruct docs.nmf/W.npy --model docs.nmf/model.h5 --against docs.csv --json
+"""
+
+INSPECT_HELP = """Describe a matrix, a model or a report.
+
+A matrix: shape, dtype, density, min/max/mean, counts of negative, NaN and Inf
+values, all-zero rows and columns. A model (model.h5): k, loss, solver,
+iterations, convergence, errors and the top-N features of every component with
+their column labels (the topics of a document-term matrix). A report: its
+summary. --plot draws the convergence curve and heatmaps of W and H (needs
+matplotlib: pip install 'nmfcli[plot]').
+
+\b
+Examples:
+  nmf inspect docs.csv
+  nmf inspect docs.nmf/model.h5 --top 8
+  nmf inspect docs.nmf/report.json --json | jq .relative_error
+  nmf inspect docs.nmf/model.h5 --plot fit.png
+"""
+
+
+def register(cli):
+    cli.command("fit", help=fit_mod.FIT_HELP)(fit_mod.fit_options(fit_mod.fit_command))
+    cli.command("transform", help=TRANSFORM_HELP)(transform_command)
+    cli.command("reconstruct", help=RECONSTRUCT_HELP)(reconstruct_command)
+    cli.command("inspect", help=INSPECT_HELP)(inspect_command)
+
+
+# --------------------------------------------------------------------------- transform
+
+
+def _components(model_path, components_path, dtype):
+    """(H, column labels, component names, loss, alpha_W, l1_ratio, source path) from --model or --components."""
+    if bool(model_path) == bool(components_path):
+        raise errors.UsageError("give exactly one of --model MODEL.h5 and --components H_FILE")
+    if model_path:
+        model = nio.read_model(model_path)
+        options = model.get("options") or {}
+        H = model["H"]
+        names = model.get("components") or summary.component_names(H.shape[0])
+        return (H, model.get("col_labels"), names, model.get("loss", "frobenius"),
+                float(options.get("alpha_W", 0.0)), float(options.get("l1_ratio", 0.0)), model_path)
+    factor = shared.read_factor(components_path, "H", dtype=dtype or "float64")
+    names = factor.row_labels or summary.component_names(factor.X.shape[0])
+    return factor.X, factor.col_labels, names, "frobenius", 0.0, 0.0, components_path
+
+
+@click.argument("input_path", metavar="INPUT")
+@click.option("--model", "model_path", default=None, metavar="MODEL.h5", help="A model written by `nmf fit`.")
+@click.option("--components", "components_path", default=None, metavar="H_FILE",
+              help="Components H (k x n) as a matrix file.")
+@click.option("-o", "--output", default="-", show_default=True, help="Output file; - is CSV on stdout.")
+@click.option("--loss", type=shared.LossType(), default=None, help="[default: the model's, else frobenius]")
+@click.option("--dtype", type=shared.DTYPE_CHOICE, default=None)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@shared.input_options
+def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
+                      dataset, header, index_col):
+    H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
+    matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
+                                                index_col=index_col), dtype=dtype)
+    n_model = H.shape[1]
+    if matrix.shape[1] != n_model:
+        raise errors.DataError(
+            f"{input_path}: has {matrix.shape[1]} columns but the components in {source} have {n_model}; "
+            "the new data must have the model's columns"
+        )
+    shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
+    with shared.naming_files({"X ": input_path}):
+        W = core.transform(matrix.X, np.asarray(H, dtype=matrix.X.dtype), loss=loss or model_loss,
+                           alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=matrix.X.dtype)
+    nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,
+                     format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+
+
+# --------------------------------------------------------------------------- reconstruct
+
+
+@click.argument("W_path", metavar="W_FILE")
+@click.argument("H_path", metavar="[H_FILE]", required=False)
+@click.option("--model", "model_path", default=None, metavar="MODEL.h5", help="Take H from a model.")
+@click.option("-o", "--output", default=None, help="Output file; - is CSV on stdout [default: -, or none with --json].")
+@click.option("--against", "against_path", default=None, metavar="X_FILE", help="Report the error against X.")
+@click.option("--report", "report_path", default=None, metavar="PATH", help="Write the --against error report here.")
+@click.option("--loss", type=shared.LossType(), default=None, help="Loss of the error report [default: the model's, else frobenius].")
+@click.option("--json", "as_json", is_flag=True, help="Print the error report as JSON on stdout.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@shared.input_options
+def reconstruct_command(w_path, h_path, model_path, output, against_path, report_path, loss, as_json, force,
+                        input_format, dataset, header, index_col):
+    if bool(h_path) == bool(model_path):
+        raise errors.UsageError("give exactly one of H_FILE and --model MODEL.h5")
+    if (as_json or report_path) and not against_path:
+        raise errors.UsageError("--json and --report need --against X_FILE (the data to compare with)")
+    W = shared.read_factor(w_path, "W")
+    model_loss = "frobenius"
+    if model_path:
+        model = nio.read_model(model_path)
+        H, h_cols, h_source = model["H"], model.get("col_labels"), model_path
+        model_loss = model.get("loss", "frobenius")
+    else:
+        factor = shared.read_factor(h_path, "H")
+        H, h_cols, h_source = factor.X, factor.col_labels, h_path
+    if W.X.shape[1] != H.shape[0]:
+        raise errors.DataError(
+            f"{w_path}: W has {W.X.shape[1]} columns but H in {h_source} has {H.shape[0]} rows; they must match (k)"
+        )
+    approx = core.reconstruct(W.X, H)
+    if output is None:
+        output = None if as_json else "-"
+    if output is not None:
+        nio.write_matrix(output, approx, row_labels=W.row_labels, col_labels=h_cols,
+                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if against_path:
+        matrix = shared.read_input(against_path, dict(input_format=input_format, dataset=dataset, header=header,
+                                                      index_col=index_col))
+        if tuple(matrix.shape) != tuple(approx.shape):
+            raise errors.DataError(
+                f"{against_path}: is {matrix.shape[0]} x {matrix.shape[1]} but W·H is "
+                f"{approx.shape[0]} x {approx.shape[1]}; they must match"
+            )
+        shared.check_labels(h_cols, matrix.col_labels, got_path=against_path, expected_what=f"{h_source}'s")
+        with shared.naming_files({"X ": against_path}):
+            metrics = core.metrics(matrix.X, W.X, H, loss=loss or model_loss)
+        report = {
+            "k": int(H.shape[0]),
+            "shape": [int(s) for s in approx.shape],
+            "loss": loss or model_loss,
+            **metrics,
+            "W": w_path,
+            "H": h_source,
+            "against": {"path": matrix.path, "sha256": matrix.sha256},
+            "versions": core.versions(),
+        }
+        if report_path:
+            nio.write_report(report_path, report, force=force)
+        if as_json:
+            nio.write_report("-", report, stdout=sys.stdout)
+        else:
+            Terminal().table(
+                f"W·H against {against_path}",
+                [(key, f"{metrics[key]:.6g}") for key in ("beta", "beta_divergence", "reconstruction_error",
+                                                         "relative_error")],
+            )
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@click.argument("path", metavar="FILE")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Features (and rows) listed per component.")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
+@click.option("--plot", "plot_path", default=None, metavar="PNG", help="Draw convergence and heatmaps into PNG.")
+@click.option("--force", is_flag=True, help="Replace an existing PNG.")
+@shared.input_options
+def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col):
+    kind = "matrix" if input_format or dataset else nio.detect_kind(path)
+    png = None
+    if kind == "model":
+        model = nio.read_model(path)
+        info = _model_info(path, model, top)
+        if plot_path:
+            from nmfcli import plot
+
+            png = plot.render_png(history=model.get("history"), history_iter=model.get("history_iter"),
+                                  W=model.get("W"), H=model["H"], title=path)
+    elif kind == "report":
+        report = nio.read_report(path)
+        info = {"kind": "report", "path": path, **report}
+        if plot_path:
+            from nmfcli import plot
+
+            png = plot.render_png(history=report.get("history"), history_iter=report.get("history_iter"), title=path)
+    else:
+        matrix = nio.read_matrix(path, input_format=input_format, dataset=dataset, header=header,
+                                 index_col=index_col, lazy=True)
+        X = matrix.X
+        stored = X.dtype
+        if not (isinstance(X, np.ndarray) or sp.issparse(X)):
+            X = np.asarray(X[...])
+        info = {"kind": "matrix", "path": path, "format": matrix.format,
+                **summary.matrix_stats(X, dtype=stored),
+                "row_labels": matrix.row_labels is not None, "col_labels": matrix.col_labels is not None}
+        if plot_path:
+            from nmfcli import plot
+
+            png = plot.render_png(X=X, title=path)
+    if png is not None:
+        with nio.atomic_path(plot_path, force=force) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(png)
+    if as_json:
+        nio.write_report("-", info, stdout=sys.stdout)
+        return
+    _print_info(info)
+
+
+def _model_info(path, model, top):
+    H = model["H"]
+    W = model.get("W")
+    names = model.get("components") or summary.component_names(H.shape[0])
+    features = summary.top_features(H, model.get("col_labels"), top)
+    rows = summary.top_features(W.T, model.get("row_labels"), top) if W is not None else None
+    metrics = model.get("metrics") or {}
+    return {
+        "kind": "model",
+        "path": path,
+        "k": int(H.shape[0]),
+        "shape": model.get("shape"),
+        "loss": model.get("loss"),
+        "beta": model.get("beta"),
+        "solver": model.get("solver"),
+        "n_iter": model.get("n_iter"),
+        "converged": model.get("converged"),
+        "stop_reason": model.get("stop_reason"),
+        "objective": metrics.get("objective"),
+        "reconstruction_error": metrics.get("reconstruction_error"),
+        "relative_error": metrics.get("relative_error"),
+        "col_labels": model.get("col_labels") is not None,
+        "components": [
+            {"name": names[i],
+             "top_features": [{"label": lab, "weight": w} for lab, w in features[i]],
+             **({"top_rows": [{"label": lab, "weight": w} for lab, w in rows[i]]} if rows is not None else {})}
+            for i in range(H.shape[0])
+        ],
+    }
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return " x ".join(str(v) for v in value)
+    return str(value)
+
+
+def _print_info(info):
+    term = Terminal()
+    kind = info["kind"]
+    if kind == "matrix":
+        keys = ("format", "shape", "dtype", "sparse", "nnz", "density", "min", "max", "mean", "negative", "nan",
+                "inf", "zero_rows", "zero_cols", "row_labels", "col_labels")
+        term.table(f"{info['path']} (matrix)", [(k, _fmt(info[k])) for k in keys], stderr=False)
+        return
+    if kind == "report":
+        keys = ("k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason", "objective",
+                "reconstruction_error", "relative_error", "time_s")
+        rows = [(k, _fmt(info[k])) for k in keys if k in info]
+        if isinstance(info.get("input"), dict):
+            rows.append(("input", info["input"].get("path")))
+        term.table(f"{info['path']} (report)", rows, stderr=False)
+        return
+    keys = ("k", "shape", "loss", "solver", "n_iter", "converged", "stop_reason", "objective",
+            "reconstruction_error", "relative_error")
+    term.table(f"{info['path']} (model)", [(k, _fmt(info[k])) for k in keys], stderr=False)
+    out = sys.stdout
+    print("top features per component (weight in H):", file=out)
+    for comp in info["components"]:
+        words = ", ".join(f"{f['label']} ({f['weight']:.3g})" for f in comp["top_features"])
+        print(f"  {comp['name']}: {words}", file=out)
+    if info["components"] and "top_rows" in info["components"][0]:
+        print("top rows per component (weight in W):", file=out)
+        for comp in info["components"]:
+            words = ", ".join(f"{f['label']} ({f['weight']:.3g})" for f in comp["top_rows"])
+            print(f"  {comp['name']}: {words}", file=out)
+    out.flush()

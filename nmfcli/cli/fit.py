@@ -1,0 +1,414 @@
+"""`nmf fit`: read -> check memory -> lock -> core.fit (with progress, signals, budget) -> write."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import click
+import numpy as np
+import scipy.sparse as sp
+
+from nmfcli import core, errors, summary
+from nmfcli import io as nio
+from nmfcli.cli import shared
+from nmfcli.cli.terminal import FitProgress, SignalFlag, Terminal, fit_rows
+
+CHECKPOINT = "checkpoint.h5"
+# Options that change the iterates: a checkpoint resumes only under the same ones.
+# max_iter, max_time and checkpoint_every may differ (they only say when to stop or save).
+RESUME_KEYS = ("k", "solver", "loss", "init", "seed", "tol", "alpha_W", "alpha_H", "l1_ratio",
+               "dtype", "engine", "fix_H", "fix_W", "W0", "H0")
+
+FIT_HELP = """Factor INPUT (m x n, non-negative) into W (m x k) and H (k x n).
+
+Writes W, H, model.h5 (everything `transform` needs) and report.json into
+OUTDIR (default: INPUT's name with .nmf, e.g. docs.csv -> docs.nmf/).
+INPUT is CSV/TSV (labels detected), .csv.gz, .npy, .npz (sparse), .mtx,
+.h5 (FILE.h5::/dataset), .zarr, or - for CSV on stdin.
+
+\b
+Examples:
+  nmf fit docs.csv -k 20                       # 20 topics, docs.nmf/
+  nmf fit spec.npy -k 8 --loss kl -o out/      # KL loss (mu solver)
+  nmf fit spec.npy --fix-H basis.npy           # activations of a fixed basis
+  cat data.csv | nmf fit - -k 3 --json | jq .relative_error
+  nmf fit big.npz -k 50 --max-time 3600 --checkpoint-every 100 --strict
+  nmf fit big.npz -k 50 --resume big.nmf/checkpoint.h5   # after Ctrl-C
+
+SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
+print how to resume and exit 130/143. A resumed fit ends bit-identical to an
+uninterrupted one.
+"""
+
+
+def fit_options(f):
+    opts = [
+        click.argument("input_path", metavar="INPUT"),
+        click.option("-k", "k", type=int, default=None,
+                     help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
+        click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
+        click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
+                     help="auto: hals for frobenius, mu otherwise."),
+        click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
+                     help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
+        click.option("--init", type=shared.INIT_CHOICE, default=None,
+                     help="Initialisation [default: nndsvda if k <= min(m, n) else random; custom with --W0/--H0]."),
+        click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True),
+        click.option("--max-iter", type=int, default=core.DEFAULT_MAX_ITER, show_default=True),
+        click.option("--tol", type=float, default=core.DEFAULT_TOL, show_default=True),
+        click.option("--alpha-W", "alpha_W", type=float, default=0.0, show_default=True, help="Penalty on W."),
+        click.option("--alpha-H", "alpha_H", type=shared.AlphaHType(), default="same", show_default=True,
+                     help="Penalty on H ('same' copies --alpha-W)."),
+        click.option("--l1-ratio", type=float, default=0.0, show_default=True, help="L1 share of the penalties."),
+        click.option("--W0", "W0_path", default=None, metavar="FILE", help="Initial W (init custom)."),
+        click.option("--H0", "H0_path", default=None, metavar="FILE", help="Initial H (init custom)."),
+        click.option("--fix-H", "fix_H_path", default=None, metavar="FILE",
+                     help="Keep H fixed (a matrix, or a model.h5's H) and solve W."),
+        click.option("--fix-W", "fix_W_path", default=None, metavar="FILE", help="Keep W fixed and solve H."),
+        click.option("--dtype", type=shared.DTYPE_CHOICE, default=None, help="[default: float64]"),
+        click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True),
+        shared.output_format_option,
+        click.option("--json", "as_json", is_flag=True, help="Print the report on stdout."),
+        shared.quiet_verbose,
+        click.option("--force", is_flag=True, help="Replace existing outputs."),
+        click.option("--resume", "resume_path", default=None, metavar="CKPT", help="Continue from a checkpoint."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Write OUTDIR/checkpoint.h5 every N iterations."),
+        click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                     help="Stop after this long (stop_reason 'time'; outputs and a checkpoint are written)."),
+        click.option("--strict", is_flag=True,
+                     help=f"Exit {errors.EXIT_NOT_CONVERGED} if the fit did not converge (after writing outputs)."),
+        click.option("--lock/--no-lock", default=True, show_default=True,
+                     help=f"Lock OUTDIR; a second run on it exits {errors.EXIT_LOCKED} at once."),
+        shared.input_options,
+    ]
+    for d in reversed(opts):
+        f = d(f)
+    return f
+
+
+def default_outdir(path: str) -> str:
+    """docs.csv -> docs.nmf; data.csv.gz -> data.nmf; m.h5::/X -> m.nmf; - -> stdin.nmf."""
+    if path == "-":
+        return "stdin.nmf"
+    if "::" in path and not os.path.exists(path):
+        path = path.split("::", 1)[0]
+    name = os.path.basename(path.rstrip("/")) or "input"
+    for ext in (".gz",):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    stem = os.path.splitext(name)[0] or name
+    return os.path.join(os.path.dirname(path.rstrip("/")), stem + ".nmf")
+
+
+def _resume_command(resume_at: str) -> str:
+    """The command line of this run with --resume pointing at the checkpoint."""
+    argv = list(sys.argv[1:])
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--resume":
+            skip = True
+            continue
+        if a.startswith("--resume="):
+            continue
+        out.append(a)
+    return shlex.join(["nmf", *out, "--resume", resume_at])
+
+
+def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, alpha_W, alpha_H, l1_ratio,
+                W0_path, H0_path, fix_H_path, fix_W_path, dtype, engine, factor_format, as_json, quiet, verbose,
+                force, resume_path, checkpoint_every, max_time, strict, lock, input_format, dataset, header,
+                index_col):
+    term = Terminal(quiet=quiet, verbose=verbose)
+    if fix_H_path and fix_W_path:
+        raise errors.UsageError("--fix-H and --fix-W cannot both be given: nothing would be left to fit")
+
+    # ---- read (io): the data, then the factor files, then the checkpoint
+    matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
+                                                index_col=index_col), dtype=dtype)
+    X = matrix.X
+    factors = {}
+    for key, path, which in (("fix_H", fix_H_path, "H"), ("fix_W", fix_W_path, "W"),
+                             ("W0", W0_path, "W"), ("H0", H0_path, "H")):
+        if path:
+            factors[key] = shared.read_factor(path, which, dtype=dtype or "float64")
+    for key, factor in factors.items():
+        if key in ("fix_H", "H0"):
+            shared.check_labels(matrix.col_labels, factor.col_labels, got_path=factor.path,
+                                expected_what=f"{input_path}'s", axis="column")
+        else:
+            shared.check_labels(matrix.row_labels, factor.row_labels, got_path=factor.path,
+                                expected_what=f"{input_path}'s", axis="row")
+    checkpoint = nio.read_checkpoint(resume_path) if resume_path else None
+    if k is None:
+        k = _infer_k(factors, checkpoint)
+
+    run_options = {
+        "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
+        "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": str(X.dtype), "engine": engine,
+        **{key: (factors[key].sha256 if key in factors else None) for key in ("fix_H", "fix_W", "W0", "H0")},
+    }
+    if checkpoint is not None:
+        _check_checkpoint(resume_path, checkpoint, matrix, run_options)
+
+    # ---- memory, before anything big is allocated
+    beta = summary.beta_of(loss)
+    if isinstance(k, int) and k > 0 and beta is not None:
+        need = summary.fit_memory(X, k, X.dtype, beta)
+        avail = nio.available_memory()
+        if need > avail:
+            raise errors.UnavailableError(
+                f"{input_path}: the fit needs about {summary.format_bytes(need)} of memory "
+                f"({matrix.shape[0]} x {matrix.shape[1]}, k={k}) but only {summary.format_bytes(avail)} is available; "
+                "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine"
+            )
+
+    outdir = outdir or default_outdir(input_path)
+    ext = {"npy": ".npy", "csv": ".csv", "h5": ".h5"}[factor_format]
+    paths = {name: os.path.join(outdir, name) for name in (f"W{ext}", f"H{ext}", "model.h5", "report.json")}
+    ckpt_path = os.path.join(outdir, CHECKPOINT)
+
+    created = not os.path.isdir(outdir)
+    lock_existed = os.path.exists(os.path.join(outdir, ".nmf.lock"))
+    written = []
+    with _maybe_lock(outdir, lock):
+        try:
+            if not force:
+                for path in paths.values():
+                    if os.path.lexists(path):
+                        raise errors.OutputError(f"{path}: already exists; use --force to replace it")
+            result, flag = _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
+                                    checkpoint_every, max_time, max_iter, written,
+                                    dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
+                                         alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine),
+                                    input_path, resume_path)
+        except BaseException:
+            if not written:
+                _clean_up(outdir, created, lock_existed)
+            raise
+
+        state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
+        if result.stop_reason == "interrupted":
+            nio.write_checkpoint(ckpt_path, state, force=True)
+            print(
+                f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
+                f"Resume with:\n  {_resume_command(ckpt_path)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
+        if result.stop_reason == "time" and state is not None:
+            nio.write_checkpoint(ckpt_path, state, force=True)
+
+        report = _write_outputs(result, matrix, paths, factor_format, force, factors, written)
+    if as_json:
+        nio.write_report("-", report, stdout=sys.stdout)
+    if term.tty and not quiet:
+        term.table(f"nmf fit {input_path} -> {outdir}", fit_rows(report))
+    elif not quiet:
+        term.say(
+            f"wrote {outdir}{os.sep}: k={report['k']}, {report['n_iter']} iterations, "
+            f"{'converged' if report['converged'] else 'not converged'} ({report['stop_reason']}), "
+            f"relative error {report['relative_error']:.6g}"
+        )
+    if result.stop_reason == "time" and not quiet:
+        term.say(f"time budget reached; continue with: {_resume_command(ckpt_path)}")
+    if flag.received is not None:
+        raise SystemExit(flag.exit_code)
+    if strict and not result.converged:
+        raise errors.NotConvergedError(
+            f"{input_path}: the fit did not converge (stopped by {result.stop_reason} after {result.n_iter} "
+            f"iterations); outputs were written to {outdir}; raise --max-iter/--max-time or loosen --tol"
+        )
+
+
+def _infer_k(factors, checkpoint):
+    if "fix_H" in factors:
+        return int(factors["fix_H"].X.shape[0])
+    if "H0" in factors:
+        return int(factors["H0"].X.shape[0])
+    if "fix_W" in factors:
+        return int(factors["fix_W"].X.shape[1])
+    if "W0" in factors:
+        return int(factors["W0"].X.shape[1])
+    if checkpoint is not None and "k" in checkpoint:
+        return int(checkpoint["k"])
+    raise errors.UsageError("missing -k (the number of components); give -k K, or --fix-H/--fix-W/--W0/--H0")
+
+
+def _check_checkpoint(path, checkpoint, matrix, run_options):
+    """Refuse a checkpoint made from other data (exit 65) or under other options (exit 2)."""
+    saved_input = checkpoint.get("input") or {}
+    if saved_input.get("sha256") != matrix.sha256:
+        raise errors.DataError(
+            f"{path}: the checkpoint was made from a different input ({saved_input.get('path')}, sha256 "
+            f"{str(saved_input.get('sha256'))[:12]}) than {matrix.path} (sha256 {matrix.sha256[:12]}); "
+            "resume with the same input"
+        )
+    saved = checkpoint.get("options") or {}
+    diffs = [
+        f"{key} {saved.get(key)!r} (now {run_options.get(key)!r})"
+        for key in RESUME_KEYS
+        if _norm(saved.get(key)) != _norm(run_options.get(key))
+    ]
+    if diffs:
+        raise errors.UsageError(
+            f"{path}: the checkpoint was made with different options: {', '.join(diffs)}; "
+            "resume with the options of the interrupted run"
+        )
+    for key in ("W", "H", "iteration", "solver_state", "history", "history_iter"):
+        if key not in checkpoint:
+            raise errors.DataError(f"{path}: the checkpoint has no '{key}'; it is damaged")
+
+
+def _norm(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _checkpoint_state(core_checkpoint, run_options, matrix):
+    state = dict(core_checkpoint)
+    state["options"] = run_options
+    state["input"] = {"path": matrix.path, "sha256": matrix.sha256}
+    state["k"] = run_options["k"]
+    return state
+
+
+class _maybe_lock:
+    """io.output_lock when --lock (the default), else just make the folder."""
+
+    def __init__(self, outdir, lock):
+        self.outdir, self.lock, self._cm = outdir, lock, None
+
+    def __enter__(self):
+        if self.lock:
+            self._cm = nio.output_lock(self.outdir)
+            return self._cm.__enter__()
+        try:
+            os.makedirs(self.outdir, exist_ok=True)
+        except OSError as e:
+            raise errors.OutputError(f"{self.outdir}: cannot be created ({e.strerror or e})") from None
+        return None
+
+    def __exit__(self, *exc):
+        if self._cm is not None:
+            return self._cm.__exit__(*exc)
+        return False
+
+
+def _clean_up(outdir, created, lock_existed):
+    """A run that wrote nothing leaves nothing: its lock file, and the folder if it made it."""
+    lock_file = os.path.join(outdir, ".nmf.lock")
+    if not lock_existed:
+        try:
+            os.unlink(lock_file)
+        except OSError:
+            pass
+    if created:
+        try:
+            os.rmdir(outdir)
+        except OSError:
+            pass
+
+
+def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
+             max_iter, written, fit_kwargs, input_path, resume_path):
+    """core.fit with the callback that renders progress and obeys signals, the time budget and checkpoints."""
+    files = {"X ": input_path, "k ": input_path, "k=": input_path,
+             "fixed H": factors["fix_H"].path if "fix_H" in factors else None,
+             "fixed W": factors["fix_W"].path if "fix_W" in factors else None,
+             "W0": factors["W0"].path if "W0" in factors else None,
+             "H0": factors["H0"].path if "H0" in factors else None,
+             "the checkpoint": resume_path}
+
+    with SignalFlag() as flag, FitProgress(term, max_iter, f"nmf fit k={k}") as progress:
+        def callback(info):
+            progress.update(info)
+            if flag.received is not None:
+                return "interrupted"
+            if max_time is not None and info.elapsed_s >= max_time:
+                return "time"
+            if checkpoint_every and info.iteration % checkpoint_every == 0:
+                nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix), force=True)
+                written.append(ckpt_path)
+            return None
+
+        kwargs = dict(fit_kwargs)
+        if kwargs["solver"] is None:
+            kwargs["solver"] = "auto"
+        with shared.naming_files(files):
+            result = core.fit(
+                X, k, max_iter=max_iter, callback=callback, resume=checkpoint,
+                W0=factors["W0"].X if "W0" in factors else None,
+                H0=factors["H0"].X if "H0" in factors else None,
+                fix_H=factors["fix_H"].X if "fix_H" in factors else None,
+                fix_W=factors["fix_W"].X if "fix_W" in factors else None,
+                **kwargs,
+            )
+    return result, flag
+
+
+def _write_outputs(result, matrix, paths, factor_format, force, factors, written):
+    """W, H, then model.h5, then report.json (last: its presence means the run finished)."""
+    k = result.options["k"]
+    names = summary.component_names(k)
+    W_path, H_path, model_path, report_path = paths.values()
+    labelled = factor_format != "npy"
+    nio.write_matrix(W_path, result.W, format=factor_format, force=force,
+                     row_labels=matrix.row_labels if labelled else None, col_labels=names if labelled else None)
+    written.append(W_path)
+    nio.write_matrix(H_path, result.H, format=factor_format, force=force,
+                     row_labels=names if labelled else None, col_labels=matrix.col_labels if labelled else None)
+    written.append(H_path)
+    input_info = {
+        "path": matrix.path, "sha256": matrix.sha256, "format": matrix.format, "sparse": bool(sp.issparse(matrix.X)),
+        "dtype": str(matrix.X.dtype),
+    }
+    fixed = {key: {"path": f.path, "sha256": f.sha256} for key, f in factors.items()}
+    report = {
+        "k": k,
+        "shape": [int(s) for s in matrix.shape],
+        "solver": result.options["solver"],
+        "loss": result.options["loss"],
+        "beta": result.options["beta"],
+        "init": result.options["init"],
+        "seed": result.options["seed"],
+        "n_iter": result.n_iter,
+        "converged": result.converged,
+        "stop_reason": result.stop_reason,
+        "objective": result.metrics["objective"],
+        "beta_divergence": result.metrics["beta_divergence"],
+        "reconstruction_error": result.metrics["reconstruction_error"],
+        "relative_error": result.metrics["relative_error"],
+        "time_s": result.time_s,
+        "history": result.history,
+        "history_iter": result.history_iter,
+        "options": result.options,
+        "input": input_info,
+        "factors": fixed,
+        "row_labels_present": matrix.row_labels is not None,
+        "col_labels_present": matrix.col_labels is not None,
+        "row_labels": matrix.row_labels,
+        "col_labels": matrix.col_labels,
+        "components": names,
+        "outputs": {"W": W_path, "H": H_path, "model": model_path, "report": report_path},
+        "versions": {**core.versions(), "python": sys.version.split()[0]},
+    }
+    model = {
+        "H": np.ascontiguousarray(result.H),
+        "W": np.ascontiguousarray(result.W),
+        "history": np.asarray(result.history, dtype=np.float64),
+        "history_iter": np.asarray(result.history_iter, dtype=np.int64),
+        **{key: value for key, value in report.items()
+           if key not in ("history", "history_iter", "outputs")},
+        "metrics": result.metrics,
+    }
+    nio.write_model(model_path, model, force=force)
+    written.append(model_path)
+    nio.write_report(report_path, report, force=force)
+    written.append(report_path)
+    return report

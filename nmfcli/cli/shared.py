@@ -1,0 +1,169 @@
+"""Pieces every command uses: option types, input options, reading factors, naming files in errors."""
+
+from __future__ import annotations
+
+import click
+
+from nmfcli import core, errors, summary
+from nmfcli import io as nio
+from nmfcli.engines import ENGINES
+from nmfcli.init import INITS
+
+DTYPE_CHOICE = click.Choice(core.DTYPES)
+SOLVER_CHOICE = click.Choice(("auto",) + tuple(core.SOLVERS))
+INIT_CHOICE = click.Choice(INITS)
+ENGINE_CHOICE = click.Choice(ENGINES)
+FORMAT_CHOICE = click.Choice(nio.FORMATS)
+FACTOR_FORMATS = ("npy", "csv", "h5")
+
+
+class LossType(click.ParamType):
+    """frobenius | kl | is | a real number beta."""
+
+    name = "loss"
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(core.LOSSES) + "|BETA]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if value in core.LOSSES:
+            return value
+        beta = summary.beta_of(value)
+        if beta is None or beta != beta or beta in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not one of {', '.join(core.LOSSES)} or a number (beta)", param, ctx)
+        return beta
+
+
+class AlphaHType(click.ParamType):
+    """A number >= 0, or "same" (copy --alpha-W, as scikit-learn does)."""
+
+    name = "alpha"
+
+    def get_metavar(self, param, ctx=None):
+        return "[same|FLOAT]"
+
+    def convert(self, value, param, ctx):
+        if value == "same":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither 'same' nor a number", param, ctx)
+        if not number >= 0:
+            self.fail(f"{value!r} is negative; it must be >= 0 or 'same'", param, ctx)
+        return number
+
+
+def input_options(f):
+    """--input-format, --dataset, --header/--no-header, --index-col/--no-index-col."""
+    decorators = [
+        click.option("--input-format", type=FORMAT_CHOICE, default=None,
+                     help="Format of INPUT (default: from its extension, '-' is CSV)."),
+        click.option("--dataset", default=None, metavar="PATH",
+                     help="HDF5/Zarr dataset or sparse group (same as INPUT::PATH)."),
+        click.option("--header/--no-header", default=None,
+                     help="CSV: the first row is (not) column labels [default: detected]."),
+        click.option("--index-col/--no-index-col", default=None,
+                     help="CSV: the first column is (not) row labels [default: detected]."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def read_input(path, opts: dict, dtype=None):
+    """Read INPUT with the --input-format/--dataset/--header/--index-col options."""
+    return nio.read_matrix(
+        path,
+        input_format=opts.get("input_format"),
+        dataset=opts.get("dataset"),
+        header=opts.get("header"),
+        index_col=opts.get("index_col"),
+        dtype=dtype,
+    )
+
+
+class Factor:
+    """A factor given on the command line: its array, labels, file and hash."""
+
+    def __init__(self, path, X, row_labels, col_labels, sha256):
+        self.path, self.X, self.row_labels, self.col_labels, self.sha256 = path, X, row_labels, col_labels, sha256
+
+
+def read_factor(path, which: str, dtype=None) -> Factor:
+    """A matrix file, or the W / H of a model file (`--fix-H model.h5` reuses a model's components)."""
+    if nio.detect_kind(path) == "model":
+        model = nio.read_model(path)
+        if which not in model:
+            raise errors.DataError(f"{path}: the model holds no {which}")
+        A = model[which]
+        if dtype is not None:
+            A = A.astype(dtype)
+        rows = model.get("row_labels") if which == "W" else model.get("components")
+        cols = model.get("components") if which == "W" else model.get("col_labels")
+        return Factor(path, A, rows, cols, nio.file_sha256(path))
+    m = nio.read_matrix(path, dtype=dtype)
+    if m.X.__class__.__module__.startswith("scipy"):
+        X = m.X.toarray()
+    else:
+        X = m.X
+    return Factor(path, X, m.row_labels, m.col_labels, m.sha256)
+
+
+def check_labels(expected, got, *, got_path, expected_what, axis="column"):
+    """DataError naming the first label that differs (when both sides have labels)."""
+    diff = summary.first_label_mismatch(expected, got)
+    if diff is not None:
+        j, a, b = diff
+        raise errors.DataError(
+            f"{got_path}: {axis} {j} is '{b}' but {expected_what} {axis} {j} is '{a}'; "
+            f"the {axis}s must match, in the same order"
+        )
+
+
+def name_file(exc: errors.NMFError, files: dict) -> errors.NMFError:
+    """Prefix a core message about X, k, W0, ... with the file it came from.
+
+    core knows arrays, not files: "X has 3 negative values" becomes
+    "data.csv: X has 3 negative values".
+    """
+    message = str(exc)
+    for prefix, path in files.items():
+        if path and message.startswith(prefix):
+            new = type(exc)(f"{path}: {message}")
+            return new
+    return exc
+
+
+def naming_files(files: dict):
+    """Decorator-free context: `with naming_files({...}):` re-raises core errors with the file named."""
+    return _Naming(files)
+
+
+class _Naming:
+    def __init__(self, files):
+        self.files = files
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and isinstance(exc, errors.NMFError):
+            new = name_file(exc, self.files)
+            if new is not exc:
+                raise new from None
+        return False
+
+
+def output_format_option(f):
+    return click.option("--format", "factor_format", type=click.Choice(FACTOR_FORMATS), default="npy",
+                        show_default=True, help="File format of W and H.")(f)
+
+
+def quiet_verbose(f):
+    f = click.option("-v", "--verbose", is_flag=True, help="Log progress every few iterations (off a terminal).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")(f)
+    return f
+

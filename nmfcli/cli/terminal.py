@@ -1,0 +1,162 @@
+"""People's output on stderr: progress bar, verbose log lines, summary tables, signals.
+
+rich is imported only when stderr (or stdout, for tables) is a terminal, so pipes and
+cron jobs never pay for it and never see colour. stdout is left to data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+VERBOSE_EVERY = 10  # off a terminal, --verbose logs one line per this many iterations
+
+
+def no_color() -> bool:
+    """NO_COLOR (https://no-color.org): present and not empty disables colour."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class Terminal:
+    """Where and how to talk to a person: quiet/verbose flags and whether stderr is a TTY."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False):
+        self.quiet = quiet
+        self.verbose = verbose and not quiet
+        self.tty = isatty(sys.stderr)
+        self._console = None
+
+    def console(self, stderr: bool = True):
+        from rich.console import Console
+
+        if stderr:
+            if self._console is None:
+                self._console = Console(file=sys.stderr, no_color=no_color(), highlight=False)
+            return self._console
+        return Console(file=sys.stdout, no_color=no_color(), highlight=False)
+
+    def say(self, message: str) -> None:
+        """One plain line on stderr, unless --quiet."""
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def table(self, title: str, rows, stderr: bool = True) -> None:
+        """Key/value rows: a rich table on a terminal, else plain `key: value` lines."""
+        stream = sys.stderr if stderr else sys.stdout
+        if isatty(stream):
+            from rich.table import Table
+
+            t = Table(title=title, show_header=False, title_justify="left")
+            t.add_column(style="bold" if not no_color() else None)
+            t.add_column()
+            for key, value in rows:
+                t.add_row(str(key), str(value))
+            self.console(stderr).print(t)
+        else:
+            if title:
+                print(title, file=stream)
+            for key, value in rows:
+                print(f"  {key}: {value}", file=stream)
+            stream.flush()
+
+
+class FitProgress:
+    """Renders core.IterationInfo: a rich bar on a TTY, plain lines with --verbose off one."""
+
+    def __init__(self, term: Terminal, max_iter: int, label: str):
+        self.term = term
+        self.max_iter = max_iter
+        self.label = label
+        self._progress = None
+        self._task = None
+
+    def __enter__(self):
+        if self.term.tty and not self.term.quiet:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("iter {task.completed:>5.0f}/{task.total:.0f}"),
+                TextColumn("objective {task.fields[objective]}"),
+                TextColumn("change {task.fields[change]}"),
+                TimeElapsedColumn(),
+                console=self.term.console(),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.max_iter, objective="-", change="-")
+        return self
+
+    def update(self, info) -> None:
+        objective = "-" if info.objective is None else f"{info.objective:.6g}"
+        change = "-" if info.relative_change is None else f"{info.relative_change:.2e}"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=info.iteration, objective=objective, change=change)
+        elif self.term.verbose and (info.iteration == 1 or info.iteration % VERBOSE_EVERY == 0):
+            print(
+                f"iteration {info.iteration}/{info.max_iter}  objective {objective}  "
+                f"change {change}  elapsed {info.elapsed_s:.2f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+        return False
+
+
+class SignalFlag:
+    """While active, SIGINT/SIGTERM only set a flag the fit's callback reads.
+
+    A second SIGINT raises KeyboardInterrupt, for people who really want out now.
+    """
+
+    def __init__(self):
+        self.received = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received) if self.received is not None else 0
+
+
+def fit_rows(report: dict) -> list[tuple[str, str]]:
+    """The summary table of a fit report."""
+    rows = [
+        ("k", report["k"]),
+        ("shape", " x ".join(str(s) for s in report["shape"])),
+        ("solver / loss", f"{report['solver']} / {report['loss']}"),
+        ("iterations", report["n_iter"]),
+        ("converged", f"{report['converged']} ({report['stop_reason']})"),
+        ("objective", f"{report['objective']:.6g}"),
+        ("relative error", f"{report['relative_error']:.6g}"),
+        ("reconstruction error", f"{report['reconstruction_error']:.6g}"),
+        ("time", f"{report['time_s']:.2f} s"),
+    ]
+    return [(k, str(v)) for k, v in rows]

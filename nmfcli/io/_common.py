@@ -9,6 +9,7 @@ import hashlib
 import os
 import secrets
 import struct
+import tokenize
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     struct.error,
+    tokenize.TokenError,  # numpy tokenizes NPY headers before literal_eval
 )
 
 

@@ -1,0 +1,85 @@
+"""Shared test helpers: run the installed `nmf` as a real process, and build small data files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NMF = Path(sys.executable).parent / "nmf"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO / "sample_data"
+
+
+def nmf_env(**extra):
+    """The environment a cron job would give: no terminal, no colour settings inherited."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")}
+    env.update(extra)
+    return env
+
+
+def run_nmf(*args, cwd=None, input=None, timeout=120, env=None, check=None):
+    """Run `nmf ARGS...`; returns CompletedProcess with text stdout/stderr (bytes input allowed)."""
+    proc = subprocess.run(
+        [str(NMF), *map(str, args)],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=env or nmf_env(),
+    )
+    proc.stdout_bytes = proc.stdout
+    proc.stdout = proc.stdout.decode("utf-8", "replace")
+    proc.stderr = proc.stderr.decode("utf-8", "replace")
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}, stderr:\n{proc.stderr}"
+    return proc
+
+
+def start_nmf(*args, cwd=None, env=None, **kwargs):
+    """Start `nmf ARGS...` in the background (for signals and locks)."""
+    return subprocess.Popen([str(NMF), *map(str, args)], cwd=cwd, env=env or nmf_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def low_rank(m=24, n=10, k=3, seed=0, noise=0.01):
+    """A non-negative m x n matrix of rank about k, with every row and column non-zero."""
+    rng = np.random.default_rng(seed)
+    return rng.random((m, k)) @ rng.random((k, n)) + noise * rng.random((m, n))
+
+
+def labels(prefix, count):
+    return [f"{prefix}{i}" for i in range(count)]
+
+
+def write_csv(path, X, row_labels=None, col_labels=None, delimiter=",", compress=False):
+    lines = []
+    if col_labels is not None:
+        lines.append(delimiter.join(([""] if row_labels is not None else []) + list(col_labels)))
+    for i, row in enumerate(np.asarray(X)):
+        cells = [repr(float(v)) for v in row]
+        if row_labels is not None:
+            cells = [row_labels[i]] + cells
+        lines.append(delimiter.join(cells))
+    data = ("\n".join(lines) + "\n").encode()
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if compress else data)
+    return Path(path)
+
+
+def one_error_line(proc):
+    """stderr is exactly one line starting with 'Error: ', and no traceback anywhere."""
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert lines[0].startswith("Error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def X_small():
+    return low_rank()

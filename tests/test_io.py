@@ -66,11 +66,17 @@ def test_dense_round_trip_is_exact(here, ext):
 
 @pytest.mark.parametrize("ext", ["csv", "tsv", "h5"])
 def test_labels_round_trip(here, ext):
-    rows, cols = ["doc 1", "doc,2", 'doc "3"'], ["alpha", "béta", "gamma"]
+    rows, cols = ["doc 1", "doc,2", '#doc "3"'], ["#alpha", "béta", "gam\tma"]
     io.write_matrix(f"a.{ext}", A, row_labels=rows, col_labels=cols)
     m = io.read_matrix(f"a.{ext}")
     np.testing.assert_array_equal(m.X, A)
     assert m.row_labels == rows and m.col_labels == cols
+
+
+def test_hash_labels_are_not_read_as_comments(here):
+    io.write_matrix("a.csv", A[:, :1], col_labels=["#count"])
+    assert open("a.csv").read().startswith('"#count"\n')
+    assert io.read_matrix("a.csv").col_labels == ["#count"]
 
 
 def test_many_labels_fit_in_hdf5_attributes(here):

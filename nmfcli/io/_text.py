@@ -67,8 +67,8 @@ def _decode(path: str, raw: bytes) -> str:
 def _content_lines(text: str):
     """(line number, line) of every line that is neither blank nor a '#' comment."""
     for lineno, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if s and not s.startswith("#"):
+        # Only spaces may precede a comment's '#': a tab is a delimiter before an empty cell.
+        if line.strip() and not line.lstrip(" ").startswith("#"):
             yield lineno, line
 
 
@@ -166,22 +166,39 @@ def _locate_bad_cell(path, body, linenos, offset, delim):
                 raise fail(path, f"{where}: {cell.strip()!r} is not a number{hint}") from None
 
 
-def _fmt_rows(A):
-    """Rows of formatted numbers; shortest round-trip repr for float64, %.9g for float32."""
+def _fmt_rows(A, delimiter):
+    """Lines of formatted numbers: shortest round-trip repr for float64, %.9g for float32."""
     A = np.asarray(A)
     if A.dtype.kind in "iub":
-        return ([str(v) for v in row] for row in A.tolist())
-    if A.dtype == np.float32:
-        return (["%.9g" % v for v in row] for row in A.tolist())
-    return ([repr(v) for v in row] for row in A.astype(np.float64, copy=False).tolist())
+        fmt = str
+    elif A.dtype == np.float32:
+        fmt = "%.9g".__mod__
+    else:
+        A = A.astype(np.float64, copy=False)
+        fmt = repr
+    return (delimiter.join(map(fmt, row)) for row in A.tolist())
 
 
 def write_text(stream, A, row_labels, col_labels, delimiter=","):
-    """Write A as delimited text to an open text stream."""
-    w = csv.writer(stream, delimiter=delimiter, lineterminator="\n")
+    """Write A as delimited text to an open text stream (labels quoted as needed)."""
+    cells = _stdio.StringIO()
+    quoter = csv.writer(cells, delimiter=delimiter, lineterminator="")
+
+    quote_all = csv.writer(cells, delimiter=delimiter, lineterminator="", quoting=csv.QUOTE_ALL)
+
+    def quoted(values):
+        cells.seek(0)
+        cells.truncate()
+        # A line starting with '#' would read back as a comment: quote it.
+        (quote_all if values and values[0].lstrip().startswith("#") else quoter).writerow(values)
+        return cells.getvalue()
+
     if col_labels is not None:
-        w.writerow(([""] if row_labels is not None else []) + [str(c) for c in col_labels])
-    rows = _fmt_rows(A)
-    if row_labels is not None:
-        rows = ([str(lab)] + r for lab, r in zip(row_labels, rows))
-    w.writerows(rows)
+        stream.write(quoted(([""] if row_labels is not None else []) + [str(c) for c in col_labels]) + "\n")
+    lines = _fmt_rows(A, delimiter)
+    if row_labels is None:
+        for line in lines:
+            stream.write(line + "\n")
+    else:
+        for label, line in zip(row_labels, lines):
+            stream.write(quoted([str(label)]) + delimiter + line + "\n")

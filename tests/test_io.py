@@ -755,10 +755,23 @@ def test_output_lock_excludes_another_process_and_frees_on_death(here):
 
 
 def test_output_lock_is_reusable_in_process(here):
+    os.mkdir("out")
     with io.output_lock("out"):
         pass
     with io.output_lock("out"):
         assert os.path.exists("out/.nmf.lock")
+    assert os.path.isdir("out")
+
+
+def test_output_lock_removes_a_folder_it_made_if_nothing_was_written(here):
+    with pytest.raises(DataError):
+        with io.output_lock("new"):
+            assert os.listdir("new") == [".nmf.lock"]
+            raise DataError("the fit failed")
+    assert not os.path.exists("new")
+    with io.output_lock("kept"):
+        write("kept/W.csv", "1\n")
+    assert sorted(os.listdir("kept")) == [".nmf.lock", "W.csv"]
 
 
 # ---------------------------------------------------------------- model, report, checkpoint

@@ -315,12 +315,25 @@ def atomic_path(path: str, *, force: bool = False):
     _fsync_dir(folder)
 
 
+def _remove_if_only_lock(folder: str, lock_path: str) -> None:
+    """A failed run leaves no empty folder behind. Called while still holding the lock,
+    so a process that opened the old lock file meanwhile gets LockedError, never a
+    lock on a folder that is about to vanish."""
+    try:
+        if os.listdir(folder) == [".nmf.lock"]:
+            os.unlink(lock_path)
+            os.rmdir(folder)
+    except OSError:
+        pass
+
+
 @contextmanager
 def output_lock(folder: str):
     """Hold an exclusive OS lock on ``FOLDER/.nmf.lock`` for the duration of a run.
 
     ``fcntl.flock`` is released by the kernel when the process dies, so a crashed run
-    never leaves a stale lock. The folder is created if missing.
+    never leaves a stale lock. The folder is created if missing, and removed again on
+    exit if the run wrote nothing into it.
 
     Raises
     ------
@@ -330,9 +343,11 @@ def output_lock(folder: str):
         The folder or the lock file cannot be created.
     """
     folder = os.fspath(folder)
+    lock_path = os.path.join(folder, ".nmf.lock")
+    created = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(os.path.join(folder, ".nmf.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise OutputError(f"{folder}: cannot create the lock file ({e.strerror or e})") from None
     try:
@@ -350,6 +365,8 @@ def output_lock(folder: str):
         try:
             yield
         finally:
+            if created:
+                _remove_if_only_lock(folder, lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -173,15 +173,15 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     paths = {name: os.path.join(outdir, name) for name in (f"W{ext}", f"H{ext}", "model.h5", "report.json")}
     ckpt_path = os.path.join(outdir, CHECKPOINT)
 
+    if not force:
+        _refuse_existing(paths)  # before the lock, so a refused run leaves the folder untouched
     created = not os.path.isdir(outdir)
     lock_existed = os.path.exists(os.path.join(outdir, ".nmf.lock"))
     written = []
     with _maybe_lock(outdir, lock):
         try:
             if not force:
-                for path in paths.values():
-                    if os.path.lexists(path):
-                        raise errors.OutputError(f"{path}: already exists; use --force to replace it")
+                _refuse_existing(paths)  # again, now that no other run can be writing
             result, flag = _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
                                     checkpoint_every, max_time, max_iter, written,
                                     dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
@@ -225,6 +225,12 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
             f"{input_path}: the fit did not converge (stopped by {result.stop_reason} after {result.n_iter} "
             f"iterations); outputs were written to {outdir}; raise --max-iter/--max-time or loosen --tol"
         )
+
+
+def _refuse_existing(paths):
+    for path in paths.values():
+        if os.path.lexists(path):
+            raise errors.OutputError(f"{path}: already exists; use --force to replace it")
 
 
 def _infer_k(factors, checkpoint):

@@ -243,6 +243,7 @@ def fit(
     engine="numpy",
     callback=None,
     resume=None,
+    engine_options=None,
 ):
     """Factor a non-negative matrix X (m×n) into W (m×k) and H (k×n), both non-negative.
 
@@ -276,7 +277,9 @@ def fit(
         Frobenius loss the free factor is solved exactly (non-negative least squares).
     dtype : {"float32", "float64"} or None
         None keeps X's float dtype (integers become float64).
-    engine : {"numpy", "cupy", "auto"}
+    engine : {"numpy", "cupy", "dask", "auto"}
+    engine_options : dict, optional
+        Engine-specific settings, e.g. for "dask": scheduler, workers, chunk_rows.
     callback : callable(IterationInfo) -> bool | str | None, optional
         Called after each iteration; a truthy return stops the fit, and a string
         return becomes ``stop_reason`` (e.g. "time", "interrupted").
@@ -289,6 +292,15 @@ def fit(
     FitResult
     """
     start = time.perf_counter()
+    if engine == "dask":
+        # The Dask engine runs its own blockwise loop over the same solver kernels.
+        from nmfcli.engines.dask import fit_dask
+
+        return fit_dask(
+            X, k, solver=solver, loss=loss, init=init, seed=seed, max_iter=max_iter, tol=tol,
+            alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, W0=W0, H0=H0, fix_W=fix_W,
+            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, **(engine_options or {}),
+        )
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
     X = _as_matrix(X, dtype)

@@ -28,11 +28,6 @@ def get_engine(name, X, dtype):
                 "install it with: pip install 'nmfcli[gpu]'"
             ) from None
         return CupyEngine(X, dtype)
-    if name == "dask":
-        raise UnavailableError(
-            "engine 'dask' is not available in this version of nmfcli; "
-            "use --engine numpy"
-        )
     raise UsageError(f"engine must be one of {', '.join(ENGINES)}; got {name!r}")
 
 

@@ -71,6 +71,8 @@ def _one_line(text: str) -> str:
 def run(argv=None) -> int:
     """Run `nmf` with argv (default sys.argv[1:]) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (`nmf ... >&-`): data goes nowhere, quietly
+        sys.stdout = open(os.devnull, "w")
     try:
         try:
             with cli.make_context("nmf", args) as ctx:

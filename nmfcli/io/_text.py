@@ -92,72 +92,113 @@ def _sniff(sample: list[str], hint: str | None) -> str | None:
     return best
 
 
+_BLOCK = 4096  # rows tokenised and converted at a time: strings for one block only, never the whole file
+
+
 def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None):
-    """Parse delimited text into (X, row_labels, col_labels)."""
+    """Parse delimited text into (X, row_labels, col_labels).
+
+    Streams: the float matrix is allocated once (its size known from the line count)
+    and filled block by block, so memory stays near the text plus the matrix.
+    Row labels are detected from the first block of data rows.
+    """
     text = _decode(path, raw)
     lines = list(_content_lines(text))
+    del text
     if not lines:
         raise fail(path, "the file is empty")
     delim = _sniff([ln for _, ln in lines[:_SNIFF_LINES]], ext_hint)
-    linenos = [n for n, _ in lines]
-    if delim is None:
-        records = [ln.split() for _, ln in lines]
-    else:
-        # One physical line per record: quoted fields with newlines are not matrix data.
-        records = list(csv.reader((ln for _, ln in lines), delimiter=delim))
-    del lines
+    at = [0]  # index into lines of the line the tokeniser last consumed
 
-    first = records[0]
+    def feed():
+        for i, (_, line) in enumerate(lines):
+            at[0] = i
+            yield line
+
+    if delim is None:
+        records = (ln.split() for ln in feed())
+    else:
+        records = csv.reader(feed(), delimiter=delim)
+
+    def lineno():
+        return lines[at[0]][0]
+
+    first = next(records)
     if header is None:
         header = any(not _is_number(c) for c in first[1:]) if len(first) > 1 else not _is_number(first[0])
-    col_labels = None
-    body_start = 1 if header else 0
-    if header and len(records) == 1:
-        raise fail(path, "the file has a header row but no data rows")
-    ncols_file = len(records[body_start])
     head = [c.strip() for c in first] if header else None
+    first_block, first_lines = ([] if header else [first]), ([] if header else [lineno()])
+    for rec in records:
+        first_block.append(rec)
+        first_lines.append(lineno())
+        if len(first_block) >= _BLOCK:
+            break
+    if not first_block:
+        raise fail(path, "the file has a header row but no data rows")
+    ncols_file = len(first_block[0])
     # R's write.csv layout: the header lacks the top-left cell of the row-label column.
-    r_layout = header and len(first) == ncols_file - 1 and index_col is not False
+    r_layout = bool(header) and len(first) == ncols_file - 1 and index_col is not False
     expected = ncols_file if r_layout or not header else len(first)
-    for i in range(body_start, len(records)):
-        if len(records[i]) != expected:
-            raise fail(path, f"line {linenos[i]} has {len(records[i])} fields, expected {expected}")
+    for rec, n_line in zip(first_block, first_lines):
+        if len(rec) != expected:
+            raise fail(path, f"line {n_line} has {len(rec)} fields, expected {expected}")
     if index_col is None:
         if r_layout or (header and head[0] == "" and expected > 1):
             index_col = True
         else:
-            index_col = expected > 1 and all(not _is_number(r[0]) for r in records[body_start:])
-    row_labels = None
-    body = records[body_start:]
-    if index_col:
-        row_labels = [r[0].strip() for r in body]
-        body = [r[1:] for r in body]
-        if head is not None:
-            col_labels = head if r_layout else head[1:]
-    elif head is not None:
-        col_labels = head
-    m, n = len(body), expected - (1 if index_col else 0)
+            index_col = expected > 1 and all(not _is_number(r[0]) for r in first_block)
+    col_labels = None
+    if head is not None:
+        col_labels = head if (r_layout or not index_col) else head[1:]
+    offset = 1 if index_col else 0
+    m_max, n = len(lines) - (1 if header else 0), expected - offset
     if n == 0:
         raise fail(path, "no numeric columns (only row labels)")
-    check_memory(path, f"the matrix ({shape_text((m, n))} {np.dtype(dtype).name})", m * n * np.dtype(dtype).itemsize)
-    try:
-        X = np.fromiter(map(float, itertools.chain.from_iterable(body)), dtype=np.float64, count=m * n)
-    except ValueError:
-        _locate_bad_cell(path, body, linenos[body_start:], 1 if index_col else 0, delim)
-        raise
-    X = X.reshape(m, n)
-    if X.dtype != dtype:
-        X = X.astype(dtype)
+    check_memory(path, f"the matrix ({shape_text((m_max, n))} {np.dtype(dtype).name})",
+                 m_max * n * np.dtype(dtype).itemsize)
+    X = np.empty((m_max, n), dtype=dtype)
+    row_labels = [] if index_col else None
+    done = 0
+
+    def convert(block, block_lines):
+        nonlocal done
+        if index_col:
+            row_labels.extend(r[0].strip() for r in block)
+            block = [r[1:] for r in block]
+        try:
+            values = np.fromiter(map(float, itertools.chain.from_iterable(block)), dtype=np.float64,
+                                 count=len(block) * n)
+        except ValueError:
+            _locate_bad_cell(path, block, block_lines, done, offset, delim)
+            raise
+        X[done:done + len(block)] = values.reshape(len(block), n)
+        done += len(block)
+
+    convert(first_block, first_lines)
+    del first_block, first_lines
+    block, block_lines = [], []
+    for rec in records:
+        if len(rec) != expected:
+            raise fail(path, f"line {lineno()} has {len(rec)} fields, expected {expected}")
+        block.append(rec)
+        block_lines.append(lineno())
+        if len(block) >= _BLOCK:
+            convert(block, block_lines)
+            block, block_lines = [], []
+    if block:
+        convert(block, block_lines)
+    if done < m_max:  # quoted fields spanning lines made fewer records than lines
+        X = X[:done].copy()
     return X, row_labels, col_labels
 
 
-def _locate_bad_cell(path, body, linenos, offset, delim):
-    for i, row in enumerate(body):
+def _locate_bad_cell(path, body, linenos, first_row, offset, delim):
+    for i, row in enumerate(body, first_row):
         for j, cell in enumerate(row):
             try:
                 float(cell)
             except ValueError:
-                where = f"row {i + 1}, column {j + 1} (line {linenos[i]}, field {j + 1 + offset})"
+                where = f"row {i + 1}, column {j + 1} (line {linenos[i - first_row]}, field {j + 1 + offset})"
                 if cell.strip() == "":
                     raise fail(path, f"{where} is empty; nmf needs a number in every cell") from None
                 hint = ""

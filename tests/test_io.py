@@ -163,6 +163,16 @@ def test_mtx_coordinate_is_csr_and_array_is_dense(here):
     np.testing.assert_array_equal(D, A)
 
 
+def test_mtx_gz(here):
+    S = sp.random(7, 4, density=0.4, format="coo", random_state=2)
+    scipy.io.mmwrite("s.mtx", S)
+    with open("s.mtx", "rb") as src, gzip.open("s.mtx.gz", "wb") as dst:
+        dst.write(src.read())
+    m = io.read_matrix("s.mtx.gz")
+    assert m.format == "mtx" and sp.isspmatrix_csr(m.X)
+    np.testing.assert_allclose(m.X.toarray(), S.toarray())
+
+
 def test_mtx_integer_and_pattern(here):
     write("p.mtx", "%%MatrixMarket matrix coordinate pattern general\n% a comment\n2 3 2\n1 1\n2 3\n")
     np.testing.assert_array_equal(io.read_matrix("p.mtx").X.toarray(), [[1, 0, 0], [0, 0, 1]])

@@ -58,7 +58,7 @@ MODEL_VERSION = 1
 
 _EXTENSIONS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv", ".txt.gz": "csv",
-    ".npy": "npy", ".npz": "npz", ".mtx": "mtx",
+    ".npy": "npy", ".npz": "npz", ".mtx": "mtx", ".mtx.gz": "mtx",
     ".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".h5ad": "h5", ".zarr": "zarr",
 }
 _MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"\x89HDF\r\n\x1a\n", "h5"), (b"%%MatrixMarket", "mtx"))
@@ -189,6 +189,11 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
             raw = _read_all(label, f, available_memory() // 2)
             X, rows, cols = _parse_csv(label, file, raw, header, index_col, target)
             return Matrix(X, rows, cols, path, fmt, hashlib.sha256(raw).hexdigest())
+        if fmt == "mtx" and file.lower().endswith(".gz"):
+            from nmfcli.io._text import decompress
+
+            raw = decompress(label, _read_all(label, f, available_memory() // 2))
+            f, size = BytesIO(raw), len(raw)
         X = _read_binary(label, fmt, f, size, target, lazy, file)
     return Matrix(X, None, None, path, fmt, file_sha256(file))
 

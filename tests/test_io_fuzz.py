@@ -5,13 +5,11 @@ the user; one that allocates what a header claims dies of MemoryError. Both are 
 """
 
 import io as stdio
-import json
 import os
 import subprocess
 import sys
 import textwrap
 import tracemalloc
-import zipfile
 
 import h5py
 import numpy as np

@@ -21,7 +21,7 @@ from io import BytesIO
 
 import numpy as np
 
-from nmfcli.errors import DataError, MissingInputError, ReadWriteError, UsageError
+from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
 from nmfcli.io._common import (
     Matrix,
     atomic_path,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io as _stdio
 import math
-import os
 import re
 import zipfile
 

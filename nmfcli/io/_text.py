@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import io as _stdio
 import itertools
 import zlib

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from nmfcli.errors import NMFError, UnavailableError
-from nmfcli.io._common import PARSE_ERRORS, build_sparse, check_dtype, check_memory, check_shape, fail, shape_text
+from nmfcli.io._common import build_sparse, check_dtype, check_memory, check_shape, fail, shape_text
 
 
 def _zarr(path):

@@ -134,7 +134,7 @@ def test_sigkill_at_any_moment_leaves_old_or_new_files_never_partial(tmp_path):
     old, new = _load_all(tmp_path / "old"), _load_all(tmp_path / "new")
     assert all(old[name] != new[name] for name in old)
     seen = set()
-    for fraction in (0.05, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+    for fraction in (0.3, 0.6, 0.8, 0.95):
         victim = tmp_path / f"victim-{fraction}"
         shutil.copytree(tmp_path / "old", victim)
         p = start_nmf(*args, "--seed", "1", "--force", "-o", victim.name, cwd=tmp_path)

@@ -333,9 +333,7 @@ def fit(
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
             "add a small positive constant or use loss kl or frobenius"
         )
-    if not (sp.issparse(X) and X.nnz) and not np.any(X if not sp.issparse(X) else X.data):
-        raise DataError("X is all zeros; there is nothing to factorize")
-    if sp.issparse(X) and X.nnz == 0:
+    if not np.any(X.data if sp.issparse(X) else X):
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
@@ -363,6 +361,7 @@ def fit(
 
     if beta == 2 and (fix_H is not None or fix_W is not None):
         W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
+        W, H = (fix_W if fix_W is not None else W), (fix_H if fix_H is not None else H)
         return _result(eng, W, H, n_iter, True, "exact", [], [], options, beta, reg, start, {})
 
     if resume is not None:
@@ -376,7 +375,13 @@ def fit(
     if fix_H is not None:
         H = fix_H
     loop = _mu_loop if solver == "mu" else _cd_loop
-    return loop(eng, W, H, options, reg, beta, callback, resume, start)
+    result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
+    # The fixed factor is handed back as given, not as a device round trip.
+    if fix_W is not None:
+        result.W = fix_W
+    if fix_H is not None:
+        result.H = fix_H
+    return result
 
 
 def _has_zero(X):
@@ -408,12 +413,14 @@ def _solve_fixed_frobenius(eng, fix_W, fix_H, reg):
     """The exact non-negative least-squares solve for the free factor."""
     l1_W, l1_H, l2_W, l2_H = reg
     if fix_H is not None:
-        G, R = cd.gram_and_cross_from(fix_H @ fix_H.T, eng.HXt(fix_H), l1_W, l2_W)
+        H = eng.asarray(fix_H)
+        G, R = cd.gram_and_cross_from(H @ H.T, eng.HXt(H), l1_W, l2_W)
         Wt, n_iter = nnls(G, R)
-        return np.ascontiguousarray(Wt.T), fix_H, n_iter
-    G, R = cd.gram_and_cross_from(fix_W.T @ fix_W, eng.WtX(fix_W), l1_H, l2_H)
+        return eng.contiguous_copy(Wt.T), H, n_iter
+    W = eng.asarray(fix_W)
+    G, R = cd.gram_and_cross_from(W.T @ W, eng.WtX(W), l1_H, l2_H)
     H, n_iter = nnls(G, R)
-    return fix_W, H, n_iter
+    return W, H, n_iter
 
 
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
@@ -423,8 +430,8 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     hals when one iteration lowers the objective by less than tol relative to it.
     """
     solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
-    Wt = np.ascontiguousarray(W.T)
-    H = np.ascontiguousarray(H)
+    Wt = eng.contiguous_copy(W.T)
+    H = eng.contiguous_copy(H)
     m, n = eng.shape
     k = H.shape[0]
     # The inner-sweep budget depends on the shape only (not on nnz), so sparse and
@@ -460,14 +467,14 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
             stop_reason, converged = "tol", True
         if callback is not None and not done:
             asked = _call(callback, n_iter, max_iter, history, start, Wt.T, H,
-                          lambda: _checkpoint(n_iter, Wt.T, H, state, history, history_iter))
+                          lambda: _checkpoint(eng, n_iter, Wt.T, H, state, history, history_iter))
             if asked:
                 stop_reason = asked if isinstance(asked, str) else "callback"
                 break
         if done:
             break
-    W = np.ascontiguousarray(Wt.T)
-    ckpt = _checkpoint(n_iter, W, H, state, history, history_iter)
+    W = eng.contiguous_copy(Wt.T)
+    ckpt = _checkpoint(eng, n_iter, W, H, state, history, history_iter)
     return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
                    options, beta, reg, start, ckpt)
 
@@ -478,8 +485,8 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     l1_W, l1_H, l2_W, l2_H = reg
     update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
     gamma = mu.gamma_for(beta)
-    W = np.array(W, copy=True) if update_W_ else W
-    H = np.array(H, copy=True) if update_H_ else H
+    W = eng.contiguous_copy(W) if update_W_ else W
+    H = eng.contiguous_copy(H) if update_H_ else H
     if resume is not None:
         state = dict(resume["solver_state"])
         history, history_iter = list(resume["history"]), list(resume["history_iter"])
@@ -509,13 +516,13 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                 state["previous_error"] = error
         if callback is not None and not done:
             asked = _call(callback, n_iter, max_iter, history, start, W, H,
-                          lambda: _checkpoint(n_iter, W, H, state, history, history_iter))
+                          lambda: _checkpoint(eng, n_iter, W, H, state, history, history_iter))
             if asked:
                 stop_reason = asked if isinstance(asked, str) else "callback"
                 break
         if done:
             break
-    ckpt = _checkpoint(n_iter, W, H, state, history, history_iter)
+    ckpt = _checkpoint(eng, n_iter, W, H, state, history, history_iter)
     return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
                    options, beta, reg, start, ckpt)
 
@@ -529,11 +536,11 @@ def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
     return callback(info)
 
 
-def _checkpoint(n_iter, W, H, state, history, history_iter):
+def _checkpoint(eng, n_iter, W, H, state, history, history_iter):
     return {
         "iteration": int(n_iter),
-        "W": np.array(W, copy=True),
-        "H": np.array(H, copy=True),
+        "W": np.array(eng.to_host(W), copy=True),
+        "H": np.array(eng.to_host(H), copy=True),
         "solver_state": dict(state),
         "history": list(history),
         "history_iter": list(history_iter),
@@ -549,8 +556,6 @@ def _objective(eng, W, H, beta, reg, divergence=None):
 
 
 def _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter, options, beta, reg, start, ckpt):
-    W = eng.to_host(W)
-    H = eng.to_host(H)
     divergence = beta_divergence(eng, W, H, beta)
     metrics = {
         "objective": _objective(eng, W, H, beta, reg, divergence),
@@ -558,6 +563,8 @@ def _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter, op
         "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
         "relative_error": relative_error_of(eng, W, H),
     }
+    W = eng.to_host(W)
+    H = eng.to_host(H)
     return FitResult(
         W=W, H=H, n_iter=int(n_iter), converged=bool(converged), stop_reason=stop_reason,
         history=[float(v) for v in history], history_iter=[int(i) for i in history_iter],

@@ -9,6 +9,9 @@ imported lazily, with an install hint when their package is missing.
 from nmfcli.errors import UnavailableError, UsageError
 
 ENGINES = ("numpy", "cupy", "dask", "auto")
+# A CPU stand-in for the GPU code path, for tests: array_api_strict rejects the
+# numpy-only habits (out=, in-place masks, implicit host copies) that break on CuPy.
+TEST_ENGINES = ("array-api-strict",)
 
 
 def get_engine(name, X, dtype):
@@ -17,6 +20,12 @@ def get_engine(name, X, dtype):
         from nmfcli.engines.numpy import NumpyEngine
 
         return NumpyEngine(X, dtype)
+    if name == "array-api-strict":
+        import array_api_strict
+
+        from nmfcli.engines.array_api import ArrayEngine
+
+        return ArrayEngine(X, dtype, array_api_strict, name="array-api-strict")
     if name == "auto":
         return get_engine(_auto_engine(), X, dtype)
     if name == "cupy":
@@ -28,7 +37,7 @@ def get_engine(name, X, dtype):
                 "install it with: pip install 'nmfcli[gpu]'"
             ) from None
         return CupyEngine(X, dtype)
-    raise UsageError(f"engine must be one of {', '.join(ENGINES)}; got {name!r}")
+    raise UsageError(f"engine must be one of {', '.join(ENGINES[:-1])} or auto; got {name!r}")
 
 
 def _auto_engine():

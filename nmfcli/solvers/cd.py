@@ -7,9 +7,13 @@ arithmetic as scikit-learn's Cython loop over (t, i), vectorised over i.
 
 Factors are kept k-major (Wᵀ is k×m, H is k×n, both C-ordered) so each update
 reads and writes a contiguous row.
+
+The code is written once against the array API (numpy, CuPy, or a strict
+stand-in): no ``out=`` arguments, no boolean-mask assignment, and no Python
+branching on array values inside a sweep, so nothing waits for the GPU there.
 """
 
-import numpy as np
+from nmfcli.solvers.xp import namespace
 
 
 def sweep(A, G, R, violation=True):
@@ -17,37 +21,44 @@ def sweep(A, G, R, violation=True):
 
     Minimises ½ tr(AᵀGA) − tr(RᵀA) over A ≥ 0, one row at a time, in order.
     The returned "violation" is scikit-learn's: |grad| where a > 0, |min(grad, 0)| where a = 0
-    (0.0 when ``violation`` is False, which saves three passes over the row).
+    (0.0 when ``violation`` is False, which saves three passes over the row). It is
+    a 0-d array of A's namespace, so a GPU is not waited for here.
     """
+    xp = namespace(A)
+    hess = xp.linalg.diagonal(G)
+    # A row whose Hessian is zero is left as it is (as scikit-learn does); asking
+    # whether there is one costs one scalar per sweep, not one per row.
+    any_flat = bool(xp.any(hess == 0))
     total = 0.0
     for t in range(A.shape[0]):
-        a = A[t]
-        grad = G[t] @ A
-        grad -= R[t]
+        a = A[t, :]
+        grad = G[t, :] @ A - R[t, :]
         if violation:
-            pg = np.where(a == 0, np.minimum(grad, 0), grad)
-            total += float(np.abs(pg).sum(dtype=A.dtype))
-        hess = G[t, t]
-        if hess != 0:
-            grad /= hess
-            np.subtract(a, grad, out=a)
-            np.maximum(a, 0, out=a)
+            total = total + xp.sum(xp.abs(xp.where(a == 0, xp.minimum(grad, 0.0), grad)))
+        if any_flat:
+            h = hess[t]
+            step = grad / xp.where(h != 0, h, 1.0)
+            A[t, :] = xp.where(h != 0, xp.maximum(a - step, 0.0), a)
+        else:
+            A[t, :] = xp.maximum(a - grad / hess[t], 0.0)
     return total
 
 
 def frobenius_objective(sqnorm_X, WtX, H, WtW, HHt):
     """½‖X − WH‖² from products already at hand: ½(‖X‖² − 2⟨WᵀX, H⟩ + ⟨WᵀW, HHᵀ⟩)."""
-    value = 0.5 * (sqnorm_X - 2.0 * float(np.vdot(WtX, H)) + float(np.vdot(WtW, HHt)))
+    xp = namespace(H)
+    value = 0.5 * (sqnorm_X - 2.0 * float(xp.sum(WtX * H)) + float(xp.sum(WtW * HHt)))
     return max(value, 0.0)
 
 
 def penalty(A, l1, l2):
     """l1‖A‖₁ + ½ l2‖A‖² for a non-negative factor A."""
+    xp = namespace(A)
     value = 0.0
     if l1:
-        value += l1 * float(A.sum(dtype=np.float64))
+        value += l1 * float(xp.sum(A))
     if l2:
-        value += 0.5 * l2 * float(np.vdot(A, A))
+        value += 0.5 * l2 * float(xp.sum(A * A))
     return value
 
 
@@ -59,12 +70,7 @@ def cd_iteration(engine, Wt, H, reg, HHt=None):
     l1_W, l1_H, l2_W, l2_H = reg
     if HHt is None:
         HHt = H @ H.T
-    G = HHt.copy()
-    if l2_W:
-        G.flat[:: G.shape[0] + 1] += l2_W
-    R = engine.HXt(H)
-    if l1_W:
-        R -= l1_W
+    G, R = gram_and_cross_from(HHt, engine.HXt(H), l1_W, l2_W)
     violation = sweep(Wt, G, R)
 
     WtW = Wt @ Wt.T
@@ -75,14 +81,16 @@ def cd_iteration(engine, Wt, H, reg, HHt=None):
     HHt = H @ H.T
     objective = frobenius_objective(engine.sqnorm(), WtX, H, WtW, HHt)
     objective += penalty(Wt, l1_W, l2_W) + penalty(H, l1_H, l2_H)
-    return violation, objective, HHt
+    return float(violation), objective, HHt
 
 
 def gram_and_cross_from(G0, FXt, l1, l2):
-    """Add the penalties to a Gram matrix and cross term computed elsewhere (copies, never in place)."""
-    G = G0.copy() if l2 else G0
-    if l2:
-        G.flat[:: G.shape[0] + 1] += l2
+    """Add the penalties to a Gram matrix and cross term computed elsewhere (new arrays, never in place).
+
+    L2 adds to the diagonal of the Gram matrix, L1 subtracts from every cross term.
+    """
+    xp = namespace(G0)
+    G = G0 + l2 * xp.eye(G0.shape[0], dtype=G0.dtype) if l2 else G0
     R = FXt - l1 if l1 else FXt
     return G, R
 
@@ -109,10 +117,9 @@ def inner_sweep_limit(rows, cols, k):
 
 def projected_gradient_norm(A, G, R):
     """‖P[∇]‖₁ of ½ tr(AᵀGA) − tr(RᵀA) at A ≥ 0: |∇| where a > 0, |min(∇, 0)| where a = 0."""
-    grad = G @ A
-    grad -= R
-    np.minimum(grad, 0, out=grad, where=A == 0)
-    return float(np.abs(grad).sum(dtype=np.float64))
+    xp = namespace(A)
+    grad = G @ A - R
+    return xp.sum(xp.abs(xp.where(A == 0, xp.minimum(grad, 0.0), grad)))
 
 
 def _block_sweeps(A, G, R, max_inner, delta):
@@ -120,18 +127,18 @@ def _block_sweeps(A, G, R, max_inner, delta):
     if max_inner <= 1:
         sweep(A, G, R, violation=False)
         return
-    previous = A.copy()
-    diff = np.empty_like(A)
+    xp = namespace(A)
+    previous = xp.asarray(A, copy=True)
     sweep(A, G, R, violation=False)
     first_change = None
     for _ in range(max_inner - 1):
-        np.subtract(A, previous, out=diff)
-        change = float(np.dot(diff.ravel(), diff.ravel()))
+        diff = A - previous
+        change = float(xp.sum(diff * diff))  # the inner stopping rule's one scalar
         if first_change is None:
             first_change = change
         if change <= delta * delta * first_change or first_change == 0:
             break
-        previous[...] = A
+        previous = xp.asarray(A, copy=True)
         sweep(A, G, R, violation=False)
 
 
@@ -154,7 +161,7 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, delta=0.1):
         violation = projected_gradient_norm(H, G, R)
     G, R = gram_and_cross_from(HHt, engine.HXt(H), l1_W, l2_W)
     if violation is not None:
-        violation += projected_gradient_norm(Wt, G, R)
+        violation = float(violation + projected_gradient_norm(Wt, G, R))
     _block_sweeps(Wt, G, R, inner[0], delta)
 
     WtW = Wt @ Wt.T

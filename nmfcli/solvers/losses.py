@@ -7,7 +7,9 @@ the log and ratio terms (0·log 0 = 0), exactly as in scikit-learn.
 
 import numpy as np
 
-EPSILON = np.finfo(np.float32).eps
+from nmfcli.solvers.xp import namespace
+
+EPSILON = float(np.finfo(np.float32).eps)
 
 # Row blocks keep the dense m×n temporaries of W·H to about this many entries.
 BLOCK_ENTRIES = 1 << 22
@@ -32,48 +34,48 @@ def row_blocks(m, n):
 
 def squared_error(engine, W, H):
     """‖X − WH‖², exactly (no cancellation) for dense X; by the trace formula for sparse X."""
+    xp = namespace(W)
     if engine.is_sparse:
-        cross = float(np.vdot(engine.XHt(H), W))
-        norm_WH = float(np.vdot((W.T @ W), (H @ H.T)))
+        cross = float(xp.sum(engine.XHt(H) * W))
+        norm_WH = float(xp.sum((W.T @ W) * (H @ H.T)))
         return max(engine.sqnorm() - 2.0 * cross + norm_WH, 0.0)
     X = engine.X
     total = 0.0
     for rows in row_blocks(*X.shape):
-        D = X[rows] - W[rows] @ H
-        total += float(np.vdot(D, D))
+        D = X[rows, :] - W[rows, :] @ H
+        total += float(xp.sum(D * D))
     return total
 
 
 def beta_divergence(engine, W, H, beta, square_root=False):
     """D_beta(X ‖ WH), equal to scikit-learn's ``_beta_divergence``."""
+    xp = namespace(W)
     beta = float(beta)
     if beta == 2:
         res = squared_error(engine, W, H) / 2.0
         return float(np.sqrt(2 * res)) if square_root else res
 
     if engine.is_sparse:
-        X_data = engine.X.data
-        WH_data = engine.WH_at_X(W, H)
-        res = _divergence_terms(X_data, WH_data, beta)
+        res = _divergence_terms(xp, engine.X.data, engine.WH_at_X(W, H), beta)
         if beta not in (0.0, 1.0):
             sum_WH_beta = 0.0
             for rows in row_blocks(W.shape[0], H.shape[1]):
-                sum_WH_beta += float(np.sum((W[rows] @ H) ** beta))
+                sum_WH_beta += float(xp.sum((W[rows, :] @ H) ** beta))
             res = _finish_beta(res, sum_WH_beta, beta)
     else:
         X = engine.X
         res = 0.0
         sum_WH_beta = 0.0
         for rows in row_blocks(*X.shape):
-            WH = W[rows] @ H
-            res += _divergence_terms(X[rows].ravel(), WH.ravel(), beta)
+            WH = W[rows, :] @ H
+            res += _divergence_terms(xp, X[rows, :], WH, beta)
             if beta not in (0.0, 1.0):
-                sum_WH_beta += float(np.sum(WH**beta))
+                sum_WH_beta += float(xp.sum(WH**beta))
         if beta not in (0.0, 1.0):
             res = _finish_beta(res, sum_WH_beta, beta)
 
     if beta == 1:
-        res += float(np.dot(np.sum(W, axis=0), np.sum(H, axis=1)))
+        res += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
     elif beta == 0:
         res -= float(np.prod(engine.shape))
     if square_root:
@@ -81,20 +83,28 @@ def beta_divergence(engine, W, H, beta, square_root=False):
     return res
 
 
-def _divergence_terms(X_data, WH_data, beta):
-    """The parts of the divergence that live on the entries of X above EPSILON."""
-    keep = X_data > EPSILON
-    X_data = X_data[keep]
-    WH_data = WH_data[keep]
-    WH_data[WH_data < EPSILON] = EPSILON
+def _divergence_terms(xp, X, WH, beta):
+    """The parts of the divergence that live on the entries of X above EPSILON.
+
+    Entries at or below EPSILON are left out (0·log 0 = 0), as in scikit-learn;
+    here by replacing them with neutral values rather than by a boolean selection,
+    so the shape never depends on the data.
+    """
+    keep = X > EPSILON
+    WH = xp.where(keep, xp.maximum(WH, EPSILON), 1.0)
+    X_kept = xp.where(keep, X, 0.0)
     if beta == 1:
         # Σ X·log(X/WH) − Σ X; the Σ WH term is added once for the whole matrix.
-        return float(np.dot(X_data, np.log(X_data / WH_data))) - float(X_data.sum())
+        ratio = xp.where(keep, X, 1.0) / WH
+        return float(xp.sum(X_kept * xp.log(ratio))) - float(xp.sum(X_kept))
     if beta == 0:
-        div = X_data / WH_data
-        return float(np.sum(div)) - float(np.sum(np.log(div)))
+        div = xp.where(keep, X / WH, 1.0)
+        n_left_out = float(xp.sum(xp.astype(~keep, X.dtype)))
+        return float(xp.sum(div)) - n_left_out - float(xp.sum(xp.log(div)))
     # Partial sums of (Σ X^β − β Σ X·WH^(β−1)); the Σ WH^β term is added in _finish_beta.
-    return float((X_data**beta).sum()) - beta * float(np.dot(X_data, WH_data ** (beta - 1)))
+    X_safe = xp.where(keep, X, 1.0)  # no 0 ** negative
+    return float(xp.sum(xp.where(keep, X_safe**beta, 0.0))) - beta * float(
+        xp.sum(X_kept * WH ** (beta - 1)))
 
 
 def _finish_beta(partial, sum_WH_beta, beta):

@@ -10,9 +10,10 @@ below tol).
 import numpy as np
 
 from nmfcli.solvers.losses import EPSILON
+from nmfcli.solvers.xp import namespace
 
 CHECK_EVERY = 10
-FLOAT64_EPS = np.finfo(np.float64).eps
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
 def gamma_for(beta):
@@ -26,11 +27,12 @@ def gamma_for(beta):
 
 def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
     """One multiplicative update of W (m×k), in place. ``cache`` holds products of a fixed H."""
+    xp = namespace(W)
     if beta == 2:
         XHt = cache.get("XHt")
         if XHt is None:
             XHt = engine.XHt(H)
-        numerator = XHt.copy() if keep_cache else XHt
+        numerator = XHt
         HHt = cache.get("HHt")
         if HHt is None:
             HHt = H @ H.T
@@ -42,38 +44,40 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
         if beta == 1:
             H_sum = cache.get("H_sum")
             if H_sum is None:
-                H_sum = np.sum(H, axis=1)
+                H_sum = xp.sum(H, axis=1)
             if keep_cache:
                 cache["H_sum"] = H_sum
-            denominator = np.broadcast_to(H_sum[np.newaxis, :], W.shape).copy()
-    _apply(W, numerator, denominator, l1, l2, gamma)
+            denominator = xp.broadcast_to(H_sum[None, :], W.shape)
+    _apply(xp, W, numerator, denominator, l1, l2, gamma)
     if beta < 1:
-        W[W < FLOAT64_EPS] = 0.0
+        W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
 
 
 def update_H(engine, W, H, beta, l1, l2, gamma):
     """One multiplicative update of H (k×n), in place."""
+    xp = namespace(H)
     if beta == 2:
         numerator = engine.WtX(W)
-        denominator = np.linalg.multi_dot([W.T, W, H])
+        denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
         numerator, denominator = engine.mu_products(W, H, beta, "H")
         if beta == 1:
-            W_sum = np.sum(W, axis=0)
-            W_sum[W_sum == 0] = 1.0
-            denominator = np.broadcast_to(W_sum[:, np.newaxis], H.shape).copy()
-    _apply(H, numerator, denominator, l1, l2, gamma)
+            W_sum = xp.sum(W, axis=0)
+            W_sum = xp.where(W_sum == 0, 1.0, W_sum)
+            denominator = xp.broadcast_to(W_sum[:, None], H.shape)
+    _apply(xp, H, numerator, denominator, l1, l2, gamma)
     if beta <= 1:
-        H[H < FLOAT64_EPS] = 0.0
+        H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
 
 
-def _apply(A, numerator, denominator, l1, l2, gamma):
+def _apply(xp, A, numerator, denominator, l1, l2, gamma):
+    """A ← A ⊙ (numerator / denominator)^γ, with scikit-learn's penalties and zero guard."""
     if l1 > 0:
-        denominator += l1
+        denominator = denominator + l1
     if l2 > 0:
         denominator = denominator + l2 * A
-    denominator[denominator == 0] = EPSILON
-    numerator /= denominator
+    denominator = xp.where(denominator == 0, EPSILON, denominator)
+    delta = numerator / denominator
     if gamma != 1:
-        numerator **= gamma
-    A *= numerator
+        delta = delta**gamma
+    A[...] = A * delta

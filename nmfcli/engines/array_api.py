@@ -1,0 +1,173 @@
+"""One engine over any array namespace: numpy (+ scipy.sparse), CuPy (+ cupyx.scipy.sparse), or a strict stand-in.
+
+The engine owns X and computes the few products the solvers need. Dense code
+uses only array-API operations; sparse X uses the scipy.sparse-like module the
+engine was given, which CuPy mirrors.
+"""
+
+import numpy as np
+
+from nmfcli.errors import UsageError
+from nmfcli.solvers.losses import EPSILON, row_blocks
+
+
+class ArrayEngine:
+    """Holds X (dense, or CSR when a sparse module is given) in namespace ``xp``."""
+
+    name = "array-api"
+
+    def __init__(self, X, dtype, xp, sparse=None, name=None):
+        self.xp = xp
+        self.sparse = sparse
+        self.dtype = np.dtype(dtype)
+        self.xp_dtype = getattr(xp, self.dtype.name)
+        if name:
+            self.name = name
+        self.is_sparse = hasattr(X, "tocsr")
+        if self.is_sparse:
+            if sparse is None:
+                raise UsageError(f"engine '{self.name}' takes dense X only")
+            X = self._to_sparse(X)
+        else:
+            X = self.asarray(X)
+        self.X = X
+        self.shape = tuple(X.shape)
+        self._sqnorm = None
+
+    # --- moving arrays ---------------------------------------------------------
+    def asarray(self, a):
+        """A host or device array as a C-ordered array of this engine (a copy when it moves)."""
+        xp = self.xp
+        if xp is np:
+            return np.ascontiguousarray(a, dtype=self.dtype)
+        if getattr(a, "__array_namespace__", None) is not None and a.__array_namespace__() is xp:
+            return xp.asarray(a, dtype=self.xp_dtype)
+        return xp.asarray(np.ascontiguousarray(a, dtype=self.dtype))
+
+    def to_host(self, a):
+        """A numpy copy of a device array (the only device-to-host copy of a result)."""
+        if isinstance(a, np.ndarray):
+            return a
+        get = getattr(a, "get", None)  # CuPy
+        if get is not None:
+            return get()
+        return np.asarray(a)
+
+    def asindex(self, a):
+        """An integer index array of this engine."""
+        return a if self.xp is np else self.xp.asarray(a)
+
+    def contiguous_copy(self, a):
+        """A C-ordered copy: the k-major factors are swept row by row."""
+        if self.xp is np:
+            return np.array(a, order="C", copy=True)
+        return self.xp.asarray(a, copy=True)
+
+    def _to_sparse(self, X):
+        import scipy.sparse as host_sparse
+
+        X = host_sparse.csr_matrix(X, dtype=self.dtype, copy=True)
+        X.sum_duplicates()
+        X.eliminate_zeros()
+        if self.sparse is host_sparse:
+            return X
+        return self.sparse.csr_matrix(X)  # cupyx copies the host CSR to the device
+
+    # --- whole-X reductions ----------------------------------------------------
+    def sqnorm(self):
+        """‖X‖², computed once (one scalar copied to the host)."""
+        if self._sqnorm is None:
+            data = self.data()
+            self._sqnorm = float(self.xp.sum(data * data))
+        return self._sqnorm
+
+    def data(self):
+        """The stored entries of X (all of them when dense, the nonzeros when sparse)."""
+        return self.X.data if self.is_sparse else self.X
+
+    # --- the products with X ------------------------------------------------
+    def XHt(self, H):
+        """X·Hᵀ, shape (m, k)."""
+        return self.X @ H.T
+
+    def HXt(self, H):
+        """H·Xᵀ, shape (k, m), C-ordered: the k-major form the HALS sweeps read row by row."""
+        if self.is_sparse:
+            return self.contiguous_copy((self.X @ H.T).T)
+        return H @ self.X.T
+
+    def WtX(self, W):
+        """Wᵀ·X, shape (k, n), C-ordered; W may be given as the transposed view of Wᵀ."""
+        if self.is_sparse:
+            return self.contiguous_copy((self.X.T @ W).T)
+        return W.T @ self.X
+
+    # --- elementwise terms for beta-divergences ---------------------------------
+    def WH_at_X(self, W, H):
+        """W·H where X is stored: dense (m, n) array, or the values at X's nonzeros (1-D)."""
+        if not self.is_sparse:
+            return W @ H
+        xp, X = self.xp, self.X
+        rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
+        out = xp.empty(X.nnz, dtype=W.dtype)
+        Ht = self.contiguous_copy(H.T)
+        # Batched row-wise dot products: memory stays O(batch·k), not O(nnz·k).
+        batch = max(4096, (1 << 22) // max(W.shape[1], 1))
+        for start in range(0, X.nnz, batch):
+            s = slice(start, start + batch)
+            out[s] = xp.sum(W[rows[s]] * Ht[X.indices[s]], axis=1)
+        return out
+
+    def sparse_like_X(self, values):
+        """A CSR matrix with X's pattern and the given values at its nonzeros."""
+        X = self.X
+        return self.sparse.csr_matrix((values, X.indices, X.indptr), shape=X.shape)
+
+    def mu_products(self, W, H, beta, side):
+        """The two products of a multiplicative update for beta != 2.
+
+        side "W": ([X ⊙ (WH)^(β−2)]·Hᵀ, (WH)^(β−1)·Hᵀ); side "H": Wᵀ·[...] likewise.
+        The second is None for β = 1 (it is then a column or row sum of a factor).
+        W·H is clamped below at EPSILON as scikit-learn does, and it is formed one row
+        block at a time, so no m×n temporary exists for dense X.
+        """
+        xp = self.xp
+        k = W.shape[1]
+        m, n = self.shape
+        shape = (m, k) if side == "W" else (k, n)
+        numerator = xp.zeros(shape, dtype=W.dtype)
+        denominator = None if beta == 1 else xp.zeros(shape, dtype=W.dtype)
+        if self.is_sparse:
+            ratio = x_times_power(xp, self.X.data, self.WH_at_X(W, H), beta)
+            R = self.sparse_like_X(ratio)
+            numerator = R @ H.T if side == "W" else self.contiguous_copy((R.T @ W).T)
+        for rows in row_blocks(m, n):
+            if self.is_sparse and denominator is None:
+                break
+            WH = W[rows, :] @ H
+            if not self.is_sparse:
+                ratio = x_times_power(xp, self.X[rows, :], WH, beta)
+                if side == "W":
+                    numerator[rows, :] = ratio @ H.T
+                else:
+                    numerator = numerator + W[rows, :].T @ ratio
+            if denominator is not None:
+                if beta < 1:
+                    WH = xp.maximum(WH, EPSILON)
+                WH = WH ** (beta - 1)
+                if side == "W":
+                    denominator[rows, :] = WH @ H.T
+                else:
+                    denominator = denominator + W[rows, :].T @ WH
+        return numerator, denominator
+
+
+def x_times_power(xp, X, WH, beta):
+    """X ⊙ WH^(β−2), with scikit-learn's clamp and order of operations."""
+    if beta < 2:
+        WH = xp.maximum(WH, EPSILON)
+    if beta == 1:
+        return X / WH
+    if beta == 0:
+        return (WH**-1) ** 2 * X
+    return WH ** (beta - 2) * X

@@ -1,0 +1,332 @@
+"""Row blocks of X and the per-block kernels the out-of-core engines run.
+
+X (m×n) is split into row blocks X_b. Everything a solver needs from X is a sum
+over blocks (WᵀX = Σ W_bᵀX_b, WᵀW = Σ W_bᵀW_b, ‖X‖², every beta-divergence) or
+row-local (the W update of hals, cd and mu reads only X_b, W_b and the global
+H and HHᵀ). The functions here work on one block with the solver kernels
+themselves (cd.sweep, mu.update_W, nnls, the numpy engine's products), so a
+blockwise fit does the same arithmetic as the in-memory one. They are pure
+functions of small, picklable arguments: the Dask engine ships them to worker
+processes, and a serial loop can run them one block at a time.
+
+A block is given either as an array (dense or CSR, already in memory) or as a
+:class:`RowSource`, a description (path, dataset, rows) that every worker opens
+itself: h5py objects never cross a process boundary, and HDF5 is read from
+processes rather than threads, which h5py serialises.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from nmfcli.engines.numpy import NumpyEngine
+from nmfcli.errors import DataError, MissingInputError
+from nmfcli.solvers import cd, mu
+from nmfcli.solvers.losses import beta_divergence, squared_error
+from nmfcli.solvers.nnls import nnls
+
+# A row block holds about this many bytes of X when the caller names no size.
+BLOCK_BYTES = 32 << 20
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Rows [start, stop) of a matrix stored in a file; read where the task runs."""
+
+    kind: str  # "h5" | "zarr" | "npy" | "file" (one NPY/NPZ file holding the whole block)
+    path: str
+    name: str | None
+    start: int
+    stop: int
+
+    def read(self):
+        if self.kind == "h5":
+            import h5py
+
+            with h5py.File(self.path, "r") as f:
+                return f[self.name][self.start:self.stop]
+        if self.kind == "zarr":
+            import zarr
+
+            node = zarr.open(self.path, mode="r")
+            node = node[self.name] if self.name else node
+            return node[self.start:self.stop]
+        if self.kind == "npy":
+            return np.array(np.load(self.path, mmap_mode="r")[self.start:self.stop])
+        return _read_block_file(self.path)
+
+
+def _read_block_file(path):
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            if "format" in z.files and "indptr" in z.files:
+                return sp.load_npz(path)
+            if len(z.files) != 1:
+                raise DataError(f"{path}: a row block must hold one array; found {', '.join(z.files)}")
+            return z[z.files[0]]
+    return np.load(path, allow_pickle=False)
+
+
+def split_spec(spec):
+    """'m.h5::/X' -> ('m.h5', '/X'), unless a file is literally named so."""
+    if "::" in spec and not os.path.exists(spec):
+        file, inner = spec.rsplit("::", 1)
+        return file, inner or None
+    return spec, None
+
+
+def open_spec(spec, chunk_rows=None):
+    """(shape, stored dtype, [RowSource...]) for a path spec; reads metadata only."""
+    path, inner = split_spec(spec)
+    if not os.path.exists(path):
+        raise MissingInputError(f"{path}: no such file or folder")
+    low = path.lower().rstrip("/")
+    if os.path.isdir(path) and not (low.endswith(".zarr") or _is_zarr(path)):
+        return _open_folder(path)
+    if low.endswith((".h5", ".hdf5", ".hdf", ".h5ad")):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if inner is None:
+                names = []
+                f.visititems(lambda name, obj: names.append(name)
+                             if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
+                if len(names) != 1:
+                    raise DataError(f"{path}: name the matrix as {path}::/NAME (found {len(names)} 2-D datasets)")
+                inner = names[0]
+            if inner not in f or not isinstance(f[inner], h5py.Dataset):
+                raise DataError(f"{path}: no dataset '{inner}'")
+            shape, dtype, chunks = f[inner].shape, f[inner].dtype, f[inner].chunks
+        kind = "h5"
+    elif low.endswith(".zarr") or _is_zarr(path):
+        import zarr
+
+        node = zarr.open(path, mode="r")
+        node = node[inner] if inner else node
+        shape, dtype, chunks = node.shape, node.dtype, node.chunks
+        kind = "zarr"
+    elif low.endswith(".npy"):
+        arr = np.load(path, mmap_mode="r")
+        shape, dtype, chunks = arr.shape, arr.dtype, None
+        kind = "npy"
+    else:
+        raise DataError(f"{path}: the dask engine reads HDF5, zarr, NPY or a folder of NPY/NPZ row blocks")
+    if len(shape) != 2:
+        raise DataError(f"{spec}: X must be a 2-D matrix; got shape {shape}")
+    rows = row_step(shape, dtype, chunk_rows)
+    if chunks and chunk_rows is None and chunks[0] < rows:
+        # Whole storage chunks per block: a block never decompresses a chunk twice.
+        rows = max(chunks[0], rows // chunks[0] * chunks[0])
+    sources = [RowSource(kind, path, inner, s, min(s + rows, shape[0])) for s in range(0, shape[0], rows)]
+    return tuple(shape), np.dtype(dtype), sources
+
+
+def _is_zarr(path):
+    return any(os.path.exists(os.path.join(path, f)) for f in (".zarray", ".zgroup", "zarr.json"))
+
+
+def _open_folder(path):
+    files = sorted(glob.glob(os.path.join(path, "*.npy")) + glob.glob(os.path.join(path, "*.npz")))
+    if not files:
+        raise DataError(f"{path}: the folder holds no .npy or .npz row blocks")
+    sources, shape, dtype, start = [], None, None, 0
+    for file in files:
+        block = _read_block_file(file) if file.endswith(".npz") else np.load(file, mmap_mode="r")
+        if block.ndim != 2 or (shape is not None and block.shape[1] != shape[1]):
+            raise DataError(f"{file}: every row block must be 2-D with the same number of columns")
+        shape = (start + block.shape[0], block.shape[1])
+        dtype = block.dtype if dtype is None else np.result_type(dtype, block.dtype)
+        sources.append(RowSource("file", file, None, start, start + block.shape[0]))
+        start += block.shape[0]
+    return shape, np.dtype(dtype), sources
+
+
+def row_step(shape, dtype, chunk_rows=None):
+    """Rows per block: the caller's, or about BLOCK_BYTES of X."""
+    if chunk_rows is not None:
+        return max(1, int(chunk_rows))
+    return max(1, min(shape[0], BLOCK_BYTES // max(1, shape[1] * np.dtype(dtype).itemsize)))
+
+
+# --------------------------------------------------------------------------- one block
+
+
+def BlockEngine(X):
+    """The numpy engine holding one block (its own constructor, so it follows the engine's conventions)."""
+    return NumpyEngine(X, X.dtype)
+
+
+def canonical(X, dtype):
+    """A block as the numpy engine holds X: C-ordered dense, or CSR without duplicates or zeros."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype, copy=True)
+        X.sum_duplicates()
+        X.eliminate_zeros()
+        return X
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def load(src, dtype):
+    """The block as an array: read from its file, or the in-memory block itself."""
+    if isinstance(src, RowSource):
+        return canonical(src.read(), dtype)
+    return src
+
+
+def read_block(src, dtype):
+    """Read a source into worker memory once (persisted X), canonical like :func:`load`."""
+    return canonical(src.read() if isinstance(src, RowSource) else src, dtype)
+
+
+def block_stats(src, dtype, offset):
+    """‖X_b‖², ΣX_b, whether a zero is stored or implied, and the first NaN/Inf and negative entry."""
+    X = load(src, dtype)
+    if sp.issparse(X):
+        coo = X.tocoo()
+        data, rows, cols = coo.data, coo.row, coo.col
+        has_zero = X.nnz < X.shape[0] * X.shape[1] or bool(np.any(data == 0))
+    else:
+        data, rows, cols = X.ravel(), None, None
+        has_zero = bool(np.any(data == 0))
+    bad = {}
+    for key, mask in (("nonfinite", ~np.isfinite(data)), ("negative", data < 0)):
+        count = int(np.count_nonzero(mask))
+        if count:
+            flat = int(np.flatnonzero(mask)[0])
+            i, j = np.unravel_index(flat, X.shape) if rows is None else (rows[flat], cols[flat])
+            bad[key] = (count, float(data[flat]), offset + int(i), int(j))
+    finite = data[np.isfinite(data)] if "nonfinite" in bad else data
+    return {"sqnorm": float(np.dot(finite, finite)), "sum": float(np.sum(finite, dtype=np.float64)),
+            "has_zero": has_zero, "bad": bad, "rows": X.shape[0]}
+
+
+def frobenius_w_step(src, dtype, Wt, H, G, l1_W, l2_W, want_pg, mode, finish):
+    """The W half of a hals/cd iteration on one block: Wᵀ_b (k×m_b) against the global G = HHᵀ + l2.
+
+    mode "cd": one sweep returning scikit-learn's violation; "hals": one sweep, and the
+    squared change it made (the inner stopping rule sums it over blocks). With ``finish``
+    the block's share of WᵀX, WᵀW and the W penalty comes back too, from the same read of X_b.
+    Returns (new Wᵀ_b, R_b or None, stats).
+    """
+    eng = BlockEngine(load(src, dtype))
+    Wt = np.array(Wt, copy=True)  # the input belongs to the worker's store
+    _, R = cd.gram_and_cross_from(G, eng.HXt(H), l1_W, 0.0)
+    stats = {}
+    if want_pg:
+        stats["pg"] = float(cd.projected_gradient_norm(Wt, G, R))
+    if mode == "cd":
+        stats["violation"] = float(cd.sweep(Wt, G, R))
+    else:
+        previous = Wt.copy()
+        cd.sweep(Wt, G, R, violation=False)
+        diff = (Wt - previous).ravel()
+        stats["change"] = float(np.dot(diff, diff))
+    if finish:
+        stats.update(frobenius_products(eng, Wt, l1_W, l2_W))
+        R = None
+    return Wt, R, stats
+
+
+def sweep_round(Wt, G, R):
+    """One more inner sweep of hals on a block: (new Wᵀ_b, the squared change)."""
+    Wt = np.array(Wt, copy=True)
+    previous = Wt.copy()
+    cd.sweep(Wt, G, R, violation=False)
+    diff = (Wt - previous).ravel()
+    return Wt, float(np.dot(diff, diff))
+
+
+def frobenius_products(eng, Wt, l1_W, l2_W):
+    return {"WtX": eng.WtX(Wt.T), "WtW": Wt @ Wt.T, "penalty_W": cd.penalty(Wt, l1_W, l2_W)}
+
+
+def frobenius_finish(src, dtype, Wt, l1_W, l2_W):
+    """WᵀX_b, WᵀW_b and the W penalty of a block whose Wᵀ_b is final."""
+    return frobenius_products(BlockEngine(load(src, dtype)), Wt, l1_W, l2_W)
+
+
+def mu_step(src, dtype, W, H, beta, l1_W, l2_W, gamma, update_W, h_side):
+    """The W half of a multiplicative-update iteration on one block, and the block's share of the H update.
+
+    W_b (m_b×k) is updated by ``mu.update_W`` itself (row-local); then, for the H
+    update, WᵀX_b and WᵀW_b (beta 2) or the two products of ``mu_products`` (other
+    betas), and for beta 1 the column sums of W_b.
+    """
+    eng = BlockEngine(load(src, dtype))
+    if update_W:
+        W = np.array(W, copy=True)
+        mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, {}, keep_cache=False)
+    stats = {}
+    if h_side:
+        if beta == 2:
+            stats["WtX"], stats["WtW"] = eng.WtX(W), W.T @ W
+        else:
+            stats["numerator"], denominator = eng.mu_products(W, H, beta, "H")
+            if denominator is not None:
+                stats["denominator"] = denominator
+            if beta == 1:
+                stats["W_sum"] = np.sum(W, axis=0)
+    return W, stats
+
+
+def divergence(src, dtype, W, H, beta, l1_W, l2_W, transposed, squared=False):
+    """The block's beta-divergence (additive over row blocks), its W penalty and, if asked, ‖X_b − W_bH‖²."""
+    eng = BlockEngine(load(src, dtype))
+    W = W.T if transposed else W
+    out = {"divergence": float(beta_divergence(eng, W, H, beta)), "penalty_W": cd.penalty(W, l1_W, l2_W)}
+    if squared:
+        out["squared_error"] = float(squared_error(eng, W, H))
+    return out
+
+
+def nnls_rows(src, dtype, H, G, l1_W):
+    """W_b (m_b×k) solving min ‖X_b − W_bH‖ (+ penalties in G and l1) over W_b ≥ 0 exactly: (W_b, passes)."""
+    eng = BlockEngine(load(src, dtype))
+    _, R = cd.gram_and_cross_from(G, eng.HXt(H), l1_W, 0.0)
+    Wt, n_iter = nnls(G, R)
+    return np.ascontiguousarray(Wt.T), n_iter
+
+
+def times(src, dtype, Q):
+    """X_b·Q (m_b×r)."""
+    return np.asarray(load(src, dtype) @ Q)
+
+
+def t_times(src, dtype, P):
+    """X_bᵀ·P_b (n×r), P_b being the block's rows of an m×r matrix."""
+    X = load(src, dtype)
+    return np.asarray(X.T @ P)
+
+
+def add(*parts):
+    """Sum dicts of arrays/scalars key by key (the tree reduction's node)."""
+    out = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "n_iter":
+                out[key] = max(out.get(key, 0), value)
+            elif key in out:
+                out[key] = out[key] + value
+            else:
+                out[key] = value.copy() if isinstance(value, np.ndarray) else value
+    return out
+
+
+def full(rows, cols, value, dtype):
+    return np.full((rows, cols), value, dtype=dtype)
+
+
+def transpose(A):
+    return np.ascontiguousarray(A.T)
+
+
+def pick(result, index):
+    return result[index]

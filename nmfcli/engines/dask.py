@@ -1,0 +1,715 @@
+"""The Dask engine: the same solvers over row blocks of X held by worker processes.
+
+X is a list of row blocks X_b, each either persisted in a worker's memory or
+read from its file by the task that needs it (so X may exceed the cluster's
+memory). W is row-blocked with X and never leaves the workers until the end;
+H, HHᵀ and WᵀW are k×n and k×k arrays on the client, scattered to the workers
+each iteration. The W update is row-local and runs per block with the solver
+kernels themselves (:mod:`nmfcli.engines.chunked`); WᵀX, WᵀW and the
+divergences are tree reductions over blocks; the H update runs on the client
+with the same kernels as the numpy engine. Each iteration submits the same
+fixed number of tasks on futures and drops the previous ones, so the graph
+does not grow with the iteration count.
+
+Iterates, stopping rules, history and the callback protocol are those of
+:func:`nmfcli.core.fit`, so results equal the numpy engine's to rounding
+(sums over blocks are associated differently).
+
+Limits: nndsvd* inits hold m×(k+10) temporaries on the client (as the numpy
+engine's do); a random init draws W on the client one block at a time, in the
+order of the numpy engine's RandomState stream, and scatters each block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import scipy.sparse as sp
+
+from nmfcli.engines import chunked
+from nmfcli.errors import DataError, UnavailableError, UsageError
+from nmfcli.init import INITS, default_init, nndsvd_factors
+from nmfcli.solvers import cd, mu
+from nmfcli.solvers.nnls import nnls
+
+MISSING = "engine 'dask' needs dask.distributed; install it with: pip install 'nmfcli[dask]'"
+FAN_IN = 8
+DELTA = 0.1  # the inner stopping rule of accelerated HALS, as in cd.hals_iteration
+
+
+def _distributed():
+    """The distributed module, or UnavailableError with the install hint."""
+    try:
+        import dask.array  # noqa: F401
+        import distributed
+    except ImportError:
+        raise UnavailableError(MISSING) from None
+    return distributed
+
+
+@contextmanager
+def _session(scheduler, workers, memory_limit):
+    """A Client: on the given scheduler (address or Client), or on a LocalCluster of processes for this run."""
+    distributed = _distributed()
+    if isinstance(scheduler, distributed.Client):
+        yield scheduler
+        return
+    cluster = None
+    if scheduler is None:
+        cluster = distributed.LocalCluster(
+            n_workers=int(workers or min(4, os.cpu_count() or 1)), threads_per_worker=1, processes=True,
+            memory_limit=memory_limit or "auto", dashboard_address=None, silence_logs=logging.ERROR)
+        scheduler = cluster
+    client = distributed.Client(scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------- X in blocks
+
+
+class _Blocks:
+    """X as row blocks on the cluster, and the few collective operations the loops need."""
+
+    def __init__(self, client, sources, offsets, shape, dtype):
+        self.client = client
+        self.sources = sources  # futures of persisted blocks, or chunked.RowSource
+        self.offsets = offsets  # row offset of each block, then m
+        self.shape = shape
+        self.dtype = dtype
+        self.tasks = 0
+
+    @classmethod
+    def from_input(cls, client, X, dtype, chunk_rows, persist):
+        if isinstance(X, (str, os.PathLike)):
+            shape, stored, sources = chunked.open_spec(os.fspath(X), chunk_rows)
+            dtype = _resolve_dtype(stored, dtype)
+            offsets = [s.start for s in sources] + [shape[0]]
+            if persist is None:
+                limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+                persist = bool(limits) and all(limits) and shape[0] * shape[1] * dtype.itemsize <= 0.3 * sum(limits)
+            if persist:
+                sources = client.map(chunked.read_block, sources, dtype=dtype, pure=False)
+            return cls(client, sources, offsets, shape, dtype)
+        if hasattr(X, "to_delayed") and hasattr(X, "chunks"):  # a dask array
+            if X.ndim != 2:
+                raise DataError(f"X must be a 2-D matrix (rows x columns); got {X.ndim}-D with shape {X.shape}")
+            dtype = _resolve_dtype(X.dtype, dtype)
+            rows = chunked.row_step(X.shape, dtype, chunk_rows) if chunk_rows else X.chunks[0]
+            X = X.rechunk({0: rows, 1: -1})  # once, before the loop: never rechunk per iteration
+            parts = client.compute(list(X.to_delayed().ravel()))
+            sources = client.map(chunked.canonical, parts, dtype=dtype, pure=False)
+            offsets = list(np.cumsum((0,) + X.chunks[0]))
+            return cls(client, sources, [int(o) for o in offsets], tuple(X.shape), dtype)
+        if not sp.issparse(X):
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise DataError(
+                    f"X must be a 2-D matrix (rows x columns); got {X.ndim}-D with shape {X.shape}")
+        dtype = _resolve_dtype(X.dtype, dtype)
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+        rows = chunked.row_step(X.shape, dtype, chunk_rows)
+        offsets = list(range(0, X.shape[0], rows)) + [X.shape[0]]
+        parts = client.scatter([X[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+        sources = client.map(chunked.canonical, parts, dtype=dtype, pure=False)
+        return cls(client, sources, offsets, tuple(X.shape), dtype)
+
+    @property
+    def row_slices(self):
+        return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def map(self, func, *per_block, **same):
+        """func(source_b, dtype, *per_block_b, **same) on every block: a list of futures."""
+        self.tasks += len(self.sources)
+        return [self.client.submit(func, src, self.dtype, *args, pure=False, **same)
+                for src, *args in zip(self.sources, *per_block)] if per_block else \
+               [self.client.submit(func, src, self.dtype, pure=False, **same) for src in self.sources]
+
+    def each(self, func, *per_block, **same):
+        """func(*per_block_b, **same) on every block, without X."""
+        self.tasks += len(per_block[0])
+        return [self.client.submit(func, *args, pure=False, **same) for args in zip(*per_block)]
+
+    def pick(self, futures, index):
+        self.tasks += len(futures)
+        return [self.client.submit(chunked.pick, f, index, pure=False) for f in futures]
+
+    def reduce(self, futures):
+        """Σ over blocks of dicts of arrays, as a tree of FAN_IN-way sums on the workers; gathered."""
+        while len(futures) > 1:
+            self.tasks += (len(futures) + FAN_IN - 1) // FAN_IN
+            futures = [self.client.submit(chunked.add, *futures[i:i + FAN_IN], pure=False)
+                       for i in range(0, len(futures), FAN_IN)]
+        return self.client.gather(futures[0])
+
+    def scatter(self, A):
+        return self.client.scatter(A, broadcast=True, hash=False)
+
+    def scatter_rows(self, A, transposed=False):
+        """Scatter the row blocks of a client array (m×k); as k×m_b blocks when ``transposed``."""
+        parts = [np.ascontiguousarray(A[s].T if transposed else A[s]) for s in self.row_slices]
+        return self.client.scatter(parts, hash=False)
+
+    def gather_rows(self, futures, transposed=False):
+        parts = self.client.gather(futures)
+        return np.concatenate([p.T if transposed else p for p in parts], axis=0)
+
+
+def _resolve_dtype(stored, dtype):
+    stored = np.dtype(stored)
+    if stored.kind not in "fiu":
+        what = {"b": "boolean", "c": "complex", "O": "object", "U": "string", "S": "bytes"}.get(
+            stored.kind, str(stored))
+        raise DataError(f"X holds {what} values; nmf needs real numbers")
+    if dtype is None:
+        dtype = stored if stored in (np.float32, np.float64) else np.float64
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise UsageError(f"dtype must be one of float32, float64; got {dtype}")
+    return dtype
+
+
+def _check_data(blocks, beta, loss_name):
+    """One pass over X: ‖X‖² and mean, refusing NaN, Inf, negatives and (for beta ≤ 0) zeros as core does."""
+    parts = blocks.client.gather(blocks.map(chunked.block_stats, blocks.offsets[:-1]))
+    for key, what in (("nonfinite", "NaN or infinite"), ("negative", "negative")):
+        found = [p["bad"][key] for p in parts if key in p["bad"]]
+        if found:
+            count = sum(f[0] for f in found)
+            _, value, i, j = found[0]
+            raise DataError(
+                f"X has {count} {what} value{'s' if count > 1 else ''}; "
+                f"the first is {value:g} at row {i + 1}, column {j + 1}"
+                + ("; NMF needs non-negative data" if key == "negative" else ""))
+    total = sum(p["sum"] for p in parts)
+    if total == 0:
+        raise DataError("X is all zeros; there is nothing to factorize")
+    if beta <= 0 and any(p["has_zero"] for p in parts):
+        raise DataError(
+            f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
+            "add a small positive constant or use loss kl or frobenius")
+    m, n = blocks.shape
+    return sum(p["sqnorm"] for p in parts), total / (m * n)
+
+
+class _Operator:
+    """X (or Xᵀ) as a linear operator over the blocks, so init.nndsvd_factors runs unchanged."""
+
+    __array_ufunc__ = None  # make ndarray @ _Operator defer to __rmatmul__
+    ndim = 2
+
+    def __init__(self, blocks, mean, transposed=False):
+        self.blocks, self._mean, self.transposed = blocks, mean, transposed
+        self.shape = blocks.shape[::-1] if transposed else blocks.shape
+        self.dtype = blocks.dtype
+
+    @property
+    def T(self):
+        return _Operator(self.blocks, self._mean, not self.transposed)
+
+    def mean(self):
+        return self._mean
+
+    def _times(self, Q):  # X·Q, m×r, gathered in row order
+        Qf = self.blocks.scatter(np.asarray(Q))
+        return self.blocks.gather_rows(self.blocks.map(chunked.times, Q=Qf))
+
+    def _t_times(self, P):  # Xᵀ·P, n×r, reduced over blocks
+        parts = self.blocks.scatter_rows(np.asarray(P))
+        futures = self.blocks.map(_as_dict(chunked.t_times), parts)
+        return self.blocks.reduce(futures)["value"]
+
+    def __matmul__(self, Q):
+        return self._t_times(Q) if self.transposed else self._times(Q)
+
+    def __rmatmul__(self, A):
+        return (self._times(A.T) if self.transposed else self._t_times(A.T)).T
+
+
+class _as_dict:
+    """Wrap a block function so its array result can go through the dict reduction."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, *args, **kwargs):
+        return {"value": self.func(*args, **kwargs)}
+
+
+class _LazyFactor:
+    """W for the callback: the blocks stay on the workers until something asks for the array."""
+
+    def __init__(self, blocks, futures, transposed, k):
+        self._blocks, self._futures, self._transposed = blocks, futures, transposed
+        self.shape = (blocks.shape[0], k)
+        self.dtype = blocks.dtype
+        self.ndim = 2
+
+    def __array__(self, dtype=None, copy=None):
+        W = self._blocks.gather_rows(self._futures, self._transposed)
+        return W if dtype is None else W.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_iter=200, tol=1e-4,
+             alpha_W=0.0, alpha_H="same", l1_ratio=0.0, W0=None, H0=None, fix_W=None, fix_H=None,
+             dtype=None, callback=None, resume=None, scheduler=None, workers=None, chunk_rows=None,
+             memory_limit=None, output=None, persist=None):
+    """:func:`nmfcli.core.fit` on a Dask cluster; the same arguments, result and callback protocol.
+
+    Parameters beyond core.fit's (the engine_options)
+    -------------------------------------------------
+    X : ndarray, scipy.sparse matrix, dask array, or a path spec
+        ``FILE.h5::/X``, a zarr store (``S.zarr`` or ``S.zarr::name``), an ``.npy`` file
+        (memory-mapped) or a folder of NPY/NPZ row blocks, read on the workers.
+    scheduler : str or distributed.Client, optional
+        Address of a running scheduler; None starts a LocalCluster of processes for this run.
+    workers : int, optional
+        Worker processes of that LocalCluster (default min(4, CPUs)).
+    chunk_rows : int, optional
+        Rows per block (default: about 32 MiB of X; whole storage chunks for HDF5/zarr).
+    memory_limit : str or int, optional
+        Memory limit per worker of the LocalCluster (e.g. "1GB").
+    output : str, optional
+        ``FILE.h5[::/name]`` or ``STORE.zarr``: W is written there block by block and
+        ``FitResult.W`` is that spec (a string), so W never has to fit on the client.
+    persist : bool, optional
+        Keep file-backed X in the workers' memory (default: when it takes under 30% of it);
+        otherwise each pass reads the blocks from the file again.
+    """
+    start = time.perf_counter()
+    _distributed()
+    from nmfcli import core  # the shared validators and result types (core imports this module lazily)
+
+    if fix_W is not None and fix_H is not None:
+        raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
+    loss_name, beta = core._resolve_loss(loss)
+    if solver == "auto":
+        solver = "hals" if beta == 2 else "mu"
+    if solver not in core.SOLVERS:
+        raise UsageError(f"solver must be one of {', '.join(core.SOLVERS)}; got {solver!r}")
+    if solver in ("hals", "cd") and beta != 2:
+        raise UsageError(
+            f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'")
+    core._check_penalties(alpha_W, alpha_H, l1_ratio)
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise UsageError(f"tol must be a number >= 0; got {tol!r}")
+
+    with _session(scheduler, workers, memory_limit) as client:
+        blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)
+        dtype = blocks.dtype
+        m, n = shape = blocks.shape
+        custom = W0 is not None or H0 is not None
+        if init is None:
+            init = "custom" if custom else default_init(k if isinstance(k, (int, np.integer)) else 1, shape)
+        if init not in INITS:
+            raise UsageError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+        if custom and init != "custom":
+            raise UsageError(f"W0/H0 are given but init is '{init}'; use init 'custom'")
+        core._check_k(k, shape, init if fix_W is None and fix_H is None else None)
+        sqnorm, mean = _check_data(blocks, beta, loss_name)
+        if fix_H is not None:
+            fix_H = core._check_factor(fix_H, (k, n), dtype, "fixed H")
+        if fix_W is not None:
+            fix_W = core._check_factor(fix_W, (m, k), dtype, "fixed W")
+        if init == "custom":
+            missing = [name for name, value, free in (("W0", W0, fix_W is None), ("H0", H0, fix_H is None))
+                       if free and value is None]
+            if missing and fix_W is None and fix_H is None:
+                raise UsageError(f"init 'custom' needs {' and '.join(missing)}")
+            W0 = core._check_factor(W0, (m, k), dtype, "W0") if W0 is not None else None
+            H0 = core._check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
+
+        options = dict(
+            k=int(k), solver=solver, loss=loss_name, beta=beta, init=init, seed=seed,
+            max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
+            alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
+            dtype=str(dtype), engine="dask",
+            fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
+        )
+        run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
+                   callback, start, core, output)
+        transposed = solver != "mu"  # hals/cd keep Wᵀ blocks (k×m_b), mu keeps W blocks (m_b×k)
+
+        if beta == 2 and (fix_H is not None or fix_W is not None):
+            return run.exact(fix_W, fix_H)
+        if resume is not None:
+            H = np.array(resume["H"], dtype=dtype)
+            W = resume["W"]
+            if isinstance(W, str):
+                W = run.read_factor(W, transposed)
+            else:
+                W = np.asarray(W, dtype=dtype)
+                if W.shape != (m, k) or H.shape != (k, n):
+                    raise DataError("the checkpoint's factors do not match the data and k")
+                W = blocks.scatter_rows(W, transposed)
+        else:
+            W, H = run.initial_factors(k, init, seed, mean, W0, H0, fix_W, fix_H, transposed)
+        if fix_W is not None:
+            W = blocks.scatter_rows(fix_W, transposed)
+        if fix_H is not None:
+            H = fix_H
+        if solver == "mu":
+            return run.mu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
+        return run.cd_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
+
+
+def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, max_iter=1000,
+                   tol=1e-8, **engine_options):
+    """:func:`nmfcli.core.transform` block by block: W ≥ 0 for fixed components H (exact for Frobenius).
+
+    Returns W (m×k), or the ``output`` spec it was written to.
+    """
+    H = np.asarray(H)
+    if H.ndim != 2:
+        raise DataError(f"the components must be a 2-D matrix; got {H.ndim}-D")
+    result = fit_dask(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
+                      l1_ratio=l1_ratio, fix_H=H, dtype=dtype, max_iter=max_iter, tol=tol, **engine_options)
+    return result.W
+
+
+class _Run:
+    """One fit on the cluster: the loops of core, with X's products and W's update done per block."""
+
+    def __init__(self, blocks, options, reg, beta, sqnorm, callback, start, core, output):
+        self.blocks, self.options, self.reg, self.beta = blocks, options, reg, beta
+        self.sqnorm, self.callback, self.start, self.core, self.output = sqnorm, callback, start, core, output
+        self.tasks_per_iteration = []
+
+    # ---- factors
+    def initial_factors(self, k, init, seed, mean, W0, H0, fix_W, fix_H, transposed):
+        blocks, dtype = self.blocks, self.blocks.dtype
+        m, n = blocks.shape
+        value = np.sqrt(mean / k) if self.options["solver"] == "mu" else 0.0
+        if fix_H is not None and W0 is None:
+            # scikit-learn's transform start, created on the workers (never embedded in the graph).
+            rows = [s.stop - s.start for s in blocks.row_slices]
+            shape = [(k, r) if transposed else (r, k) for r in rows]
+            return blocks.each(chunked.full, [s[0] for s in shape], [s[1] for s in shape],
+                               value=value, dtype=dtype), fix_H
+        if fix_W is not None and H0 is None:
+            return None, np.full((k, n), value, dtype=dtype)
+        if init == "custom":
+            return (blocks.scatter_rows(W0, transposed) if W0 is not None else None), H0
+        if init == "random":
+            # init.random_factors draws H (k×n) then W (m×k) row-major from one RandomState;
+            # drawing W block by block in row order continues the same stream exactly.
+            avg = np.sqrt(mean / k)
+            rng = np.random.RandomState(seed)
+            H = np.abs(avg * rng.standard_normal(size=(k, n)).astype(dtype, copy=False)).astype(dtype)
+            parts = []
+            for s in blocks.row_slices:
+                Wb = np.abs(avg * rng.standard_normal(size=(s.stop - s.start, k)).astype(dtype, copy=False))
+                Wb = Wb.astype(dtype)
+                parts.append(np.ascontiguousarray(Wb.T if transposed else Wb))
+            return blocks.client.scatter(parts, hash=False), H
+        W, H = nndsvd_factors(_Operator(blocks, mean), k, init, seed)
+        return blocks.scatter_rows(np.asarray(W, dtype=dtype), transposed), np.asarray(H, dtype=dtype)
+
+    def read_factor(self, spec, transposed):
+        """W blocks read on the workers from a stored W (a checkpoint written with ``output``)."""
+        _, _, sources = chunked.open_spec(spec)
+        kind, path, name = sources[0].kind, sources[0].path, sources[0].name
+        parts = [chunked.RowSource(kind, path, name, s.start, s.stop) for s in self.blocks.row_slices]
+        futures = self.blocks.client.map(chunked.read_block, parts, dtype=self.blocks.dtype, pure=False)
+        return self.blocks.each(chunked.transpose, futures) if transposed else futures
+
+    def finish_W(self, W, transposed):
+        """W on the client, or written block by block to ``output`` (then its spec)."""
+        if self.output is None:
+            return self.blocks.gather_rows(W, transposed)
+        path, inner = chunked.split_spec(self.output)
+        m = self.blocks.shape[0]
+        k = self.options["k"]
+        low = path.lower()
+        if low.endswith((".h5", ".hdf5", ".hdf")):
+            import h5py
+
+            inner = inner or "W"
+            with h5py.File(path, "a") as f:
+                if inner in f:
+                    del f[inner]
+                d = f.create_dataset(inner, shape=(m, k), dtype=self.blocks.dtype)
+                for s, future in zip(self.blocks.row_slices, W):
+                    block = future.result()
+                    d[s] = block.T if transposed else block
+            return f"{path}::{inner}" if not inner.startswith("/") else f"{path}::{inner}"
+        if low.rstrip("/").endswith(".zarr"):
+            import zarr
+
+            rows = self.blocks.offsets[1] - self.blocks.offsets[0]
+            z = zarr.open_array(path, mode="w", shape=(m, k), chunks=(rows, k), dtype=self.blocks.dtype)
+            for s, future in zip(self.blocks.row_slices, W):
+                block = future.result()
+                z[s] = block.T if transposed else block
+            return path
+        raise UsageError(f"output must be an HDF5 file (.h5) or a zarr store (.zarr); got {self.output!r}")
+
+    # ---- reporting
+    def call(self, n_iter, history, W, H, transposed, ckpt):
+        lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
+        return self.core._call(self.callback, n_iter, self.options["max_iter"], history, self.start, lazy, H,
+                               lambda: ckpt(np.asarray(lazy)))
+
+    def result(self, W, H, n_iter, converged, stop_reason, history, history_iter, checkpoint, transposed):
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        s = self.blocks.reduce(self.blocks.map(chunked.divergence, W, H=self.blocks.scatter(H), beta=self.beta,
+                                               l1_W=l1_W, l2_W=l2_W, transposed=transposed, squared=True))
+        divergence = s["divergence"] if self.beta != 2 else s["squared_error"] / 2.0
+        metrics = {
+            "objective": float(divergence) + s["penalty_W"] + cd.penalty(H, l1_H, l2_H),
+            "beta_divergence": float(divergence),
+            "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
+            "relative_error": float(np.sqrt(s["squared_error"]) / np.sqrt(self.sqnorm)) if self.sqnorm else 0.0,
+        }
+        W_out = self.finish_W(W, transposed)
+        if checkpoint:
+            checkpoint["W"] = np.array(W_out, copy=True) if not isinstance(W_out, str) else W_out
+        return self.core.FitResult(
+            W=W_out, H=H, n_iter=int(n_iter), converged=bool(converged), stop_reason=stop_reason,
+            history=[float(v) for v in history], history_iter=[int(i) for i in history_iter],
+            metrics=metrics, options=self.options, time_s=time.perf_counter() - self.start,
+            checkpoint=checkpoint)
+
+    @staticmethod
+    def checkpoint(n_iter, W, H, state, history, history_iter):
+        return {"iteration": int(n_iter), "W": W, "H": np.array(H, copy=True), "solver_state": dict(state),
+                "history": list(history), "history_iter": list(history_iter)}
+
+    # ---- exact solve of a free factor (Frobenius, one factor fixed)
+    def exact(self, fix_W, fix_H):
+        blocks = self.blocks
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        if fix_H is not None:
+            G, _ = cd.gram_and_cross_from(fix_H @ fix_H.T, None, 0.0, l2_W)
+            res = blocks.map(chunked.nnls_rows, H=blocks.scatter(fix_H), G=G, l1_W=l1_W)
+            W = blocks.pick(res, 0)
+            n_iter = max(blocks.client.gather(blocks.pick(res, 1)))
+            del res
+            return self.result(W, fix_H, n_iter, True, "exact", [], [], {}, False)
+        Wt = blocks.scatter_rows(fix_W, transposed=True)
+        s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
+        G, R = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
+        H, n_iter = nnls(G, R)
+        return self.result(Wt, H, n_iter, True, "exact", [], [], {}, True)
+
+    # ---- hals and cd
+    def cd_loop(self, Wt, H, resume):
+        """core._cd_loop with the W sweeps run per block and WᵀX, WᵀW reduced over blocks."""
+        blocks, options = self.blocks, self.options
+        solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        m, n = blocks.shape
+        k = H.shape[0]
+        inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+        state = {"violation_init": None}
+        history, history_iter = [], []
+        first = 1
+        if resume is not None:
+            state["violation_init"] = resume["solver_state"]["violation_init"]
+            history, history_iter = list(resume["history"]), list(resume["history_iter"])
+            first = int(resume["iteration"]) + 1
+        cache = {}
+        stop_reason, converged, n_iter = "max_iter", False, first - 1
+        for n_iter in range(first, max_iter + 1):
+            tasks = blocks.tasks
+            HHt = cache.get("HHt")
+            if HHt is None:
+                HHt = H @ H.T
+            G, _ = cd.gram_and_cross_from(HHt, None, 0.0, l2_W)
+            Hf = blocks.scatter(H)
+            if solver == "cd":
+                res = blocks.map(chunked.frobenius_w_step, Wt, H=Hf, G=G, l1_W=l1_W, l2_W=l2_W,
+                                 want_pg=False, mode="cd", finish=True)
+                Wt = blocks.pick(res, 0)
+                s = blocks.reduce(blocks.pick(res, 2))
+                del res
+                violation = s["violation"]
+                GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
+                violation += float(cd.sweep(H, GH, RH))
+            else:
+                violation = None
+                if "WtX" in cache:
+                    GH, RH = cd.gram_and_cross_from(cache["WtW"], cache["WtX"], l1_H, l2_H)
+                    violation = float(cd.projected_gradient_norm(H, GH, RH))
+                Wt, s = self._hals_W(Wt, Hf, G, inner[0], violation is not None)
+                if violation is not None:
+                    violation += s["pg"]
+                GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
+                cd._block_sweeps(H, GH, RH, inner[1], DELTA)
+            del Hf
+            HHt = H @ H.T
+            cache.update(HHt=HHt, WtW=s["WtW"], WtX=s["WtX"])
+            objective = cd.frobenius_objective(self.sqnorm, s["WtX"], H, s["WtW"], HHt)
+            objective += s["penalty_W"] + cd.penalty(H, l1_H, l2_H)
+            if solver == "cd":
+                if state["violation_init"] is None:
+                    state["violation_init"] = violation
+                done = state["violation_init"] == 0 or violation / state["violation_init"] <= tol
+            else:
+                if violation is not None and state["violation_init"] is None:
+                    state["violation_init"] = violation
+                done = violation is not None and (
+                    state["violation_init"] == 0 or violation / state["violation_init"] <= tol)
+            history.append(objective)
+            history_iter.append(n_iter)
+            self.tasks_per_iteration.append(blocks.tasks - tasks)
+            if done:
+                stop_reason, converged = "tol", True
+            if self.callback is not None and not done:
+                asked = self.call(n_iter, history, Wt, H, True, lambda W, i=n_iter: self.checkpoint(
+                    i, W, H, state, history, history_iter))
+                if asked:
+                    stop_reason = asked if isinstance(asked, str) else "callback"
+                    break
+            if done:
+                break
+        ckpt = self.checkpoint(n_iter, None, H, state, history, history_iter)
+        return self.result(Wt, H, n_iter, converged, stop_reason, history, history_iter, ckpt, True)
+
+    def _hals_W(self, Wt, Hf, G, max_inner, want_pg):
+        """The W half of accelerated HALS: sweeps per block, stopped by the global rule of cd._block_sweeps."""
+        blocks = self.blocks
+        l1_W, _, l2_W, _ = self.reg
+        single = max_inner <= 1
+        res = blocks.map(chunked.frobenius_w_step, Wt, H=Hf, G=G, l1_W=l1_W, l2_W=l2_W,
+                         want_pg=want_pg, mode="hals", finish=single)
+        Wt = blocks.pick(res, 0)
+        if single:
+            s = blocks.reduce(blocks.pick(res, 2))
+            return Wt, s
+        R = blocks.pick(res, 1)
+        parts = blocks.client.gather(blocks.pick(res, 2))
+        del res
+        pg = sum(p.get("pg", 0.0) for p in parts)
+        # Sweep until one changes Wᵀ (all blocks together) by less than DELTA times the first change.
+        change = first_change = sum(p["change"] for p in parts)
+        for _ in range(max_inner - 1):
+            if change <= DELTA * DELTA * first_change or first_change == 0:
+                break
+            res = blocks.each(chunked.sweep_round, Wt, R, G=G)
+            Wt = blocks.pick(res, 0)
+            change = sum(blocks.client.gather(blocks.pick(res, 1)))
+            del res
+        del R
+        s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=l1_W, l2_W=l2_W))
+        s["pg"] = pg
+        return Wt, s
+
+    # ---- multiplicative updates
+    def divergence(self, W, H):
+        l1_W, _, l2_W, _ = self.reg
+        s = self.blocks.reduce(self.blocks.map(chunked.divergence, W, H=self.blocks.scatter(H), beta=self.beta,
+                                               l1_W=l1_W, l2_W=l2_W, transposed=False))
+        return s["divergence"], s["penalty_W"]
+
+    def mu_loop(self, W, H, resume):
+        """core._mu_loop with update_W per block and the H update from products reduced over blocks."""
+        blocks, options, beta = self.blocks, self.options, self.beta
+        max_iter, tol = options["max_iter"], options["tol"]
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
+        gamma = mu.gamma_for(beta)
+        if resume is not None:
+            state = dict(resume["solver_state"])
+            history, history_iter = list(resume["history"]), list(resume["history_iter"])
+            first = int(resume["iteration"]) + 1
+        else:
+            divergence, penalty_W = self.divergence(W, H)
+            error_at_init = float(np.sqrt(2 * max(divergence, 0.0)))
+            state = {"error_at_init": error_at_init, "previous_error": error_at_init}
+            history = [float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H)]
+            history_iter = [0]
+            first = 1
+        stop_reason, converged, n_iter = "max_iter", False, first - 1
+        for n_iter in range(first, max_iter + 1):
+            tasks = blocks.tasks
+            res = blocks.map(chunked.mu_step, W, H=blocks.scatter(H), beta=beta, l1_W=l1_W, l2_W=l2_W,
+                             gamma=gamma, update_W=update_W_, h_side=update_H_)
+            if update_W_:
+                W = blocks.pick(res, 0)
+            if update_H_:
+                self._mu_update_H(H, blocks.reduce(blocks.pick(res, 1)), gamma)
+            else:
+                _distributed().wait(W)
+            del res
+            done = False
+            if n_iter % mu.CHECK_EVERY == 0:
+                divergence, penalty_W = self.divergence(W, H)
+                error = float(np.sqrt(2 * max(divergence, 0.0)))
+                history.append(0.5 * error**2 + penalty_W + cd.penalty(H, l1_H, l2_H))
+                history_iter.append(n_iter)
+                if tol > 0:
+                    if (state["previous_error"] - error) / state["error_at_init"] < tol:
+                        done = True
+                        stop_reason, converged = "tol", True
+                    state["previous_error"] = error
+            else:
+                self.tasks_per_iteration.append(blocks.tasks - tasks)
+            if self.callback is not None and not done:
+                asked = self.call(n_iter, history, W, H, False, lambda Wc, i=n_iter: self.checkpoint(
+                    i, Wc, H, state, history, history_iter))
+                if asked:
+                    stop_reason = asked if isinstance(asked, str) else "callback"
+                    break
+            if done:
+                break
+        ckpt = self.checkpoint(n_iter, None, H, state, history, history_iter)
+        return self.result(W, H, n_iter, converged, stop_reason, history, history_iter, ckpt, False)
+
+    def _mu_update_H(self, H, s, gamma):
+        """mu.update_H itself, fed the products reduced over blocks instead of W and X."""
+        _, l1_H, _, l2_H = self.reg
+        mu.update_H(_Reduced(s), _ReducedW(s), H, self.beta, l1_H, l2_H, gamma)
+
+
+class _Reduced:
+    """An engine whose products with X are the block sums already at hand."""
+
+    def __init__(self, s):
+        self.s = s
+
+    def WtX(self, W):
+        return self.s["WtX"]
+
+    def mu_products(self, W, H, beta, side):
+        return self.s["numerator"], self.s.get("denominator")
+
+
+class _ReducedW:
+    """Stands for W in mu.update_H, which reads only WᵀW and the column sums of W."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, s):
+        self.s = s
+
+    @property
+    def T(self):
+        return _ReducedWt(self.s)
+
+    def sum(self, axis=None, dtype=None, out=None, **kwargs):
+        return self.s["W_sum"].copy()
+
+
+class _ReducedWt:
+    __array_ufunc__ = None
+
+    def __init__(self, s):
+        self.s = s
+
+    def __matmul__(self, other):
+        return self.s["WtW"].copy()

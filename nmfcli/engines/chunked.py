@@ -235,7 +235,7 @@ def frobenius_w_step(src, dtype, Wt, H, G, l1_W, l2_W, want_pg, mode, finish):
     return Wt, R, stats
 
 
-def sweep_round(Wt, G, R):
+def sweep_round(Wt, R, G):
     """One more inner sweep of hals on a block: (new Wᵀ_b, the squared change)."""
     Wt = np.array(Wt, copy=True)
     previous = Wt.copy()

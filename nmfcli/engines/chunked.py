@@ -30,8 +30,9 @@ from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import beta_divergence, squared_error
 from nmfcli.solvers.nnls import nnls
 
-# A row block holds about this many bytes of X when the caller names no size.
-BLOCK_BYTES = 32 << 20
+# A row block holds about this many bytes of X when the caller names no size: a task
+# holds the block and up to three block-sized temporaries (X − WH in the divergence).
+BLOCK_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------- sources

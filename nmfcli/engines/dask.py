@@ -278,7 +278,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
     workers : int, optional
         Worker processes of that LocalCluster (default min(4, CPUs)).
     chunk_rows : int, optional
-        Rows per block (default: about 32 MiB of X; whole storage chunks for HDF5/zarr).
+        Rows per block (default: about 16 MiB of X; whole storage chunks for HDF5/zarr).
     memory_limit : str or int, optional
         Memory limit per worker of the LocalCluster (e.g. "1GB").
     output : str, optional

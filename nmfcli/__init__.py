@@ -1,8 +1,35 @@
-"""nmfcli: non-negative matrix factorization, from the shell and from Python."""
+"""nmfcli: non-negative matrix factorization, from the shell and from Python.
+
+The public API (``fit``, ``transform``, ``reconstruct``, ``metrics``, ``NMF``,
+``FitResult``, ``IterationInfo``) is imported on first use, so ``nmf --help``
+and ``nmf --version`` start without loading scipy.
+"""
 
 __version__ = "0.1.0"
 
-from nmfcli.core import FitResult, IterationInfo, fit, metrics, reconstruct, transform  # noqa: E402
-from nmfcli.estimator import NMF  # noqa: E402
+_API = {
+    "FitResult": "nmfcli.core",
+    "IterationInfo": "nmfcli.core",
+    "fit": "nmfcli.core",
+    "metrics": "nmfcli.core",
+    "reconstruct": "nmfcli.core",
+    "transform": "nmfcli.core",
+    "NMF": "nmfcli.estimator",
+}
 
-__all__ = ["NMF", "FitResult", "IterationInfo", "fit", "metrics", "reconstruct", "transform", "__version__"]
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nmfcli' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

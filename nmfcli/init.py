@@ -48,8 +48,13 @@ def nndsvd_factors(X, k, variant, seed, eps=1e-6):
         m_p, m_n = x_p_nrm * y_p_nrm, x_n_nrm * y_n_nrm
         if m_p > m_n:
             u, v, sigma = x_p / x_p_nrm, y_p / y_p_nrm, m_p
-        else:
+        elif m_n > 0:
             u, v, sigma = x_n / x_n_nrm, y_n / y_n_nrm, m_n
+        else:
+            # Both parts vanish (a singular vector with one sign only in one factor):
+            # scikit-learn divides 0 by 0 here and returns NaN factors; the
+            # component starts at zero instead, and the nndsvda/ar fill applies.
+            continue
         lbd = np.sqrt(S[j] * sigma)
         W[:, j] = lbd * u
         H[j, :] = lbd * v

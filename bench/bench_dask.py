@@ -8,7 +8,7 @@ the ratio to the numpy engine (the Dask overhead). Cluster start-up is not timed
 sending X to the workers is.
 Part 2 (out of core): an HDF5 matrix several times a worker's memory limit,
 streamed from the file in row blocks; time per iteration and each worker's peak
-resident memory (ru_maxrss, as the workers report it).
+resident memory (VmHWM, as the workers report it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from nmfcli import core
 
 
 def peak_rss():
+    """The process's peak resident memory (VmHWM: unlike ru_maxrss it does not inherit the parent's across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

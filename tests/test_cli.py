@@ -316,3 +316,17 @@ def test_demo_topics_come_from_the_column_labels(tmp_path):
     assert "literal" in text and "operator" in text
     for comp in info["components"]:
         assert f"{comp['name']}: {comp['top_features'][0]['label']} (" in text
+
+
+def test_float32_input_stays_float32_end_to_end(tmp_path):
+    """Users with float32 data (images, spectrograms) must not get an upcast copy."""
+    X = low_rank(30, 12, 3).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    run_nmf("fit", "x.npy", "-k", "3", "-q", cwd=tmp_path, check=0)
+    W = np.load(tmp_path / "x.nmf" / "W.npy")
+    H = np.load(tmp_path / "x.nmf" / "H.npy")
+    assert W.dtype == np.float32 and H.dtype == np.float32
+    expected = core.fit(X, 3)
+    np.testing.assert_array_equal(W, expected.W)
+    run_nmf("fit", "x.npy", "-k", "3", "-q", "--dtype", "float64", "-o", "f64", cwd=tmp_path, check=0)
+    assert np.load(tmp_path / "f64" / "W.npy").dtype == np.float64

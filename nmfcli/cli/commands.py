@@ -81,7 +81,7 @@ def _components(model_path, components_path, dtype):
         names = model.get("components") or summary.component_names(H.shape[0])
         return (H, model.get("col_labels"), names, model.get("loss", "frobenius"),
                 float(options.get("alpha_W", 0.0)), float(options.get("l1_ratio", 0.0)), model_path)
-    factor = shared.read_factor(components_path, "H", dtype=dtype or "float64")
+    factor = shared.read_factor(components_path, "H", dtype=dtype)
     names = factor.row_labels or summary.component_names(factor.X.shape[0])
     return factor.X, factor.col_labels, names, "frobenius", 0.0, 0.0, components_path
 

@@ -67,7 +67,8 @@ def fit_options(f):
         click.option("--fix-H", "fix_H_path", default=None, metavar="FILE",
                      help="Keep H fixed (a matrix, or a model.h5's H) and solve W."),
         click.option("--fix-W", "fix_W_path", default=None, metavar="FILE", help="Keep W fixed and solve H."),
-        click.option("--dtype", type=shared.DTYPE_CHOICE, default=None, help="[default: float64]"),
+        click.option("--dtype", type=shared.DTYPE_CHOICE, default=None,
+                     help="[default: float32 data stays float32, anything else becomes float64]"),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True),
         shared.output_format_option,
         click.option("--json", "as_json", is_flag=True, help="Print the report on stdout."),
@@ -136,7 +137,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     for key, path, which in (("fix_H", fix_H_path, "H"), ("fix_W", fix_W_path, "W"),
                              ("W0", W0_path, "W"), ("H0", H0_path, "H")):
         if path:
-            factors[key] = shared.read_factor(path, which, dtype=dtype or "float64")
+            factors[key] = shared.read_factor(path, which, dtype=dtype or str(X.dtype))
     for key, factor in factors.items():
         if key in ("fix_H", "H0"):
             shared.check_labels(matrix.col_labels, factor.col_labels, got_path=factor.path,

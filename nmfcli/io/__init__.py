@@ -128,7 +128,8 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         CSV only: force a header row of column labels / a first column of row labels
         on or off; by default each is detected from the data.
     dtype : {"float64", "float32"}, optional
-        Element type of the result (default float64; integers are converted).
+        Element type of the result. By default float32 data stays float32 and
+        everything else (integers, float64) becomes float64.
     lazy : bool, default False
         NPY, HDF5 and Zarr dense data come back as a memory map / dataset that reads
         on demand, in the stored dtype, and are not checked against memory.

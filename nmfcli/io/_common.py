@@ -136,10 +136,10 @@ def check_memory(path: str, what: str, nbytes: int) -> None:
         )
 
 
-def target_dtype(dtype) -> np.dtype:
-    """The float dtype a matrix is converted to: float64 unless float32 is asked for."""
+def target_dtype(dtype):
+    """The float dtype asked for, or None: keep float32 data float32, convert the rest to float64."""
     if dtype is None:
-        return np.dtype(np.float64)
+        return None
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -147,6 +147,14 @@ def target_dtype(dtype) -> np.dtype:
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
     return dt
+
+
+def float_dtype(stored, target) -> np.dtype:
+    """The dtype a stored array becomes: the target if one was asked for, else float32 stays
+    float32 and everything else (integers, float64, float16) becomes float64."""
+    if target is not None:
+        return np.dtype(target)
+    return np.dtype(np.float32) if np.dtype(stored) == np.float32 else np.dtype(np.float64)
 
 
 def check_dtype(path: str, dt: np.dtype, where: str = "") -> None:
@@ -203,7 +211,7 @@ def build_sparse(path: str, fmt: str, shape, data, indices, indptr, dtype: np.dt
         for name, idx, bound in (("row", row, shape[0]), ("column", col, shape[1])):
             if nnz and (idx.min() < 0 or idx.max() >= bound):
                 raise fail(path, f"a {name} index of the sparse matrix is outside 0..{bound - 1}")
-        X = sp.coo_matrix((data.astype(dtype, copy=False), (row.astype(np.int64), col.astype(np.int64))), shape=shape)
+        X = sp.coo_matrix((data.astype(float_dtype(data.dtype, dtype), copy=False), (row.astype(np.int64), col.astype(np.int64))), shape=shape)
         return sp.csr_matrix(X)
     major, minor = (shape[0], shape[1]) if fmt == "csr" else (shape[1], shape[0])
     indices, indptr = np.asarray(indices), np.asarray(indptr)
@@ -216,7 +224,7 @@ def build_sparse(path: str, fmt: str, shape, data, indices, indptr, dtype: np.dt
     if nnz and (indices.min() < 0 or indices.max() >= minor):
         raise fail(path, f"an index of the sparse matrix is outside 0..{minor - 1}")
     cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
-    X = cls((data.astype(dtype, copy=False), indices, indptr), shape=shape)
+    X = cls((data.astype(float_dtype(data.dtype, dtype), copy=False), indices, indptr), shape=shape)
     X = sp.csr_matrix(X)
     X.sum_duplicates()  # canonical form: sorted indices, no repeats
     return X

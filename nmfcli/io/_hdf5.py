@@ -20,6 +20,7 @@ from nmfcli.io._common import (
     check_memory,
     check_shape,
     fail,
+    float_dtype,
     require_file,
     shape_text,
 )
@@ -243,9 +244,10 @@ def _read_h5(path, f, dataset, dtype, lazy):
         if lazy:
             X = d
         else:
-            check_memory(path, f"dataset '{name}' ({shape_text(d.shape)} {np.dtype(dtype).name})",
-                         math.prod(d.shape) * np.dtype(dtype).itemsize)
-            X = np.empty(d.shape, dtype=dtype)
+            dt = float_dtype(d.dtype, dtype)
+            check_memory(path, f"dataset '{name}' ({shape_text(d.shape)} {dt.name})",
+                         math.prod(d.shape) * dt.itemsize)
+            X = np.empty(d.shape, dtype=dt)
             if X.size:
                 d.read_direct(X)
     m, n = X.shape

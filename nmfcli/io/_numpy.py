@@ -20,6 +20,7 @@ from nmfcli.io._common import (
     check_memory,
     check_shape,
     fail,
+    float_dtype,
     human_bytes,
     shape_text,
 )
@@ -64,7 +65,8 @@ def _check_claim(path, shape, dtype, data_bytes, where="", *, lazy=False, target
             f"{data_bytes} bytes of data; the file is truncated or corrupt",
         )
     if not lazy:
-        extra = count * target.itemsize if target is not None and dtype != target else 0
+        converted = float_dtype(dtype, target)
+        extra = count * converted.itemsize if dtype != converted else 0
         check_memory(path, f"{where or 'the array '}({shape_text(shape)} {dtype.name})", need + extra)
 
 
@@ -82,7 +84,7 @@ def read_npy(path: str, f, size: int, *, dtype, lazy: bool, real_path: str | Non
         A = npformat.read_array(f, allow_pickle=False, max_header_size=_MAX_HEADER)
     except PARSE_ERRORS as e:
         raise fail(path, f"cannot read the array ({e})") from None
-    return np.ascontiguousarray(A, dtype=dtype)
+    return np.ascontiguousarray(A, dtype=float_dtype(A.dtype, dtype))
 
 
 def _member(path: str, zf: zipfile.ZipFile, name: str, *, allow_text: bool = False):
@@ -124,7 +126,7 @@ def read_npz(path: str, f, *, dtype):
             if A.ndim != 2:
                 raise fail(path, f"member '{key}': the array is {A.ndim}-D; nmf needs a 2-D matrix (rows x columns)")
             check_shape(path, A.shape)
-            return np.ascontiguousarray(A, dtype=dtype)
+            return np.ascontiguousarray(A, dtype=float_dtype(A.dtype, dtype))
         except NMFError:
             raise
         except PARSE_ERRORS as e:
@@ -212,9 +214,9 @@ def read_mtx(path: str, f, size: int, *, dtype):
         raise fail(path, f"the data do not match the size line ({shape_text(A.shape)} read, {m} x {n} declared)")
     if sp.issparse(A):
         check_dtype(path, A.dtype)
-        X = sp.csr_matrix(A, dtype=dtype)
+        X = sp.csr_matrix(A, dtype=float_dtype(A.dtype, dtype))
         X.sum_duplicates()
         return X
     A = np.asarray(A)
     check_dtype(path, A.dtype)
-    return np.ascontiguousarray(A, dtype=dtype)
+    return np.ascontiguousarray(A, dtype=float_dtype(A.dtype, dtype))

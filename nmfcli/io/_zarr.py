@@ -7,7 +7,15 @@ import math
 import numpy as np
 
 from nmfcli.errors import NMFError, UnavailableError
-from nmfcli.io._common import build_sparse, check_dtype, check_memory, check_shape, fail, shape_text
+from nmfcli.io._common import (
+    build_sparse,
+    check_dtype,
+    check_memory,
+    check_shape,
+    fail,
+    float_dtype,
+    shape_text,
+)
 
 
 def _zarr(path):
@@ -92,9 +100,10 @@ def _read(zarr, path, store, dataset, dtype, lazy):
         if lazy:
             X = node
         else:
-            check_memory(path, f"dataset '{name}' ({shape_text(node.shape)} {np.dtype(dtype).name})",
-                         math.prod(node.shape) * np.dtype(dtype).itemsize)
-            X = np.ascontiguousarray(node[...], dtype=dtype)
+            dt = float_dtype(node.dtype, dtype)
+            check_memory(path, f"dataset '{name}' ({shape_text(node.shape)} {dt.name})",
+                         math.prod(node.shape) * dt.itemsize)
+            X = np.ascontiguousarray(node[...], dtype=dt)
     labels = []
     for key, count in (("row_labels", X.shape[0]), ("col_labels", X.shape[1])):
         value = node.attrs.get(key)

@@ -279,7 +279,9 @@ def fit(
         None keeps X's float dtype (integers become float64).
     engine : {"numpy", "cupy", "dask", "auto"}
     engine_options : dict, optional
-        Engine-specific settings, e.g. for "dask": scheduler, workers, chunk_rows.
+        Engine-specific settings; for "dask": scheduler, workers, chunk_rows,
+        memory_limit, persist, and output (a .h5/.zarr path that receives W block
+        by block, in which case ``FitResult.W`` is that path, not an array).
     callback : callable(IterationInfo) -> bool | str | None, optional
         Called after each iteration; a truthy return stops the fit, and a string
         return becomes ``stop_reason`` (e.g. "time", "interrupted").
@@ -581,7 +583,7 @@ def relative_error_of(eng, W, H):
 
 
 def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, engine="numpy",
-              max_iter=1000, tol=1e-8):
+              max_iter=1000, tol=1e-8, engine_options=None):
     """W ≥ 0 (m×k) minimising the loss of X ≈ W·H for fixed components H (k×n).
 
     For the Frobenius loss this is an exact non-negative least-squares solve of
@@ -590,6 +592,11 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     the multiplicative updates run with H fixed until the relative decrease is
     below ``tol``.
     """
+    if engine == "dask":
+        from nmfcli.engines.dask import transform_dask
+
+        return transform_dask(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
+                              max_iter=max_iter, tol=tol, **(engine_options or {}))
     X = _as_matrix(X, dtype)
     H = np.asarray(H)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:

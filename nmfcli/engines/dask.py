@@ -549,7 +549,7 @@ class _Run:
                 if violation is not None:
                     violation += s["pg"]
                 GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
-                cd._block_sweeps(H, GH, RH, inner[1], DELTA)
+                cd.block_sweeps(H, GH, RH, inner[1], DELTA)
             del Hf
             HHt = H @ H.T
             cache.update(HHt=HHt, WtW=s["WtW"], WtX=s["WtX"])

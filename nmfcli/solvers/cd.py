@@ -122,7 +122,7 @@ def projected_gradient_norm(A, G, R):
     return xp.sum(xp.abs(xp.where(A == 0, xp.minimum(grad, 0.0), grad)))
 
 
-def _block_sweeps(A, G, R, max_inner, delta):
+def block_sweeps(A, G, R, max_inner, delta):
     """Sweep A until a sweep changes it by less than delta times the first change (Gillis & Glineur)."""
     if max_inner <= 1:
         sweep(A, G, R, violation=False)
@@ -162,12 +162,12 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, delta=0.1):
     G, R = gram_and_cross_from(HHt, engine.HXt(H), l1_W, l2_W)
     if violation is not None:
         violation = float(violation + projected_gradient_norm(Wt, G, R))
-    _block_sweeps(Wt, G, R, inner[0], delta)
+    block_sweeps(Wt, G, R, inner[0], delta)
 
     WtW = Wt @ Wt.T
     WtX = engine.WtX(Wt.T)
     G, R = gram_and_cross_from(WtW, WtX, l1_H, l2_H)
-    _block_sweeps(H, G, R, inner[1], delta)
+    block_sweeps(H, G, R, inner[1], delta)
 
     HHt = H @ H.T
     cache.update(HHt=HHt, WtW=WtW, WtX=WtX)

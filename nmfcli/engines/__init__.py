@@ -43,10 +43,7 @@ def get_engine(name, X, dtype):
 def _auto_engine():
     """'cupy' when CuPy imports and sees a GPU, else 'numpy'."""
     try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return "cupy"
-    except Exception:  # noqa: BLE001 - any failure means no usable GPU
-        pass
-    return "numpy"
+        from nmfcli.engines.cupy import gpu_available
+    except Exception:  # noqa: BLE001 - no CuPy, or a broken CUDA install: no usable GPU
+        return "numpy"
+    return "cupy" if gpu_available() else "numpy"

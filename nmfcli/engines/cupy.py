@@ -12,11 +12,19 @@ from nmfcli.engines.array_api import ArrayEngine
 from nmfcli.errors import UnavailableError
 
 
+def gpu_available():
+    """True when the CUDA runtime answers and sees at least one device."""
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - a missing driver raises CUDARuntimeError and friends
+        return False
+
+
 class CupyEngine(ArrayEngine):
     name = "cupy"
 
     def __init__(self, X, dtype):
-        if cupy.cuda.runtime.getDeviceCount() < 1:
+        if not gpu_available():
             raise UnavailableError("engine 'cupy' found no NVIDIA GPU; use --engine numpy")
         need = _device_bytes(X, dtype)
         free, _total = cupy.cuda.runtime.memGetInfo()

@@ -33,6 +33,7 @@ class ArrayEngine:
         self.X = X
         self.shape = tuple(X.shape)
         self._sqnorm = None
+        self._rows = None
 
     # --- moving arrays ---------------------------------------------------------
     def asarray(self, a):
@@ -108,14 +109,18 @@ class ArrayEngine:
         if not self.is_sparse:
             return W @ H
         xp, X = self.xp, self.X
-        rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
+        if self._rows is None:  # the row of every stored entry, built once
+            self._rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
+        rows = self._rows
         out = xp.empty(X.nnz, dtype=W.dtype)
         Ht = self.contiguous_copy(H.T)
+        # vecdot contracts without an nnz×k temporary where the namespace has it.
+        vecdot = getattr(xp, "vecdot", None) or (lambda a, b: xp.sum(a * b, axis=-1))
         # Batched row-wise dot products: memory stays O(batch·k), not O(nnz·k).
         batch = max(4096, (1 << 22) // max(W.shape[1], 1))
         for start in range(0, X.nnz, batch):
             s = slice(start, start + batch)
-            out[s] = xp.sum(W[rows[s]] * Ht[X.indices[s]], axis=1)
+            out[s] = vecdot(W[rows[s], :], Ht[X.indices[s], :])
         return out
 
     def sparse_like_X(self, values):

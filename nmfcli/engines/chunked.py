@@ -9,23 +9,19 @@ blockwise fit does the same arithmetic as the in-memory one. They are pure
 functions of small, picklable arguments: the Dask engine ships them to worker
 processes, and a serial loop can run them one block at a time.
 
-A block is given either as an array (dense or CSR, already in memory) or as a
-:class:`RowSource`, a description (path, dataset, rows) that every worker opens
-itself: h5py objects never cross a process boundary, and HDF5 is read from
-processes rather than threads, which h5py serialises.
+A block is given either as an array (dense or CSR, already in memory) or as an
+:class:`nmfcli.io.RowBlock`, a description (file, dataset, rows) that io reads in
+the process running the task (io owns every file format; the engines only decide
+how to stream).
 """
 
 from __future__ import annotations
-
-import glob
-import os
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from nmfcli.engines.numpy import NumpyEngine
-from nmfcli.errors import DataError, MissingInputError
+from nmfcli.io import RowBlock, row_source
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import beta_divergence, squared_error
 from nmfcli.solvers.nnls import nnls
@@ -38,116 +34,11 @@ BLOCK_BYTES = 16 << 20
 # --------------------------------------------------------------------------- sources
 
 
-@dataclass(frozen=True)
-class RowSource:
-    """Rows [start, stop) of a matrix stored in a file; read where the task runs."""
-
-    kind: str  # "h5" | "zarr" | "npy" | "file" (one NPY/NPZ file holding the whole block)
-    path: str
-    name: str | None
-    start: int
-    stop: int
-
-    def read(self):
-        if self.kind == "h5":
-            import h5py
-
-            with h5py.File(self.path, "r") as f:
-                return f[self.name][self.start:self.stop]
-        if self.kind == "zarr":
-            import zarr
-
-            node = zarr.open(self.path, mode="r")
-            node = node[self.name] if self.name else node
-            return node[self.start:self.stop]
-        if self.kind == "npy":
-            return np.array(np.load(self.path, mmap_mode="r")[self.start:self.stop])
-        return _read_block_file(self.path)
-
-
-def _read_block_file(path):
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            if "format" in z.files and "indptr" in z.files:
-                return sp.load_npz(path)
-            if len(z.files) != 1:
-                raise DataError(f"{path}: a row block must hold one array; found {', '.join(z.files)}")
-            return z[z.files[0]]
-    return np.load(path, allow_pickle=False)
-
-
-def split_spec(spec):
-    """'m.h5::/X' -> ('m.h5', '/X'), unless a file is literally named so."""
-    if "::" in spec and not os.path.exists(spec):
-        file, inner = spec.rsplit("::", 1)
-        return file, inner or None
-    return spec, None
-
-
 def open_spec(spec, chunk_rows=None):
-    """(shape, stored dtype, [RowSource...]) for a path spec; reads metadata only."""
-    path, inner = split_spec(spec)
-    if not os.path.exists(path):
-        raise MissingInputError(f"{path}: no such file or folder")
-    low = path.lower().rstrip("/")
-    if os.path.isdir(path) and not (low.endswith(".zarr") or _is_zarr(path)):
-        return _open_folder(path)
-    if low.endswith((".h5", ".hdf5", ".hdf", ".h5ad")):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            if inner is None:
-                names = []
-                f.visititems(lambda name, obj: names.append(name)
-                             if isinstance(obj, h5py.Dataset) and obj.ndim == 2 else None)
-                if len(names) != 1:
-                    raise DataError(f"{path}: name the matrix as {path}::/NAME (found {len(names)} 2-D datasets)")
-                inner = names[0]
-            if inner not in f or not isinstance(f[inner], h5py.Dataset):
-                raise DataError(f"{path}: no dataset '{inner}'")
-            shape, dtype, chunks = f[inner].shape, f[inner].dtype, f[inner].chunks
-        kind = "h5"
-    elif low.endswith(".zarr") or _is_zarr(path):
-        import zarr
-
-        node = zarr.open(path, mode="r")
-        node = node[inner] if inner else node
-        shape, dtype, chunks = node.shape, node.dtype, node.chunks
-        kind = "zarr"
-    elif low.endswith(".npy"):
-        arr = np.load(path, mmap_mode="r")
-        shape, dtype, chunks = arr.shape, arr.dtype, None
-        kind = "npy"
-    else:
-        raise DataError(f"{path}: the dask engine reads HDF5, zarr, NPY or a folder of NPY/NPZ row blocks")
-    if len(shape) != 2:
-        raise DataError(f"{spec}: X must be a 2-D matrix; got shape {shape}")
-    rows = row_step(shape, dtype, chunk_rows)
-    if chunks and chunk_rows is None and chunks[0] < rows:
-        # Whole storage chunks per block: a block never decompresses a chunk twice.
-        rows = max(chunks[0], rows // chunks[0] * chunks[0])
-    sources = [RowSource(kind, path, inner, s, min(s + rows, shape[0])) for s in range(0, shape[0], rows)]
-    return tuple(shape), np.dtype(dtype), sources
-
-
-def _is_zarr(path):
-    return any(os.path.exists(os.path.join(path, f)) for f in (".zarray", ".zgroup", "zarr.json"))
-
-
-def _open_folder(path):
-    files = sorted(glob.glob(os.path.join(path, "*.npy")) + glob.glob(os.path.join(path, "*.npz")))
-    if not files:
-        raise DataError(f"{path}: the folder holds no .npy or .npz row blocks")
-    sources, shape, dtype, start = [], None, None, 0
-    for file in files:
-        block = _read_block_file(file) if file.endswith(".npz") else np.load(file, mmap_mode="r")
-        if block.ndim != 2 or (shape is not None and block.shape[1] != shape[1]):
-            raise DataError(f"{file}: every row block must be 2-D with the same number of columns")
-        shape = (start + block.shape[0], block.shape[1])
-        dtype = block.dtype if dtype is None else np.result_type(dtype, block.dtype)
-        sources.append(RowSource("file", file, None, start, start + block.shape[0]))
-        start += block.shape[0]
-    return shape, np.dtype(dtype), sources
+    """(shape, stored dtype, [io.RowBlock...]) for a path spec; io reads the metadata only."""
+    source = row_source(spec)
+    rows = row_step(source.shape, source.dtype, chunk_rows)
+    return tuple(source.shape), np.dtype(source.dtype), source.blocks(rows, align=chunk_rows is None)
 
 
 def row_step(shape, dtype, chunk_rows=None):
@@ -177,14 +68,14 @@ def canonical(X, dtype):
 
 def load(src, dtype):
     """The block as an array: read from its file, or the in-memory block itself."""
-    if isinstance(src, RowSource):
+    if isinstance(src, RowBlock):
         return canonical(src.read(), dtype)
     return src
 
 
 def read_block(src, dtype):
     """Read a source into worker memory once (persisted X), canonical like :func:`load`."""
-    return canonical(src.read() if isinstance(src, RowSource) else src, dtype)
+    return canonical(src.read() if isinstance(src, RowBlock) else src, dtype)
 
 
 def block_stats(src, dtype, offset):

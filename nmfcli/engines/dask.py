@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from nmfcli.engines import chunked
 from nmfcli.errors import DataError, UnavailableError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors
+from nmfcli.io import RowBlock, row_source, row_writer
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.nnls import nnls
 
@@ -421,42 +422,24 @@ class _Run:
 
     def read_factor(self, spec, transposed):
         """W blocks read on the workers from a stored W (a checkpoint written with ``output``)."""
-        _, _, sources = chunked.open_spec(spec)
-        kind, path, name = sources[0].kind, sources[0].path, sources[0].name
-        parts = [chunked.RowSource(kind, path, name, s.start, s.stop) for s in self.blocks.row_slices]
+        source = row_source(spec)
+        parts = [RowBlock(source, s.start, s.stop) for s in self.blocks.row_slices]
         futures = self.blocks.client.map(chunked.read_block, parts, dtype=self.blocks.dtype, pure=False)
         return self.blocks.each(chunked.transpose, futures) if transposed else futures
 
     def finish_W(self, W, transposed):
-        """W on the client, or written block by block to ``output`` (then its spec)."""
+        """W on the client, or written block by block to ``output`` by io (then its spec)."""
         if self.output is None:
             return self.blocks.gather_rows(W, transposed)
-        path, inner = chunked.split_spec(self.output)
-        m = self.blocks.shape[0]
-        k = self.options["k"]
-        low = path.lower()
-        if low.endswith((".h5", ".hdf5", ".hdf")):
-            import h5py
-
-            inner = inner or "W"
-            with h5py.File(path, "a") as f:
-                if inner in f:
-                    del f[inner]
-                d = f.create_dataset(inner, shape=(m, k), dtype=self.blocks.dtype)
-                for s, future in zip(self.blocks.row_slices, W):
-                    block = future.result()
-                    d[s] = block.T if transposed else block
-            return f"{path}::{inner}" if not inner.startswith("/") else f"{path}::{inner}"
-        if low.rstrip("/").endswith(".zarr"):
-            import zarr
-
-            rows = self.blocks.offsets[1] - self.blocks.offsets[0]
-            z = zarr.open_array(path, mode="w", shape=(m, k), chunks=(rows, k), dtype=self.blocks.dtype)
+        rows = self.blocks.offsets[1] - self.blocks.offsets[0]
+        writer = row_writer(self.output, (self.blocks.shape[0], self.options["k"]), self.blocks.dtype, rows)
+        try:
             for s, future in zip(self.blocks.row_slices, W):
                 block = future.result()
-                z[s] = block.T if transposed else block
-            return path
-        raise UsageError(f"output must be an HDF5 file (.h5) or a zarr store (.zarr); got {self.output!r}")
+                writer.write(s.start, s.stop, block.T if transposed else block)
+        finally:
+            writer.close()
+        return writer.spec
 
     # ---- reporting
     def call(self, n_iter, history, W, H, transposed, ckpt):

@@ -22,6 +22,7 @@ from io import BytesIO
 import numpy as np
 
 from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
+from nmfcli.io._blocks import RowBlock, RowSource, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
     atomic_path,
@@ -37,6 +38,8 @@ from nmfcli.io._common import (
 __all__ = [
     "FORMATS",
     "Matrix",
+    "RowBlock",
+    "RowSource",
     "atomic_path",
     "available_memory",
     "detect_kind",
@@ -46,6 +49,8 @@ __all__ = [
     "read_matrix",
     "read_model",
     "read_report",
+    "row_source",
+    "row_writer",
     "write_checkpoint",
     "write_matrix",
     "write_model",

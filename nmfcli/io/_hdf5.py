@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from nmfcli.errors import NMFError
+from nmfcli.errors import NMFError, OutputError, ReadWriteError
 from nmfcli.io._common import (
     PARSE_ERRORS,
     atomic_path,
@@ -379,3 +379,83 @@ def h5_kind(file: str) -> str | None:
             return "matrix"
     except PARSE_ERRORS:
         return None
+
+
+def h5_dataset_info(path: str, file: str, dataset: str | None):
+    """(name, shape, stored dtype, chunk shape or None) of a dense 2-D dataset; reads metadata only.
+
+    The row-block readers use this: the dataset is chosen and checked as read_h5 does,
+    but a sparse group is refused (it cannot be read in row blocks without loading it).
+    """
+    h5py = _h5py()
+    f = open_h5(path, file)
+    try:
+        with f:
+            anndata = "encoding-type" in f.attrs and _text(f.attrs["encoding-type"]) == "anndata"
+            if dataset is None:
+                datasets, candidates = _inventory(f)
+                if anndata and "/X" in candidates:
+                    candidates = ["/X"]
+                if not candidates:
+                    raise fail(path, "no 2-D dataset or sparse matrix group in this file; "
+                               f"datasets in this file: {_listing(datasets)}")
+                if len(candidates) > 1:
+                    raise fail(path, f"holds several matrices ({_listing(candidates)}); "
+                               f"name one as {path}::{candidates[0]}")
+                dataset = candidates[0]
+            name = "/" + dataset.strip("/")
+            d = _resolve(path, f, name)
+            if isinstance(d, h5py.Group):
+                raise fail(path, f"'{name}' is a group (a sparse matrix?); row blocks are read from dense "
+                           "datasets only: save the sparse matrix as a folder of .npz row blocks")
+            _check_inside(path, name, d)
+            _check_h5_dtype(path, name, d.dtype)
+            if d.shape is None:
+                raise fail(path, f"dataset '{name}' is empty (no dataspace)")
+            check_shape(path, d.shape, f"dataset '{name}'")
+            return name, tuple(int(s) for s in d.shape), np.dtype(d.dtype), d.chunks
+    except NMFError:
+        raise
+    except PARSE_ERRORS as e:
+        raise fail(path, f"the HDF5 file is corrupt ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def h5_chunks(X):
+    """The storage chunk shape of an open dataset (None when contiguous or not a dataset)."""
+    return getattr(X, "chunks", None) if isinstance(X, _h5py().Dataset) else None
+
+
+def read_h5_rows(path: str, name: str, start: int, stop: int):
+    """Rows [start, stop) of a dataset, opening the file here (in the process that reads)."""
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            return f[name][start:stop]
+    except PARSE_ERRORS as e:
+        raise ReadWriteError(f"{path}: reading rows {start + 1}-{stop} of '{name}' failed "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+class H5RowWriter:
+    """A dataset (m×k) written block by block, in place, inside an HDF5 file (created if missing)."""
+
+    def __init__(self, path: str, name: str, shape, dtype):
+        h5py = _h5py()
+        self.path, self.name = path, name
+        try:
+            self.f = h5py.File(path, "a")
+            if name in self.f:
+                del self.f[name]
+            self.d = self.f.create_dataset(name, shape=tuple(shape), dtype=dtype)
+        except PARSE_ERRORS as e:
+            raise OutputError(f"{path}: cannot be written ({type(e).__name__}: {str(e)[:200]})") from None
+
+    def write(self, start: int, stop: int, block) -> None:
+        try:
+            self.d[start:stop] = block
+        except PARSE_ERRORS as e:
+            raise ReadWriteError(f"{self.path}: writing rows {start + 1}-{stop} of '{self.name}' failed "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from None
+
+    def close(self) -> None:
+        self.f.close()

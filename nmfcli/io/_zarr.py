@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from nmfcli.errors import NMFError, UnavailableError
+from nmfcli.errors import NMFError, OutputError, ReadWriteError, UnavailableError
 from nmfcli.io._common import (
     build_sparse,
     check_dtype,
@@ -60,7 +60,8 @@ def read_zarr(path: str, store: str, dataset: str | None, *, dtype, lazy: bool):
         raise fail(path, f"not a readable Zarr store ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def _read(zarr, path, store, dataset, dtype, lazy):
+def _node(zarr, path, store, dataset):
+    """The array or sparse group chosen by dataset (or the only matrix in the store), and its name."""
     root = zarr.open(store, mode="r")
     if dataset is not None:
         node = root
@@ -83,6 +84,11 @@ def _read(zarr, path, store, dataset, dtype, lazy):
         dataset = cands[0]
     else:
         node = root
+    return node, dataset
+
+
+def _read(zarr, path, store, dataset, dtype, lazy):
+    node, dataset = _node(zarr, path, store, dataset)
     name = "/" + (dataset or "").strip("/")
     if hasattr(node, "arrays"):
         spec = _sparse_spec(node)
@@ -113,3 +119,56 @@ def _read(zarr, path, store, dataset, dtype, lazy):
             value = [str(v) for v in value]
         labels.append(value)
     return X, labels[0], labels[1]
+
+
+def zarr_array_info(path: str, store: str, dataset: str | None):
+    """(name, shape, stored dtype, chunk shape) of a dense 2-D Zarr array; reads metadata only."""
+    zarr = _zarr(path)
+    try:
+        node, dataset = _node(zarr, path, store, dataset)
+        name = "/" + (dataset or "").strip("/")
+        if hasattr(node, "arrays"):
+            raise fail(path, f"'{name}' is a group (a sparse matrix?); row blocks are read from dense "
+                       "arrays only: save the sparse matrix as a folder of .npz row blocks")
+        check_dtype(path, np.dtype(node.dtype), f"dataset '{name}' ")
+        check_shape(path, node.shape, f"dataset '{name}'")
+        return (dataset or None), tuple(int(s) for s in node.shape), np.dtype(node.dtype), tuple(node.chunks)
+    except NMFError:
+        raise
+    except Exception as e:  # zarr's exception classes differ between versions; all mean a bad store
+        raise fail(path, f"not a readable Zarr store ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def read_zarr_rows(path: str, name: str | None, start: int, stop: int):
+    """Rows [start, stop) of a Zarr array, opened here (in the process that reads)."""
+    zarr = _zarr(path)
+    try:
+        node = zarr.open(path, mode="r")
+        node = node[name.strip("/")] if name and name.strip("/") else node
+        return node[start:stop]
+    except Exception as e:  # noqa: BLE001 - zarr's exception classes differ between versions
+        raise ReadWriteError(f"{path}: reading rows {start + 1}-{stop} failed "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+class ZarrRowWriter:
+    """A Zarr array (m×k) replaced by a new one and written block by block."""
+
+    def __init__(self, path: str, shape, dtype, rows: int):
+        zarr = _zarr(path)
+        self.path = path
+        try:
+            self.z = zarr.open_array(path, mode="w", shape=tuple(shape), chunks=(max(1, int(rows)), shape[1]),
+                                     dtype=dtype)
+        except Exception as e:  # noqa: BLE001
+            raise OutputError(f"{path}: cannot be written ({type(e).__name__}: {str(e)[:200]})") from None
+
+    def write(self, start: int, stop: int, block) -> None:
+        try:
+            self.z[start:stop] = block
+        except Exception as e:  # noqa: BLE001
+            raise ReadWriteError(f"{self.path}: writing rows {start + 1}-{stop} failed "
+                                 f"({type(e).__name__}: {str(e)[:200]})") from None
+
+    def close(self) -> None:
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -27,6 +28,12 @@ Examples:
   nmf transform new.csv --model docs.nmf/model.h5 > mix.csv
   nmf transform new.csv --model m.h5 | sort -t, -k2 -gr | head
   nmf transform frames.npy --components basis.npy -o activations.npy
+  nmf transform big.h5::/X --model m.h5 --engine dask --workers 8 -o W.h5
+
+With --engine dask, or --chunk-rows R on the numpy engine, INPUT (.h5
+dataset, .zarr, .npy, or a folder of .npy/.npz row blocks) is read in
+blocks of rows and never loaded whole; an -o ending in .h5 then receives W
+block by block.
 """
 
 RECONSTRUCT_HELP = """W·H from W_FILE and H_FILE (or the H of --model).
@@ -94,12 +101,28 @@ def _components(model_path, components_path, dtype):
 @click.option("--loss", type=shared.LossType(), default=None, help="[default: the model's, else frobenius]")
 @click.option("--dtype", type=shared.DTYPE_CHOICE, default=None)
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True)
+@shared.engine_options
 @shared.input_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
-                      dataset, header, index_col):
+                      dataset, header, index_col, engine="numpy", scheduler=None, workers=None, chunk_rows=None,
+                      memory_limit=None):
+    row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
-    matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                index_col=index_col), dtype=dtype)
+    if row_blocks:
+        # The engine reads INPUT in row blocks itself; io only checks and describes it.
+        matrix = nio.read_row_source(input_path, dataset=dataset)
+        shared.warn_column_chunks(Terminal().say, matrix)
+        X = shared.input_spec(matrix)
+        x_dtype = np.dtype(dtype or nio.float_dtype(matrix.X.dtype, None))
+        if output != "-" and nio.write_format(output) == "h5":
+            if os.path.lexists(output) and not force:
+                raise errors.OutputError(f"{output}: already exists; use --force to replace it")
+            engine_options["output"] = f"{output}::/X"
+    else:
+        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
+                                                    index_col=index_col), dtype=dtype)
+        X, x_dtype = matrix.X, matrix.X.dtype
     n_model = H.shape[1]
     if matrix.shape[1] != n_model:
         raise errors.DataError(
@@ -108,8 +131,11 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
         )
     shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
     with shared.naming_files({"X ": input_path}):
-        W = core.transform(matrix.X, np.asarray(H, dtype=matrix.X.dtype), loss=loss or model_loss,
-                           alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=matrix.X.dtype)
+        W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss or model_loss,
+                           alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
+                           engine_options=engine_options)
+    if isinstance(W, str):
+        return  # the engine wrote W to the output file block by block
     nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,
                      format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
 
@@ -218,6 +244,7 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
                                  index_col=index_col, lazy=True)
         X = matrix.X
         stored = X.dtype
+        shared.warn_column_chunks(Terminal().say, matrix)
         if not (isinstance(X, np.ndarray) or sp.issparse(X)):
             X = np.asarray(X[...])
         info = {"kind": "matrix", "path": path, "format": matrix.format,

@@ -36,6 +36,16 @@ Examples:
   cat data.csv | nmf fit - -k 3 --json | jq .relative_error
   nmf fit big.npz -k 50 --max-time 3600 --checkpoint-every 100 --strict
   nmf fit big.npz -k 50 --resume big.nmf/checkpoint.h5   # after Ctrl-C
+  nmf fit big.h5::/X -k 50 --engine dask --workers 8 --format h5
+  nmf fit big.h5::/X -k 50 --engine dask --scheduler tcp://head:8786
+  nmf fit big.npy -k 50 --chunk-rows 100000    # out of core, no Dask
+
+Data beyond memory: with --engine dask (a local cluster of processes, or
+--scheduler ADDRESS) or with --chunk-rows R on the numpy engine, INPUT (an
+.h5 dataset, a .zarr array, an .npy file, or a folder of .npy/.npz row
+blocks) is never loaded whole: each block of rows is read when needed. With
+--format h5, W is written to OUTDIR/W.h5 block by block and left out of
+model.h5. Labels are not read from INPUT in this mode.
 
 SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
 print how to resume and exit 130/143. A resumed fit ends bit-identical to an
@@ -83,6 +93,7 @@ def fit_options(f):
                      help=f"Exit {errors.EXIT_NOT_CONVERGED} if the fit did not converge (after writing outputs)."),
         click.option("--lock/--no-lock", default=True, show_default=True,
                      help=f"Lock OUTDIR; a second run on it exits {errors.EXIT_LOCKED} at once."),
+        shared.engine_options,
         shared.input_options,
     ]
     for d in reversed(opts):
@@ -124,20 +135,29 @@ def _resume_command(resume_at: str) -> str:
 def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, alpha_W, alpha_H, l1_ratio,
                 W0_path, H0_path, fix_H_path, fix_W_path, dtype, engine, factor_format, as_json, quiet, verbose,
                 force, resume_path, checkpoint_every, max_time, strict, lock, input_format, dataset, header,
-                index_col):
+                index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None):
     term = Terminal(quiet=quiet, verbose=verbose)
     if fix_H_path and fix_W_path:
         raise errors.UsageError("--fix-H and --fix-W cannot both be given: nothing would be left to fit")
+    row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
 
     # ---- read (io): the data, then the factor files, then the checkpoint
-    matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                index_col=index_col), dtype=dtype)
-    X = matrix.X
+    if row_blocks:
+        # The engine reads INPUT in row blocks itself: io checks it and describes it, nothing more.
+        matrix = nio.read_row_source(input_path, dataset=dataset)
+        shared.warn_column_chunks(term.say, matrix)
+        X = shared.input_spec(matrix)
+        x_dtype = dtype or nio.float_dtype(matrix.X.dtype, None).name
+    else:
+        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
+                                                    index_col=index_col), dtype=dtype)
+        X = matrix.X
+        x_dtype = str(X.dtype)
     factors = {}
     for key, path, which in (("fix_H", fix_H_path, "H"), ("fix_W", fix_W_path, "W"),
                              ("W0", W0_path, "W"), ("H0", H0_path, "H")):
         if path:
-            factors[key] = shared.read_factor(path, which, dtype=dtype or str(X.dtype))
+            factors[key] = shared.read_factor(path, which, dtype=dtype or x_dtype)
     for key, factor in factors.items():
         if key in ("fix_H", "H0"):
             shared.check_labels(matrix.col_labels, factor.col_labels, got_path=factor.path,
@@ -151,7 +171,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
 
     run_options = {
         "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
-        "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": str(X.dtype), "engine": engine,
+        "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": x_dtype, "engine": engine,
         **{key: (factors[key].sha256 if key in factors else None) for key in ("fix_H", "fix_W", "W0", "H0")},
     }
     if checkpoint is not None:
@@ -159,7 +179,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
 
     # ---- memory, before anything big is allocated
     beta = summary.beta_of(loss)
-    if isinstance(k, int) and k > 0 and beta is not None:
+    if isinstance(k, int) and k > 0 and beta is not None and not row_blocks:
         need = summary.fit_memory(X, k, X.dtype, beta)
         avail = nio.available_memory()
         if need > avail:
@@ -173,6 +193,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     ext = {"npy": ".npy", "csv": ".csv", "h5": ".h5"}[factor_format]
     paths = {name: os.path.join(outdir, name) for name in (f"W{ext}", f"H{ext}", "model.h5", "report.json")}
     ckpt_path = os.path.join(outdir, CHECKPOINT)
+    if row_blocks and factor_format == "h5":
+        # The engine streams W into OUTDIR/W.h5 block by block (dataset /X, as write_matrix names it).
+        engine_options["output"] = f"{paths['W' + ext]}::/X"
 
     if not force:
         _refuse_existing(paths)  # before the lock, so a refused run leaves the folder untouched
@@ -186,7 +209,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
             result, flag = _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
                                     checkpoint_every, max_time, max_iter, written,
                                     dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
-                                         alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine),
+                                         alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
+                                         engine_options=engine_options),
                                     input_path, resume_path)
         except BaseException:
             if not written:
@@ -206,7 +230,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         if result.stop_reason == "time" and state is not None:
             nio.write_checkpoint(ckpt_path, state, force=True)
 
-        report = _write_outputs(result, matrix, paths, factor_format, force, factors, written)
+        report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
     if as_json:
         nio.write_report("-", report, stdout=sys.stdout)
     if term.tty and not quiet:
@@ -359,14 +383,20 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
     return result, flag
 
 
-def _write_outputs(result, matrix, paths, factor_format, force, factors, written):
-    """W, H, then model.h5, then report.json (last: its presence means the run finished)."""
+def _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options=None):
+    """W, H, then model.h5, then report.json (last: its presence means the run finished).
+
+    A W the engine already streamed to disk (result.W is then its path spec) is not
+    written again, and model.h5 holds no W (it may not fit in memory).
+    """
     k = result.options["k"]
     names = summary.component_names(k)
     W_path, H_path, model_path, report_path = paths.values()
     labelled = factor_format != "npy"
-    nio.write_matrix(W_path, result.W, format=factor_format, force=force,
-                     row_labels=matrix.row_labels if labelled else None, col_labels=names if labelled else None)
+    streamed = isinstance(result.W, str)
+    if not streamed:
+        nio.write_matrix(W_path, result.W, format=factor_format, force=force,
+                         row_labels=matrix.row_labels if labelled else None, col_labels=names if labelled else None)
     written.append(W_path)
     nio.write_matrix(H_path, result.H, format=factor_format, force=force,
                      row_labels=names if labelled else None, col_labels=matrix.col_labels if labelled else None)
@@ -395,6 +425,7 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
         "history": result.history,
         "history_iter": result.history_iter,
         "options": result.options,
+        "engine_options": {key: value for key, value in (engine_options or {}).items() if key != "output"},
         "input": input_info,
         "factors": fixed,
         "row_labels_present": matrix.row_labels is not None,
@@ -407,7 +438,7 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
     }
     model = {
         "H": np.ascontiguousarray(result.H),
-        "W": np.ascontiguousarray(result.W),
+        **({} if streamed else {"W": np.ascontiguousarray(result.W)}),
         "history": np.asarray(result.history, dtype=np.float64),
         "history_iter": np.asarray(result.history_iter, dtype=np.int64),
         **{key: value for key, value in report.items()

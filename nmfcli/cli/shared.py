@@ -167,3 +167,73 @@ def quiet_verbose(f):
     f = click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr.")(f)
     return f
 
+
+
+def engine_options(f):
+    """--scheduler, --workers, --chunk-rows, --memory-limit: where and how a row-block engine runs."""
+    decorators = [
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="--engine dask: a running Dask scheduler, e.g. tcp://host:8786 "
+                          "[default: a local cluster of processes for this run]. Every worker must "
+                          "see INPUT at the same path."),
+        click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="--engine dask: worker processes of the local cluster [default: min(4, CPUs)]."),
+        click.option("--chunk-rows", type=click.IntRange(min=1), default=None, metavar="R",
+                     help="Rows of INPUT per block [default: about 16 MiB, whole storage chunks]. "
+                          "With --engine numpy: out-of-core, one block in memory at a time "
+                          "(INPUT: .h5 dataset, .zarr, memory-mapped .npy, folder of .npy/.npz blocks)."),
+        click.option("--memory-limit", default=None, metavar="SIZE",
+                     help="--engine dask: memory limit per local worker, e.g. 2GB [default: auto]."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+ROW_BLOCK_ENGINES = ("numpy", "dask")
+
+
+def engine_settings(engine, scheduler, workers, chunk_rows, memory_limit):
+    """(row_blocks, engine_options) from the engine flags; refuses flags the engine does not use.
+
+    row_blocks is True when INPUT is to be read in row blocks by the engine (--engine dask,
+    or --chunk-rows with the numpy engine) instead of into memory by the CLI.
+    """
+    given = [flag for flag, value in (("--scheduler", scheduler), ("--workers", workers),
+                                      ("--memory-limit", memory_limit)) if value is not None]
+    if engine != "dask" and given:
+        raise errors.UsageError(f"{given[0]} needs --engine dask (got --engine {engine})")
+    if scheduler is not None and (workers is not None or memory_limit is not None):
+        flag = "--workers" if workers is not None else "--memory-limit"
+        raise errors.UsageError(f"{flag} sets up the local cluster; it cannot be used with --scheduler "
+                                "(size the workers of that cluster where it is started)")
+    if chunk_rows is not None and engine not in ROW_BLOCK_ENGINES:
+        raise errors.UsageError(f"--chunk-rows needs --engine numpy or dask (got --engine {engine})")
+    if engine == "dask":
+        options = {key: value for key, value in (("scheduler", scheduler), ("workers", workers),
+                                                 ("chunk_rows", chunk_rows), ("memory_limit", memory_limit))
+                   if value is not None}
+        return True, options
+    if chunk_rows is not None:
+        return True, {"chunk_rows": chunk_rows}
+    return False, None
+
+
+def input_spec(matrix) -> str:
+    """The path spec a row-block engine opens on its own: FILE::/dataset for HDF5/Zarr, else the path."""
+    source = matrix.X
+    return f"{source.path}::{source.name}" if source.name else source.path
+
+
+def warn_column_chunks(term_say, matrix) -> None:
+    """One line when INPUT's storage chunks are narrower than its rows (row blocks then read slowly)."""
+    if not matrix.column_chunked:
+        return
+    m, n = matrix.shape
+    a, b = matrix.chunks
+    name = getattr(matrix.X, "name", None)
+    layout = f"{name}:CHUNK={min(m, 1024)}x{n}" if name else f"CHUNK={min(m, 1024)}x{n}"
+    hint = (f"rechunk by rows first, e.g. h5repack -l {layout} IN.h5 OUT.h5"
+            if matrix.format == "h5" else "rechunk it by rows (whole rows per chunk) first")
+    term_say(f"warning: {matrix.path}: stored in chunks of {a} x {b} (by columns); row-block engines "
+             f"(--engine dask, --chunk-rows) will read it slowly; {hint}")

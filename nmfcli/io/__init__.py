@@ -29,6 +29,7 @@ from nmfcli.io._common import (
     available_memory,
     fail,
     file_sha256,
+    float_dtype,
     human_bytes,
     output_lock,
     require_file,
@@ -44,14 +45,17 @@ __all__ = [
     "available_memory",
     "detect_kind",
     "file_sha256",
+    "float_dtype",
     "output_lock",
     "read_checkpoint",
     "read_matrix",
     "read_model",
     "read_report",
+    "read_row_source",
     "row_source",
     "row_writer",
     "write_checkpoint",
+    "write_format",
     "write_matrix",
     "write_model",
     "write_report",
@@ -177,12 +181,12 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         from nmfcli.io._hdf5 import read_h5
 
         X, rows, cols, _ = read_h5(label, file, dataset, dtype=target, lazy=lazy)
-        return Matrix(X, rows, cols, path, fmt, file_sha256(file))
+        return Matrix(X, rows, cols, path, fmt, file_sha256(file), _lazy_chunks(X))
     if fmt == "zarr":
         from nmfcli.io._zarr import read_zarr
 
         X, rows, cols = read_zarr(label, file, dataset, dtype=target, lazy=lazy)
-        return Matrix(X, rows, cols, path, fmt, file_sha256(file))
+        return Matrix(X, rows, cols, path, fmt, file_sha256(file), _lazy_chunks(X))
     if dataset is not None:
         raise UsageError(f"{path}: a dataset can only be chosen in HDF5 or Zarr files, not {fmt}")
     try:
@@ -202,6 +206,31 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
             f, size = BytesIO(raw), len(raw)
         X = _read_binary(label, fmt, f, size, target, lazy, file)
     return Matrix(X, None, None, path, fmt, file_sha256(file))
+
+
+def _lazy_chunks(X):
+    """The storage chunk shape of a lazy HDF5/Zarr array; None for arrays in memory."""
+    import scipy.sparse as sp
+
+    if isinstance(X, np.ndarray) or sp.issparse(X):
+        return None
+    chunks = getattr(X, "chunks", None)
+    return tuple(int(c) for c in chunks) if chunks else None
+
+
+def read_row_source(path, *, dataset=None) -> Matrix:
+    """The input of a row-block engine: X is a :class:`RowSource` (nothing is read but metadata).
+
+    Same provenance as :func:`read_matrix` (path, format, sha256 of the file, or for a
+    folder of row blocks of every file's name and bytes), and the storage chunks.
+    Labels are not read (None). Raises MissingInputError (exit 66) or DataError (exit 65).
+    """
+    path = os.fspath(path)
+    if path == "-":
+        raise UsageError("-: row blocks cannot be read from stdin; give a file (.h5, .zarr, .npy) or a folder")
+    source = row_source(path, dataset=dataset)
+    fmt = {"folder": "npy-blocks"}.get(source.kind, source.kind)
+    return Matrix(source, None, None, path, fmt, file_sha256(source.path), source.chunks)
 
 
 def _parse_csv(label, file, raw, header, index_col, target):
@@ -292,8 +321,7 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
         stream.flush()
         return
     ext = _ext(path)
-    fmt = format or {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".npy": "npy", ".npz": "npz",
-                     ".h5": "h5", ".hdf5": "h5"}.get(ext)
+    fmt = format or write_format(path)
     if fmt is None:
         raise UsageError(f"{path}: cannot tell the output format from '{ext or path}'; "
                          "use a .csv, .tsv, .npy, .npz or .h5 file name")
@@ -316,6 +344,12 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
             from nmfcli.io._hdf5 import write_h5_matrix
 
             write_h5_matrix(tmp, A, row_labels, col_labels)
+
+
+def write_format(path) -> str | None:
+    """The format write_matrix gives a file by its extension (one of WRITE_FORMATS), or None."""
+    return {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".npy": "npy", ".npz": "npz",
+            ".h5": "h5", ".hdf5": "h5"}.get(_ext(os.fspath(path)))
 
 
 def _jsonable(value, nan_to_null: bool):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmfcli.errors import NMFError, UsageError
-from nmfcli.io._common import PARSE_ERRORS, check_dtype, check_shape, fail, require_file
+from nmfcli.io._common import PARSE_ERRORS, check_dtype, check_shape, column_chunked, fail, require_file
 
 KINDS = ("h5", "zarr", "npy", "folder")
 
@@ -54,7 +54,7 @@ class RowSource:
     @property
     def column_chunked(self) -> bool:
         """True when a storage chunk spans fewer than all columns: a row block then reads many chunks."""
-        return self.chunks is not None and len(self.chunks) == 2 and self.chunks[1] < self.shape[1]
+        return column_chunked(self.shape, self.chunks)
 
     def read(self, start: int, stop: int):
         """Rows [start, stop) as an ndarray (or CSR for a folder of sparse .npz blocks)."""

@@ -60,7 +60,11 @@ class Matrix:
     format : str
         One of :data:`FORMATS`.
     sha256 : str
-        Hex digest of the input bytes (for stdin: of the bytes read).
+        Hex digest of the input bytes (for stdin: of the bytes read; for a folder:
+        of its file names and contents, see :func:`file_sha256`).
+    chunks : tuple of int or None
+        Storage chunk shape of a lazily read HDF5/Zarr dataset (or a row source);
+        None when contiguous, not chunked, or read into memory.
     """
 
     X: Any
@@ -69,10 +73,22 @@ class Matrix:
     path: str
     format: str
     sha256: str
+    chunks: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.X.shape)  # type: ignore[return-value]
+
+    @property
+    def column_chunked(self) -> bool:
+        """True when a storage chunk spans fewer than all columns, so every row block
+        decompresses chunks that reach into other blocks' rows (slow for row-block engines)."""
+        return column_chunked(self.shape, self.chunks)
+
+
+def column_chunked(shape, chunks) -> bool:
+    """Storage chunks narrower than the matrix: reading a block of rows reads many (tall) chunks."""
+    return chunks is not None and len(chunks) == 2 and int(chunks[1]) < int(shape[1])
 
 
 def fail(path: str, message: str) -> DataError:

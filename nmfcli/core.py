@@ -281,7 +281,9 @@ def fit(
     engine_options : dict, optional
         Engine-specific settings; for "dask": scheduler, workers, chunk_rows,
         memory_limit, persist, and output (a .h5/.zarr path that receives W block
-        by block, in which case ``FitResult.W`` is that path, not an array).
+        by block, in which case ``FitResult.W`` is that path, not an array). For
+        "numpy", chunk_rows (and output) select the out-of-core mode: X may then
+        be a path spec as for "dask", read one row block at a time in this process.
     callback : callable(IterationInfo) -> bool | str | None, optional
         Called after each iteration; a truthy return stops the fit, and a string
         return becomes ``stop_reason`` (e.g. "time", "interrupted").
@@ -294,6 +296,16 @@ def fit(
     FitResult
     """
     start = time.perf_counter()
+    if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
+        # Out-of-core numpy (issue 7): the Dask engine's blockwise loop run serially in this
+        # process, reading one row block of X (an array or a file spec) at a time.
+        from nmfcli.engines.chunked import fit_blocks
+
+        return fit_blocks(
+            X, k, solver=solver, loss=loss, init=init, seed=seed, max_iter=max_iter, tol=tol,
+            alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, W0=W0, H0=H0, fix_W=fix_W,
+            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, **engine_options,
+        )
     if engine == "dask":
         # The Dask engine runs its own blockwise loop over the same solver kernels.
         from nmfcli.engines.dask import fit_dask
@@ -592,6 +604,12 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     the multiplicative updates run with H fixed until the relative decrease is
     below ``tol``.
     """
+    if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
+        # Out-of-core numpy: row blocks read one at a time in this process (see fit).
+        from nmfcli.engines.chunked import transform_blocks
+
+        return transform_blocks(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
+                                max_iter=max_iter, tol=tol, **engine_options)
     if engine == "dask":
         from nmfcli.engines.dask import transform_dask
 

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nmfcli.engines.numpy import NumpyEngine
+from nmfcli.errors import UsageError
 from nmfcli.io import RowBlock, row_source
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import beta_divergence, squared_error
@@ -222,3 +223,82 @@ def transpose(A):
 
 def pick(result, index):
     return result[index]
+
+
+# --------------------------------------------------------------------------- serial loop
+
+
+class Done:
+    """A finished task's value, standing where the Dask engine holds a future."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _value(arg):
+    return arg.value if isinstance(arg, Done) else arg
+
+
+class SerialClient:
+    """The part of distributed.Client the Dask engine's loop uses, run at once in this process.
+
+    Each task runs when it is submitted, reading its block of X from the file and
+    dropping it after, so the loop of :mod:`nmfcli.engines.dask` becomes the numpy
+    engine's out-of-core mode: one block of X in memory at a time, no cluster, no Dask.
+    """
+
+    def submit(self, func, *args, pure=None, **kwargs):
+        return Done(func(*map(_value, args), **{key: _value(v) for key, v in kwargs.items()}))
+
+    def map(self, func, items, pure=None, **kwargs):
+        return [self.submit(func, item, **kwargs) for item in items]
+
+    def scatter(self, data, broadcast=False, hash=None):
+        if isinstance(data, list):
+            return [Done(part) for part in data]
+        # The caller may change a scattered array in place later (H); a cluster would hold a copy.
+        return Done(np.array(data, copy=True) if isinstance(data, np.ndarray) else data)
+
+    def gather(self, futures):
+        return [_value(f) for f in futures] if isinstance(futures, list) else _value(futures)
+
+    def compute(self, delayed):
+        return [Done(d.compute(scheduler="synchronous")) for d in delayed]
+
+    def scheduler_info(self):
+        return {"workers": {}}  # no worker memory: file-backed X is read per pass, never persisted
+
+
+def fit_blocks(X, k, *, chunk_rows=None, output=None, **kwargs):
+    """:func:`nmfcli.core.fit` over row blocks of X in this process (engine "numpy" with chunk_rows).
+
+    X is a path spec (``FILE.h5::/X``, ``S.zarr``, an ``.npy`` file, a folder of NPY/NPZ
+    row blocks) read one block at a time, or an array cut into blocks. The loop, results
+    and options are the Dask engine's (:func:`nmfcli.engines.dask.fit_dask`) on a
+    :class:`SerialClient`; ``output`` writes W to HDF5/zarr block by block.
+    """
+    from nmfcli.engines.dask import fit_dask
+
+    _refuse_cluster_options(kwargs)
+    return fit_dask(X, k, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output, persist=False,
+                    **kwargs)
+
+
+def transform_blocks(X, H, *, chunk_rows=None, output=None, **kwargs):
+    """:func:`nmfcli.core.transform` over row blocks of X in this process; W, or the ``output`` spec."""
+    from nmfcli.engines.dask import transform_dask
+
+    _refuse_cluster_options(kwargs)
+    return transform_dask(X, H, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output, persist=False,
+                          **kwargs)
+
+
+def _refuse_cluster_options(kwargs):
+    for key in ("scheduler", "workers", "memory_limit", "persist"):
+        if key in kwargs:
+            raise UsageError(f"engine option {key!r} needs engine 'dask'; the numpy engine takes chunk_rows and output")

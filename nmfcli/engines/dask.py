@@ -55,6 +55,9 @@ def _distributed():
 @contextmanager
 def _session(scheduler, workers, memory_limit):
     """A Client: on the given scheduler (address or Client), or on a LocalCluster of processes for this run."""
+    if isinstance(scheduler, chunked.SerialClient):  # the numpy engine's out-of-core mode: no Dask at all
+        yield scheduler
+        return
     distributed = _distributed()
     if isinstance(scheduler, distributed.Client):
         yield scheduler
@@ -290,7 +293,9 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         otherwise each pass reads the blocks from the file again.
     """
     start = time.perf_counter()
-    _distributed()
+    serial = isinstance(scheduler, chunked.SerialClient)
+    if not serial:
+        _distributed()
     from nmfcli import core  # the shared validators and result types (core imports this module lazily)
 
     if fix_W is not None and fix_H is not None:
@@ -338,7 +343,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             k=int(k), solver=solver, loss=loss_name, beta=beta, init=init, seed=seed,
             max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
             alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
-            dtype=str(dtype), engine="dask",
+            dtype=str(dtype), engine="numpy" if serial else "dask",
             fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
         )
         run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
@@ -626,7 +631,7 @@ class _Run:
                 W = blocks.pick(res, 0)
             if update_H_:
                 self._mu_update_H(H, blocks.reduce(blocks.pick(res, 1)), gamma)
-            else:
+            elif not isinstance(blocks.client, chunked.SerialClient):
                 _distributed().wait(W)
             del res
             done = False

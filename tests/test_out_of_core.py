@@ -1,0 +1,112 @@
+"""The numpy engine's out-of-core mode (engine_options chunk_rows): row blocks of an HDF5
+dataset or a memory-mapped NPY file read one at a time in this process, no Dask.
+
+It runs the Dask engine's blockwise loop on a serial in-process client, so it must equal
+the in-memory numpy fit to rounding (sums over blocks are associated differently).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nmfcli import core
+from nmfcli.engines import chunked
+from nmfcli.errors import UsageError
+from conftest import low_rank
+
+h5py = pytest.importorskip("h5py")
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def X():
+    return low_rank(300, 80, 5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def h5_path(X, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ooc") / "x.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/X", data=X, chunks=(25, 80))
+    return f"{path}::/data/X"
+
+
+def assert_same(a, b):
+    assert (a.n_iter, a.stop_reason, a.converged, a.history_iter) == (b.n_iter, b.stop_reason, b.converged,
+                                                                       b.history_iter)
+    np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(b.H, a.H, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(b.history, a.history, rtol=TOL)
+    for key in a.metrics:
+        assert b.metrics[key] == pytest.approx(a.metrics[key], rel=TOL, abs=1e-12), key
+    assert b.options == a.options  # engine "numpy" in both
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(solver="hals"),
+    dict(solver="cd", tol=1e-3),
+    dict(solver="mu", loss="kl"),
+    dict(solver="hals", alpha_W=0.01, l1_ratio=0.5, init="random"),
+], ids=["hals", "cd", "mu-kl", "hals-penalties-random"])
+def test_hdf5_in_row_blocks_equals_in_memory_fit(X, h5_path, kwargs):
+    kwargs = {"max_iter": 8, **kwargs}
+    a = core.fit(X, 5, **kwargs)
+    b = core.fit(h5_path, 5, engine_options={"chunk_rows": 70}, **kwargs)
+    assert_same(a, b)
+
+
+def test_only_one_block_is_read_at_a_time(X, h5_path, monkeypatch):
+    """Every read of X is one block of at most chunk_rows rows, and no block is kept (not persisted)."""
+    reads = []
+    original = chunked.RowBlock.read
+
+    def spy(self):
+        reads.append(self.stop - self.start)
+        return original(self)
+
+    monkeypatch.setattr(chunked.RowBlock, "read", spy)
+    result = core.fit(h5_path, 5, max_iter=3, engine_options={"chunk_rows": 70})
+    assert result.n_iter == 3
+    # chunk_rows 70 on storage chunks of 25 rows: the caller's size is kept exactly.
+    assert max(reads) == 70 and len(reads) > 3 * 5
+
+
+def test_memory_mapped_npy_and_W_written_in_blocks(X, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    a = core.fit(X, 5, solver="mu", max_iter=10)
+    out = f"{tmp_path / 'w.h5'}::/W"
+    b = core.fit(str(tmp_path / "x.npy"), 5, solver="mu", max_iter=10,
+                 engine_options={"chunk_rows": 64, "output": out})
+    assert b.W == out
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        np.testing.assert_allclose(f["W"][...], a.W, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(b.H, a.H, rtol=TOL, atol=TOL)
+
+
+def test_transform_block_by_block(X, h5_path):
+    H = core.fit(X, 5, max_iter=20).H
+    np.testing.assert_allclose(core.transform(h5_path, H, engine_options={"chunk_rows": 50}),
+                               core.transform(X, H), rtol=TOL, atol=TOL)
+
+
+def test_cluster_options_are_refused(X):
+    with pytest.raises(UsageError, match=r"^engine option 'scheduler' needs engine 'dask'"):
+        core.fit(X, 3, engine_options={"chunk_rows": 50, "scheduler": "tcp://x:1"})
+
+
+def test_needs_no_dask(tmp_path):
+    """In a fresh interpreter: the out-of-core numpy fit never imports dask or distributed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from nmfcli import core\n"
+        "X = np.random.default_rng(0).random((60, 8))\n"
+        "core.fit(X, 2, max_iter=3, engine_options={'chunk_rows': 16})\n"
+        "loaded = sorted(m for m in ('dask', 'distributed') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,105 @@
+"""`nmf fit/transform --engine dask` and `--chunk-rows` as real processes, against the Python API.
+
+The Dask runs start one LocalCluster of 2 processes each (about 5 s); they are kept to two.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import low_rank, one_error_line, run_nmf
+from nmfcli import core
+from nmfcli import io as nio
+
+TOL = 1e-6
+K = 4
+
+
+@pytest.fixture(scope="module")
+def X():
+    return low_rank(200, 30, K, seed=3)
+
+
+@pytest.fixture(scope="module")
+def h5_file(X, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli_dask") / "x.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X, chunks=(50, 30))
+    return path
+
+
+@pytest.mark.dask
+def test_fit_then_transform_on_a_dask_cluster_equal_the_numpy_engine(X, h5_file, tmp_path):
+    pytest.importorskip("distributed")
+    out = tmp_path / "fit.nmf"
+    run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "--engine", "dask", "--workers", 2, "--chunk-rows", 50,
+            "--format", "h5", "-o", out, "-q", check=0)
+    expected = core.fit(X, K, max_iter=12)
+    with h5py.File(out / "W.h5", "r") as f:  # streamed block by block by the engine
+        np.testing.assert_allclose(f["X"][...], expected.W, rtol=TOL, atol=TOL)
+    model = nio.read_model(out / "model.h5")
+    np.testing.assert_allclose(model["H"], expected.H, rtol=TOL, atol=TOL)
+    assert "W" not in model  # W may be larger than memory: it lives in W.h5 only
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["path"] == str(h5_file)
+    assert report["input"]["sha256"] == nio.file_sha256(str(h5_file))
+    assert report["engine_options"] == {"workers": 2, "chunk_rows": 50}
+    assert report["options"]["engine"] == "dask" and report["n_iter"] == 12
+    assert report["relative_error"] == pytest.approx(expected.metrics["relative_error"], rel=TOL)
+
+    run_nmf("transform", h5_file, "--model", out / "model.h5", "--engine", "dask", "--workers", 2,
+            "--chunk-rows", 50, "-o", tmp_path / "mix.h5", check=0)
+    with h5py.File(tmp_path / "mix.h5", "r") as f:
+        np.testing.assert_allclose(f["X"][...], core.transform(X, model["H"]), rtol=TOL, atol=TOL)
+
+
+def test_chunk_rows_on_the_numpy_engine_reads_row_blocks_without_dask(X, h5_file, tmp_path):
+    out = tmp_path / "ooc.nmf"
+    run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "--chunk-rows", 64, "-o", out, "-q", check=0)
+    expected = core.fit(X, K, max_iter=12)
+    np.testing.assert_allclose(np.load(out / "W.npy"), expected.W, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(np.load(out / "H.npy"), expected.H, rtol=TOL, atol=TOL)
+    report = json.loads((out / "report.json").read_text())
+    assert report["options"]["engine"] == "numpy" and report["engine_options"] == {"chunk_rows": 64}
+    r = run_nmf("transform", h5_file, "--model", out / "model.h5", "--chunk-rows", 64, check=0)
+    W = np.loadtxt(r.stdout.splitlines()[1:], delimiter=",")  # header of component names, no row labels
+    np.testing.assert_allclose(W, core.transform(X, expected.H), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["--scheduler", "tcp://localhost:8786"], "Error: --scheduler needs --engine dask (got --engine numpy)", 2),
+    (["--engine", "dask", "--scheduler", "tcp://localhost:8786", "--workers", "2"],
+     "Error: --workers sets up the local cluster; it cannot be used with --scheduler "
+     "(size the workers of that cluster where it is started)", 2),
+    (["--engine", "cupy", "--chunk-rows", "10"], "Error: --chunk-rows needs --engine numpy or dask (got --engine cupy)", 2),
+], ids=["scheduler-without-dask", "workers-with-scheduler", "chunk-rows-cupy"])
+def test_engine_flags_that_do_not_go_together(h5_file, tmp_path, args, message, code):
+    r = run_nmf("fit", h5_file, "-k", 2, "-o", tmp_path / "o", *args)
+    assert r.returncode == code and one_error_line(r) == message
+    assert not (tmp_path / "o").exists()
+
+
+def test_row_block_input_errors(tmp_path):
+    r = run_nmf("fit", tmp_path / "missing.h5", "-k", 2, "--chunk-rows", 10)
+    assert r.returncode == 66 and one_error_line(r) == f"Error: {tmp_path / 'missing.h5'}: no such file"
+    (tmp_path / "x.csv").write_text("1,2\n3,4\n")
+    r = run_nmf("fit", tmp_path / "x.csv", "-k", 1, "--chunk-rows", 10)
+    assert r.returncode == 65 and one_error_line(r).startswith(
+        f"Error: {tmp_path / 'x.csv'}: row blocks are read from HDF5, Zarr, NPY or a folder of NPY/NPZ row blocks, "
+        "not csv")
+
+
+def test_inspect_warns_about_column_chunked_hdf5(X, tmp_path):
+    path = tmp_path / "cols.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X, chunks=(200, 1))
+    r = run_nmf("inspect", path, check=0)
+    assert r.stderr.splitlines() == [
+        f"warning: {path}: stored in chunks of 200 x 1 (by columns); row-block engines (--engine dask, "
+        "--chunk-rows) will read it slowly; rechunk by rows first, e.g. h5repack -l /X:CHUNK=200x30 IN.h5 OUT.h5"]
+    r = run_nmf("inspect", tmp_path / "cols.h5", "--json", check=0)
+    assert json.loads(r.stdout)["kind"] == "matrix"

@@ -265,10 +265,11 @@ def fit(
         Seeds ``numpy.random.RandomState``, exactly as scikit-learn's ``random_state``.
     max_iter : int, default 200
     tol : float, default 1e-4
-        hals: stop when an iteration lowers the objective by less than tol times
-        its value; cd: when the projected-gradient norm falls below tol times its
-        first value; mu: when the decrease of √(2·D) over 10 iterations falls
-        below tol times its initial value (the last two are scikit-learn's rules).
+        hals: stop when the ℓ1 norm of the projected gradient falls below tol
+        times its value after the first iteration; cd: when the projected-gradient
+        norm of a sweep falls below tol times its first value; mu: when the
+        decrease of √(2·D) over 10 iterations falls below tol times its initial
+        value (the last two are scikit-learn's rules).
     alpha_W, alpha_H, l1_ratio : penalties, as in scikit-learn (alpha_H "same" copies alpha_W).
     W0, H0 : ndarray, optional
         Initial factors for init="custom".
@@ -440,8 +441,9 @@ def _solve_fixed_frobenius(eng, fix_W, fix_H, reg):
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """The outer loop of hals and cd.
 
-    cd stops as scikit-learn's does (projected-gradient norm / its first value <= tol);
-    hals when one iteration lowers the objective by less than tol relative to it.
+    cd stops as scikit-learn's does (its sweep's projected-gradient norm / the first
+    one <= tol); hals when the projected-gradient norm at the start of an iteration
+    falls below tol times its value after the first iteration.
     """
     solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
     Wt = eng.contiguous_copy(W.T)

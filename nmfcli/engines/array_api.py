@@ -78,8 +78,11 @@ class ArrayEngine:
     def sqnorm(self):
         """‖X‖², computed once (one scalar copied to the host)."""
         if self._sqnorm is None:
-            data = self.data()
-            self._sqnorm = float(self.xp.sum(data * data))
+            xp = self.xp
+            flat = xp.reshape(self.data(), (-1,))
+            # vecdot contracts without an m×n temporary (x * x would copy X).
+            vecdot = getattr(xp, "vecdot", None)
+            self._sqnorm = float(vecdot(flat, flat) if vecdot else xp.sum(flat * flat))
         return self._sqnorm
 
     def data(self):

@@ -62,6 +62,9 @@ def _make_inputs(d):
     with h5py.File(d / "two.h5", "w") as f:
         f.create_dataset("a/X", data=X)
         f.create_dataset("b/Y", data=X[:5])
+    import zarr
+
+    zarr.save_array(str(d / "dense.zarr"), X)
     return {
         "csv-labels": "labelled.csv",
         "tsv": "plain.tsv",
@@ -72,11 +75,13 @@ def _make_inputs(d):
         "h5-dense": "dense.h5",
         "h5-sparse-group": "anndata.h5",
         "h5-path": "two.h5::/a/X",
+        "zarr": "dense.zarr",
         "stdin": "-",
     }
 
 
-FORMATS = ["csv-labels", "tsv", "csv.gz", "npy", "npz-sparse", "mtx", "h5-dense", "h5-sparse-group", "h5-path", "stdin"]
+FORMATS = ["csv-labels", "tsv", "csv.gz", "npy", "npz-sparse", "mtx", "h5-dense", "h5-sparse-group", "h5-path",
+           "zarr", "stdin"]
 
 
 @pytest.fixture(scope="module")

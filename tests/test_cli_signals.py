@@ -145,6 +145,9 @@ def test_sigkill_at_any_moment_leaves_old_or_new_files_never_partial(tmp_path):
         for name, content in got.items():
             assert content in (old[name], new[name]), f"{name} is partial or mixed after a kill at {fraction}"
             seen.add((name, "old" if content == old[name] else "new"))
+        versions = {"old" if content == old[name] else "new" for name, content in got.items()}
+        assert len(versions) == 1, f"a mix of old and new files after a kill at {fraction}: {got.keys()}"
+        assert all(content is not None for content in got.values()), "every output is still there"
     assert ("W.csv", "old") in seen  # the kills did land before and during writing
 
 

@@ -929,3 +929,59 @@ def test_csv_bad_cell_far_down_is_located(here):
     write("d.csv", "\n".join(lines) + "\n")
     X = io.read_matrix("d.csv").X
     assert X.shape == (9000, 2) and X[8500].tolist() == [1, 2] and X[8999].tolist() == [8999, 8999]
+
+
+# ---------------------------------------------------------------------------- replace_together
+
+
+def _write_set(folder, tag):
+    with io.replace_together(folder, ["W.npy", "report.json"]) as staged:
+        np.save(staged["W.npy"], np.full((2, 2), float(tag)))
+        io.write_report(staged["report.json"], {"k": 2, "shape": [2, 2], "tag": tag})
+
+
+def test_replace_together_swaps_the_whole_set_in_one_step(tmp_path):
+    out = tmp_path / "out"
+    with io.output_lock(str(out)):
+        _write_set(str(out), 1)
+        lock_inode = (out / ".nmf.lock").stat().st_ino
+        folder_inode = out.stat().st_ino
+        (out / "checkpoint.h5").write_bytes(b"ckpt")
+        _write_set(str(out), 2)
+        assert out.stat().st_ino != folder_inode, "the folder was exchanged, not edited file by file"
+        assert (out / ".nmf.lock").stat().st_ino == lock_inode, "the held lock travels with the folder"
+        assert (out / "checkpoint.h5").read_bytes() == b"ckpt"
+    assert np.load(out / "W.npy")[0, 0] == 2.0 and io.read_report(str(out / "report.json"))["tag"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out"], "no staging folder is left"
+
+
+def test_replace_together_leaves_other_peoples_files_alone(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    folder_inode = out.stat().st_ino
+    _write_set(str(out), 1)
+    assert out.stat().st_ino == folder_inode, "a folder with other files is never swapped"
+    assert (out / "notes.txt").read_text() == "mine"
+    assert np.load(out / "W.npy")[0, 0] == 1.0
+
+
+def test_replace_together_failure_changes_nothing(tmp_path):
+    out = tmp_path / "out"
+    _write_set(str(out.mkdir() or out), 1)
+    with pytest.raises(RuntimeError):
+        with io.replace_together(str(out), ["W.npy", "report.json"]) as staged:
+            np.save(staged["W.npy"], np.zeros((2, 2)))
+            raise RuntimeError("killed half-way")
+    assert np.load(out / "W.npy")[0, 0] == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_replace_together_removes_staging_of_dead_runs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = tmp_path / ".out.staging-999999999-abcd1234"
+    stale.mkdir()
+    (stale / "W.npy").write_bytes(b"half")
+    _write_set(str(out), 1)
+    assert not stale.exists()

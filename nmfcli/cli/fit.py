@@ -384,23 +384,30 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
 
 
 def _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options=None):
-    """W, H, then model.h5, then report.json (last: its presence means the run finished).
+    """W, H, model.h5 and report.json, which appear in OUTDIR together (io.replace_together).
 
     A W the engine already streamed to disk (result.W is then its path spec) is not
     written again, and model.h5 holds no W (it may not fit in memory).
     """
+    outdir = os.path.dirname(paths[next(iter(paths))]) or "."
+    with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()]) as staged:
+        report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options)
+    written.extend(paths.values())
+    return report
+
+
+def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options):
     k = result.options["k"]
     names = summary.component_names(k)
     W_path, H_path, model_path, report_path = paths.values()
+    W_tmp, H_tmp, model_tmp, report_tmp = (staged[os.path.basename(p)] for p in paths.values())
     labelled = factor_format != "npy"
     streamed = isinstance(result.W, str)
     if not streamed:
-        nio.write_matrix(W_path, result.W, format=factor_format, force=force,
+        nio.write_matrix(W_tmp, result.W, format=factor_format,
                          row_labels=matrix.row_labels if labelled else None, col_labels=names if labelled else None)
-    written.append(W_path)
-    nio.write_matrix(H_path, result.H, format=factor_format, force=force,
+    nio.write_matrix(H_tmp, result.H, format=factor_format,
                      row_labels=names if labelled else None, col_labels=matrix.col_labels if labelled else None)
-    written.append(H_path)
     input_info = {
         "path": matrix.path, "sha256": matrix.sha256, "format": matrix.format, "sparse": bool(sp.issparse(matrix.X)),
         "dtype": str(matrix.X.dtype),
@@ -445,8 +452,6 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
            if key not in ("history", "history_iter", "outputs")},
         "metrics": result.metrics,
     }
-    nio.write_model(model_path, model, force=force)
-    written.append(model_path)
-    nio.write_report(report_path, report, force=force)
-    written.append(report_path)
+    nio.write_model(model_tmp, model)
+    nio.write_report(report_tmp, report)
     return report

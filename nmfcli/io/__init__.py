@@ -32,6 +32,7 @@ from nmfcli.io._common import (
     float_dtype,
     human_bytes,
     output_lock,
+    replace_together,
     require_file,
     target_dtype,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "file_sha256",
     "float_dtype",
     "output_lock",
+    "replace_together",
     "read_checkpoint",
     "read_matrix",
     "read_model",

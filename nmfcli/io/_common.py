@@ -7,7 +7,9 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import secrets
+import shutil
 import struct
 import tokenize
 import zipfile
@@ -394,3 +396,108 @@ def output_lock(folder: str):
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------- all-or-nothing folders
+
+# What nmf itself keeps in an output folder; anything else makes a folder swap unsafe.
+_OWN = re.compile(r"^(?:[WH]\.(?:npy|csv|tsv|h5|npz)|model\.h5|report\.json|checkpoint\.h5|\.nmf\.lock)$")
+_TEMP = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]+$")
+_STAGING = re.compile(r"^\.(?P<base>.+)\.staging-(?P<pid>\d+)-[0-9a-f]+$")
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_staging(parent: str, base: str) -> None:
+    """Staging folders of killed runs on the same output folder (the caller holds its lock)."""
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for name in entries:
+        match = _STAGING.match(name)
+        if match and match["base"] == base and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+@contextmanager
+def replace_together(folder: str, names):
+    """Write several files that must appear in ``folder`` together, or not at all.
+
+    Yields ``{name: path}`` in a staging folder next to ``folder`` (same file system).
+    On success, when ``folder`` holds nothing but nmf's own files and the system
+    can swap two folders in one step (Linux ≥ 3.15), the staging folder — the new
+    files plus hard links to the other files already there (the lock file, a
+    checkpoint) — is exchanged with ``folder`` atomically: a SIGKILL at any moment
+    leaves either the whole old set or the whole new set. Otherwise (other files
+    in the folder, or the folder holds the working directory) each file is moved
+    into place atomically on its own. On failure nothing in ``folder`` changes.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    parent, base = os.path.split(folder)
+    _remove_stale_staging(parent, base)
+    staging = os.path.join(parent, f".{base}.staging-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.mkdir(staging)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create a staging folder next to it ({e.strerror or e})") from None
+    try:
+        yield {name: os.path.join(staging, name) for name in names}
+        _commit(folder, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(folder: str, staging: str) -> None:
+    new = set(os.listdir(staging))
+    try:
+        others = [e for e in os.scandir(folder) if e.name not in new and not _TEMP.match(e.name)]
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot be read ({e.strerror or e})") from None
+    cwd = os.getcwd()
+    swappable = (
+        all(_OWN.match(e.name) and e.is_file(follow_symlinks=False) for e in others)
+        and cwd != folder and not cwd.startswith(folder + os.sep)
+    )
+    try:
+        if swappable:
+            for entry in others:
+                os.link(entry.path, os.path.join(staging, entry.name), follow_symlinks=False)
+            _fsync_dir(staging)
+            if _exchange(staging, folder):
+                _fsync_dir(os.path.dirname(folder))
+                return  # the old files are now in the staging folder, which the caller removes
+        for name in sorted(new):
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+        _fsync_dir(folder)
+    except OSError as e:
+        raise ReadWriteError(f"{folder}: moving the new files into place failed ({e.strerror or e})") from e

@@ -16,7 +16,7 @@ from nmfcli.engines import get_engine
 from nmfcli.errors import DataError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, mu
-from nmfcli.solvers.losses import EPSILON, beta_divergence, parse_loss, squared_error
+from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, squared_error
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("hals", "cd", "mu")
@@ -95,9 +95,7 @@ def _as_matrix(X, dtype, name="X"):
             raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
         kind = X.dtype.kind
     else:
-        if hasattr(X, "__array__") and not isinstance(X, np.ndarray):
-            X = np.asarray(X)
-        X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        X = np.asarray(X)
         if X.ndim != 2:
             raise DataError(
                 f"{name} must be a 2-D matrix (rows x columns); got {X.ndim}-D with shape {X.shape}"
@@ -213,7 +211,7 @@ def estimate_fit_bytes(shape, k, dtype="float64", nnz=None, beta=2.0):
     grams = 4 * k * k * itemsize
     blocks = 0
     if beta != 2:
-        blocks = 3 * min(m * n, (1 << 22) + n) * itemsize
+        blocks = 3 * min(m * n, BLOCK_ENTRIES + n) * itemsize
         if nnz is not None:
             blocks += 3 * nnz * itemsize + nnz * 8
     return factors + grams + blocks

@@ -211,19 +211,28 @@ def read_h5(path: str, file, dataset: str | None, *, dtype, lazy: bool):
             f.close()
 
 
-def _read_h5(path, f, dataset, dtype, lazy):
-    h5py = _h5py()
-    anndata = "encoding-type" in f.attrs and _text(f.attrs["encoding-type"]) == "anndata"
+def _is_anndata(f):
+    return "encoding-type" in f.attrs and _text(f.attrs["encoding-type"]) == "anndata"
+
+
+def _choose_dataset(path, f, dataset):
+    """The absolute name of the matrix to read: the one named, else the file's only one
+    (AnnData's /X when the file is AnnData), else an error listing the candidates."""
     if dataset is None:
         datasets, candidates = _inventory(f)
-        if anndata and "/X" in candidates:
+        if _is_anndata(f) and "/X" in candidates:
             candidates = ["/X"]
         if not candidates:
             raise fail(path, f"no 2-D dataset or sparse matrix group in this file; datasets in this file: {_listing(datasets)}")
         if len(candidates) > 1:
             raise fail(path, f"holds several matrices ({_listing(candidates)}); name one as {path}::{candidates[0]}")
         dataset = candidates[0]
-    name = "/" + dataset.strip("/")
+    return "/" + dataset.strip("/")
+
+
+def _read_h5(path, f, dataset, dtype, lazy):
+    h5py = _h5py()
+    name = _choose_dataset(path, f, dataset)
     obj = _resolve(path, f, name)
     parent = obj.parent if obj.name else None
     if isinstance(obj, h5py.Group):
@@ -253,7 +262,7 @@ def _read_h5(path, f, dataset, dtype, lazy):
     m, n = X.shape
     rows = _labels(path, name, holder, parent, "row_labels", m)
     cols = _labels(path, name, holder, parent, "col_labels", n)
-    if anndata and name == "/X":
+    if name == "/X" and _is_anndata(f):
         rows = rows or _anndata_labels(path, f, "obs", m)
         cols = cols or _anndata_labels(path, f, "var", n)
     return X, rows, cols, isinstance(X, h5py.Dataset)
@@ -391,19 +400,7 @@ def h5_dataset_info(path: str, file: str, dataset: str | None):
     f = open_h5(path, file)
     try:
         with f:
-            anndata = "encoding-type" in f.attrs and _text(f.attrs["encoding-type"]) == "anndata"
-            if dataset is None:
-                datasets, candidates = _inventory(f)
-                if anndata and "/X" in candidates:
-                    candidates = ["/X"]
-                if not candidates:
-                    raise fail(path, "no 2-D dataset or sparse matrix group in this file; "
-                               f"datasets in this file: {_listing(datasets)}")
-                if len(candidates) > 1:
-                    raise fail(path, f"holds several matrices ({_listing(candidates)}); "
-                               f"name one as {path}::{candidates[0]}")
-                dataset = candidates[0]
-            name = "/" + dataset.strip("/")
+            name = _choose_dataset(path, f, dataset)
             d = _resolve(path, f, name)
             if isinstance(d, h5py.Group):
                 raise fail(path, f"'{name}' is a group (a sparse matrix?); row blocks are read from dense "

@@ -83,3 +83,21 @@ def one_error_line(proc):
 @pytest.fixture
 def X_small():
     return low_rank()
+
+
+def assert_same_fit(a, b, tol=1e-6, engine=None):
+    """Two FitResults of the same fit by different engines: same iterates to tol, same bookkeeping.
+
+    ``engine`` is the engine name b's options must record (None: the same options as a).
+    """
+    import numpy as np
+    import pytest
+
+    assert (a.n_iter, a.stop_reason, a.converged, a.history_iter) == (b.n_iter, b.stop_reason, b.converged,
+                                                                       b.history_iter)
+    np.testing.assert_allclose(b.W, a.W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(b.H, a.H, rtol=tol, atol=tol)
+    np.testing.assert_allclose(b.history, a.history, rtol=tol)
+    for key in a.metrics:
+        assert b.metrics[key] == pytest.approx(a.metrics[key], rel=tol, abs=1e-12), key
+    assert b.options == ({**a.options, "engine": engine} if engine else a.options)

@@ -14,6 +14,7 @@ import pytest
 from nmfcli import core
 from nmfcli.errors import DataError, UnavailableError
 from conftest import low_rank
+from conftest import assert_same_fit as shared_assert_same_fit
 
 distributed = pytest.importorskip("distributed", reason="the dask engine needs dask.distributed")
 h5py = pytest.importorskip("h5py")
@@ -43,14 +44,7 @@ def options(client, **extra):
 
 
 def assert_same_fit(a, b):
-    assert (a.n_iter, a.stop_reason, a.converged, a.history_iter) == (b.n_iter, b.stop_reason, b.converged,
-                                                                       b.history_iter)
-    np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(b.H, a.H, rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(b.history, a.history, rtol=TOL)
-    for key in a.metrics:
-        assert b.metrics[key] == pytest.approx(a.metrics[key], rel=TOL, abs=1e-12), key
-    assert b.options == {**a.options, "engine": "dask"}
+    shared_assert_same_fit(a, b, TOL, engine="dask")
     assert set(b.checkpoint) == set(a.checkpoint)
 
 

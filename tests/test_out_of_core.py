@@ -14,6 +14,7 @@ from nmfcli import core
 from nmfcli.engines import chunked
 from nmfcli.errors import UsageError
 from conftest import low_rank
+from conftest import assert_same_fit
 
 h5py = pytest.importorskip("h5py")
 
@@ -34,14 +35,7 @@ def h5_path(X, tmp_path_factory):
 
 
 def assert_same(a, b):
-    assert (a.n_iter, a.stop_reason, a.converged, a.history_iter) == (b.n_iter, b.stop_reason, b.converged,
-                                                                       b.history_iter)
-    np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(b.H, a.H, rtol=TOL, atol=TOL)
-    np.testing.assert_allclose(b.history, a.history, rtol=TOL)
-    for key in a.metrics:
-        assert b.metrics[key] == pytest.approx(a.metrics[key], rel=TOL, abs=1e-12), key
-    assert b.options == a.options  # engine "numpy" in both
+    assert_same_fit(a, b, TOL)  # engine "numpy" in both
 
 
 @pytest.mark.parametrize("kwargs", [

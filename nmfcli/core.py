@@ -365,7 +365,8 @@ def fit(
         H0 = _check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
 
     options = dict(
-        k=int(k), solver=solver, loss=loss_name, beta=beta, init=init, seed=seed,
+        k=int(k), solver=solver, loss=loss_name, beta=beta,
+        init=reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
         max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
         alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
         dtype=str(dtype), engine=eng.name, fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
@@ -395,6 +396,17 @@ def fit(
     if fix_H is not None:
         result.H = fix_H
     return result
+
+
+def reported_init(init, beta, fix_W, fix_H, W0, H0):
+    """The init a fit really used: with a fixed factor, the Frobenius solve needs no start
+    ("none") and mu starts the free factor at √(mean(X)/k) ("constant") unless one is given."""
+    if fix_W is None and fix_H is None:
+        return init
+    if beta == 2:
+        return "none"
+    free_start = W0 if fix_H is not None else H0
+    return "custom" if free_start is not None else "constant"
 
 
 def _has_zero(X):

@@ -368,3 +368,12 @@ def test_estimator_does_not_import_sklearn():
     code = ("import sys, numpy as np, nmfcli; m = nmfcli.NMF(2).fit(np.ones((4, 3)) + "
             "np.eye(4, 3)); assert 'sklearn' not in sys.modules, 'sklearn imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fixed_factor_fits_report_the_start_they_really_used():
+    X = dense(14, 12, 8) + 0.1
+    H = np.random.RandomState(0).rand(3, 8)
+    assert nmfcli.fit(X, 3, fix_H=H).options["init"] == "none"  # exact solve: no start
+    assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5).options["init"] == "constant"
+    W0 = np.full((12, 3), 0.5)
+    assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5, W0=W0, init="custom").options["init"] == "custom"

@@ -340,7 +340,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             H0 = core._check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
 
         options = dict(
-            k=int(k), solver=solver, loss=loss_name, beta=beta, init=init, seed=seed,
+            k=int(k), solver=solver, loss=loss_name, beta=beta,
+            init=core.reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
             max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
             alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
             dtype=str(dtype), engine="numpy" if serial else "dask",

@@ -453,7 +453,8 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
     cd stops as scikit-learn's does (its sweep's projected-gradient norm / the first
     one <= tol); hals when the projected-gradient norm at the start of an iteration
-    falls below tol times its value after the first iteration.
+    falls below tol times its value after the first iteration (cd.hals_converged),
+    measured every cd.CHECK_EVERY iterations.
     """
     solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
     Wt = eng.contiguous_copy(W.T)
@@ -476,17 +477,11 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     for n_iter in range(first, max_iter + 1):
         if solver == "cd":
             violation, objective, HHt = cd.cd_iteration(eng, Wt, H, reg, HHt)
-            if state["violation_init"] is None:
-                state["violation_init"] = violation
-            done = state["violation_init"] == 0 or violation / state["violation_init"] <= tol
+            done = cd.cd_converged(state, violation, tol)
         else:
-            violation, objective = cd.hals_iteration(eng, Wt, H, reg, cache, inner)
-            # The reference is the gradient after one iteration, not at the initial
-            # factors, whose scale (nndsvda's fill) would make the test stop far too early.
-            if violation is not None and state["violation_init"] is None:
-                state["violation_init"] = violation
-            done = violation is not None and (
-                state["violation_init"] == 0 or violation / state["violation_init"] <= tol)
+            check = cd.hals_check_due(n_iter, state["violation_init"])
+            violation, objective = cd.hals_iteration(eng, Wt, H, reg, cache, inner, check)
+            done = cd.hals_converged(state, violation, tol)
         history.append(objective)
         history_iter.append(n_iter)
         if done:

@@ -259,6 +259,24 @@ def test_resume_is_bit_identical(solver, loss):
     assert resumed.history == full.history and resumed.n_iter == full.n_iter
 
 
+def test_hals_resumed_just_before_a_check_stops_where_the_full_fit_does():
+    """hals tests its stop every 10 iterations from products a resumed fit no longer has cached."""
+    X = dense(10, 50, 40) + 0.01
+    full = nmfcli.fit(X, 4, solver="hals", tol=0.05, max_iter=500)
+    assert full.converged and full.n_iter % 10 == 0 and full.n_iter >= 20, full.n_iter
+    saved = {}
+
+    def stop_before_the_check(info):
+        if info.iteration == full.n_iter - 1:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    nmfcli.fit(X, 4, solver="hals", tol=0.05, max_iter=500, callback=stop_before_the_check)
+    resumed = nmfcli.fit(X, 4, solver="hals", tol=0.05, max_iter=500, resume=saved)
+    assert resumed.converged and resumed.n_iter == full.n_iter
+    assert np.array_equal(resumed.W, full.W) and np.array_equal(resumed.H, full.H)
+
+
 def test_objective_history_matches_direct_computation():
     X = dense(11, 40, 30)
     seen = []

@@ -531,7 +531,10 @@ class _Run:
                 violation += float(cd.sweep(H, GH, RH))
             else:
                 violation = None
-                if "WtX" in cache:
+                if cd.hals_check_due(n_iter, state["violation_init"]):
+                    if "WtX" not in cache:  # after a resume
+                        s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
+                        cache.update(WtW=s["WtW"], WtX=s["WtX"])
                     GH, RH = cd.gram_and_cross_from(cache["WtW"], cache["WtX"], l1_H, l2_H)
                     violation = float(cd.projected_gradient_norm(H, GH, RH))
                 Wt, s = self._hals_W(Wt, Hf, G, inner[0], violation is not None)
@@ -545,14 +548,9 @@ class _Run:
             objective = cd.frobenius_objective(self.sqnorm, s["WtX"], H, s["WtW"], HHt)
             objective += s["penalty_W"] + cd.penalty(H, l1_H, l2_H)
             if solver == "cd":
-                if state["violation_init"] is None:
-                    state["violation_init"] = violation
-                done = state["violation_init"] == 0 or violation / state["violation_init"] <= tol
+                done = cd.cd_converged(state, violation, tol)
             else:
-                if violation is not None and state["violation_init"] is None:
-                    state["violation_init"] = violation
-                done = violation is not None and (
-                    state["violation_init"] == 0 or violation / state["violation_init"] <= tol)
+                done = cd.hals_converged(state, violation, tol)
             history.append(objective)
             history_iter.append(n_iter)
             self.tasks_per_iteration.append(blocks.tasks - tasks)

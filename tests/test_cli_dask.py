@@ -6,12 +6,15 @@ The Dask runs start one LocalCluster of 2 processes each (about 5 s); they are k
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import low_rank, one_error_line, run_nmf
+from conftest import low_rank, one_error_line, run_nmf, start_nmf
 from nmfcli import core
 from nmfcli import io as nio
 
@@ -68,6 +71,38 @@ def test_chunk_rows_on_the_numpy_engine_reads_row_blocks_without_dask(X, h5_file
     r = run_nmf("transform", h5_file, "--model", out / "model.h5", "--chunk-rows", 64, check=0)
     W = np.loadtxt(r.stdout.splitlines()[1:], delimiter=",")  # header of component names, no row labels
     np.testing.assert_allclose(W, core.transform(X, expected.H), rtol=1e-5, atol=1e-9)
+
+
+def test_interrupted_streamed_fit_leaves_the_old_outputs_whole(tmp_path):
+    """--chunk-rows streams W.h5 block by block; under --force an interrupted run must not leave a new W
+    beside the old H, model and report (it streams into a temporary file that joins the others at the end)."""
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=rng.random((300, 10)) @ rng.random((10, 200)) + 0.1 * rng.random((300, 200)),
+                         chunks=(100, 200))
+    common = ["fit", "x.h5", "-k", "10", "--chunk-rows", "100", "--format", "h5", "-o", "out", "-q"]
+    run_nmf(*common, "--max-iter", "3", cwd=tmp_path, check=0)
+    out = tmp_path / "out"
+    names = ("W.h5", "H.h5", "model.h5", "report.json")
+    before = {name: (out / name).read_bytes() for name in names}
+
+    p = start_nmf(*common, "--force", "--tol", "0", "--max-iter", "5000", "--checkpoint-every", "5", cwd=tmp_path)
+    end = time.monotonic() + 60
+    while not (out / "checkpoint.h5").exists():
+        assert p.poll() is None, p.stderr.read().decode()
+        assert time.monotonic() < end, "no checkpoint appeared"
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr.decode()
+    assert {name: (out / name).read_bytes() for name in names} == before
+    assert sorted(os.listdir(out)) == sorted([*names, "checkpoint.h5", ".nmf.lock"])
+
+    r = run_nmf(*common, "--force", "--max-iter", "4", cwd=tmp_path, check=0)  # and a finished run replaces them all
+    assert "Traceback" not in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_iter"] == 4 and (out / "W.h5").read_bytes() != before["W.h5"]
+    assert not [name for name in os.listdir(out) if ".tmp-" in name]
 
 
 @pytest.mark.parametrize("args,message,code", [

@@ -196,9 +196,13 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     ext = {"npy": ".npy", "csv": ".csv", "h5": ".h5"}[factor_format]
     paths = {name: os.path.join(outdir, name) for name in (f"W{ext}", f"H{ext}", "model.h5", "report.json")}
     ckpt_path = os.path.join(outdir, CHECKPOINT)
+    streamed_W = None
     if row_blocks and factor_format == "h5":
-        # The engine streams W into OUTDIR/W.h5 block by block (dataset /X, as write_matrix names it).
-        engine_options["output"] = f"{paths['W' + ext]}::/X"
+        # The engine streams W block by block (dataset /X, as write_matrix names it) into a
+        # temporary file in OUTDIR; it joins the other outputs in one step at the end, so an
+        # interrupted run never leaves a new W beside an old H.
+        streamed_W = nio.stream_temp_path(paths["W" + ext])
+        engine_options["output"] = f"{streamed_W}::/X"
 
     if not force:
         _refuse_existing(paths)  # before the lock, so a refused run leaves the folder untouched
@@ -216,12 +220,14 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                          engine_options=engine_options),
                                     input_path, resume_path)
         except BaseException:
+            _remove(streamed_W)
             if not written:
                 _clean_up(outdir, created, lock_existed)
             raise
 
         state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
         if result.stop_reason == "interrupted":
+            _remove(streamed_W)
             nio.write_checkpoint(ckpt_path, state, force=True)
             print(
                 f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
@@ -233,7 +239,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         if result.stop_reason == "time" and state is not None:
             nio.write_checkpoint(ckpt_path, state, force=True)
 
-        report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
+        try:
+            report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
+        finally:
+            _remove(streamed_W)
     if as_json:
         nio.write_report("-", report, stdout=sys.stdout)
     if term.tty and not quiet:
@@ -334,6 +343,15 @@ class _maybe_lock:
         return False
 
 
+def _remove(path):
+    """Remove a temporary file if it is there."""
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def _clean_up(outdir, created, lock_existed):
     """A run that wrote nothing leaves nothing: its lock file, and the folder if it made it."""
     lock_file = os.path.join(outdir, ".nmf.lock")
@@ -406,7 +424,9 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
     W_tmp, H_tmp, model_tmp, report_tmp = (staged[os.path.basename(p)] for p in paths.values())
     labelled = factor_format != "npy"
     streamed = isinstance(result.W, str)
-    if not streamed:
+    if streamed:  # the engine's temporary file (path::/dataset) joins the staged outputs
+        os.replace(result.W.rsplit("::", 1)[0], W_tmp)
+    else:
         nio.write_matrix(W_tmp, result.W, format=factor_format,
                          row_labels=matrix.row_labels if labelled else None, col_labels=names if labelled else None)
     nio.write_matrix(H_tmp, result.H, format=factor_format,

@@ -34,6 +34,7 @@ from nmfcli.io._common import (
     output_lock,
     replace_together,
     require_file,
+    stream_temp_path,
     target_dtype,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "read_row_source",
     "row_source",
     "row_writer",
+    "stream_temp_path",
     "write_checkpoint",
     "write_format",
     "write_matrix",

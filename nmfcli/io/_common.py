@@ -402,7 +402,7 @@ def output_lock(folder: str):
 
 # What nmf itself keeps in an output folder; anything else makes a folder swap unsafe.
 _OWN = re.compile(r"^(?:[WH]\.(?:npy|csv|tsv|h5|npz)|model\.h5|report\.json|checkpoint\.h5|\.nmf\.lock)$")
-_TEMP = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]+$")
+_TEMP = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]+(?:\.h5)?$")  # .h5: a factor streamed by the CLI
 _STAGING = re.compile(r"^\.(?P<base>.+)\.staging-(?P<pid>\d+)-[0-9a-f]+$")
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -447,6 +447,18 @@ def _remove_stale_staging(parent: str, base: str) -> None:
         match = _STAGING.match(name)
         if match and match["base"] == base and not _pid_alive(int(match["pid"])):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def stream_temp_path(path: str) -> str:
+    """A temporary path beside ``path`` for a file written piece by piece (an engine streaming W).
+
+    Named as atomic_path names its temporary files, keeping the extension the
+    writers go by, so replace_together treats it as a temporary file; the caller
+    moves it into place (or removes it).
+    """
+    folder, base = os.path.split(os.fspath(path))
+    ext = os.path.splitext(base)[1]
+    return os.path.join(folder, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}{ext}")
 
 
 @contextmanager

@@ -152,22 +152,35 @@ class ArrayEngine:
         for rows in row_blocks(m, n):
             if self.is_sparse and denominator is None:
                 break
-            WH = W[rows, :] @ H
+            WH = self._WH_block(W, H, rows)
             if not self.is_sparse:
-                ratio = x_times_power(xp, self.X[rows, :], WH, beta)
+                ratio = self._ratio_block(self.X[rows, :], WH, beta, keep_WH=denominator is not None)
                 if side == "W":
                     numerator[rows, :] = ratio @ H.T
                 else:
                     numerator = numerator + W[rows, :].T @ ratio
             if denominator is not None:
-                if beta < 1:
-                    WH = xp.maximum(WH, EPSILON)
-                WH = WH ** (beta - 1)
+                WH = self._power_block(WH, beta)
                 if side == "W":
                     denominator[rows, :] = WH @ H.T
                 else:
                     denominator = denominator + W[rows, :].T @ WH
         return numerator, denominator
+
+    # The three block-sized steps of mu_products; the numpy engine does them in buffers it keeps.
+    def _WH_block(self, W, H, rows):
+        """W·H for a block of rows."""
+        return W[rows, :] @ H
+
+    def _ratio_block(self, X, WH, beta, keep_WH):
+        """X ⊙ WH^(β−2) for a block (WH is left as it is)."""
+        return x_times_power(self.xp, X, WH, beta)
+
+    def _power_block(self, WH, beta):
+        """WH^(β−1), clamped below at EPSILON first for β < 1 (WH may be consumed)."""
+        if beta < 1:
+            WH = self.xp.maximum(WH, EPSILON)
+        return WH ** (beta - 1)
 
 
 def x_times_power(xp, X, WH, beta):

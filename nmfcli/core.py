@@ -376,7 +376,7 @@ def fit(
     if beta == 2 and (fix_H is not None or fix_W is not None):
         W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
         W, H = (fix_W if fix_W is not None else W), (fix_H if fix_H is not None else H)
-        return _result(eng, W, H, n_iter, True, "exact", [], [], options, beta, reg, start, {})
+        return _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
 
     if resume is not None:
         W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
@@ -448,6 +448,55 @@ def _solve_fixed_frobenius(eng, fix_W, fix_H, reg):
     return W, H, n_iter
 
 
+class FitLoop:
+    """What every outer loop (hals/cd and mu, in memory and on Dask) keeps the same way.
+
+    Where it starts (iteration 1, or after a resumed checkpoint's), the solver's
+    stopping state, the objective history, and the end of each iteration: stop on
+    the solver's test, else let the callback stop it.
+    """
+
+    def __init__(self, resume, state):
+        self.state = dict(state)
+        self.history, self.history_iter, self.first = [], [], 1
+        if resume is not None:
+            self.state.update(resume["solver_state"])
+            self.history, self.history_iter = list(resume["history"]), list(resume["history_iter"])
+            self.first = int(resume["iteration"]) + 1
+        self.n_iter, self.stop_reason, self.converged = self.first - 1, "max_iter", False
+
+    @classmethod
+    def exact(cls, n_iter):
+        """The bookkeeping of a solve that needs no loop (Frobenius with one factor fixed)."""
+        run = cls(None, {})
+        run.n_iter, run.stop_reason, run.converged = n_iter, "exact", True
+        return run
+
+    @property
+    def resumed(self):
+        return self.first > 1
+
+    def record(self, n_iter, objective):
+        self.history.append(objective)
+        self.history_iter.append(n_iter)
+
+    def finish_iteration(self, n_iter, done, ask=None):
+        """True when the loop stops after iteration n_iter: the solver's test (``done``), or
+        the callback, which ``ask`` calls (it is not asked once the solver has stopped)."""
+        self.n_iter = n_iter
+        if done:
+            self.stop_reason, self.converged = "tol", True
+            return True
+        asked = ask() if ask is not None else None
+        if asked:
+            self.stop_reason = asked if isinstance(asked, str) else "callback"
+            return True
+        return False
+
+    def checkpoint_parts(self):
+        return dict(self.state), list(self.history), list(self.history_iter)
+
+
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """The outer loop of hals and cd.
 
@@ -464,40 +513,25 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     # The inner-sweep budget depends on the shape only (not on nnz), so sparse and
     # dense copies of the same X follow the same iterates.
     inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
-    state = {"violation_init": None}
-    history, history_iter = [], []
-    first = 1
-    if resume is not None:
-        state["violation_init"] = resume["solver_state"]["violation_init"]
-        history, history_iter = list(resume["history"]), list(resume["history_iter"])
-        first = int(resume["iteration"]) + 1
+    run = FitLoop(resume, {"violation_init": None})
     HHt = None
     cache = {}
-    stop_reason, converged, n_iter = "max_iter", False, first - 1
-    for n_iter in range(first, max_iter + 1):
+    for n_iter in range(run.first, max_iter + 1):
         if solver == "cd":
             violation, objective, HHt = cd.cd_iteration(eng, Wt, H, reg, HHt)
-            done = cd.cd_converged(state, violation, tol)
+            done = cd.cd_converged(run.state, violation, tol)
         else:
-            check = cd.hals_check_due(n_iter, state["violation_init"])
+            check = cd.hals_check_due(n_iter, run.state["violation_init"])
             violation, objective = cd.hals_iteration(eng, Wt, H, reg, cache, inner, check)
-            done = cd.hals_converged(state, violation, tol)
-        history.append(objective)
-        history_iter.append(n_iter)
-        if done:
-            stop_reason, converged = "tol", True
-        if callback is not None and not done:
-            asked = _call(callback, n_iter, max_iter, history, start, Wt.T, H,
-                          lambda: _checkpoint(eng, n_iter, Wt.T, H, state, history, history_iter))
-            if asked:
-                stop_reason = asked if isinstance(asked, str) else "callback"
-                break
-        if done:
+            done = cd.hals_converged(run.state, violation, tol)
+        run.record(n_iter, objective)
+        ask = None if callback is None else (
+            lambda: _call(callback, n_iter, max_iter, run.history, start, Wt.T, H,
+                          lambda: _checkpoint(eng, n_iter, Wt.T, H, run)))
+        if run.finish_iteration(n_iter, done, ask):
             break
     W = eng.contiguous_copy(Wt.T)
-    ckpt = _checkpoint(eng, n_iter, W, H, state, history, history_iter)
-    return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
-                   options, beta, reg, start, ckpt)
+    return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run))
 
 
 def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
@@ -508,19 +542,13 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     gamma = mu.gamma_for(beta)
     W = eng.contiguous_copy(W) if update_W_ else W
     H = eng.contiguous_copy(H) if update_H_ else H
-    if resume is not None:
-        state = dict(resume["solver_state"])
-        history, history_iter = list(resume["history"]), list(resume["history_iter"])
-        first = int(resume["iteration"]) + 1
-    else:
+    run = FitLoop(resume, {})
+    if not run.resumed:
         error_at_init = beta_divergence(eng, W, H, beta, square_root=True)
-        state = {"error_at_init": error_at_init, "previous_error": error_at_init}
-        history = [_objective(eng, W, H, beta, reg)]
-        history_iter = [0]
-        first = 1
+        run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
+        run.record(0, _objective(eng, W, H, beta, reg))
     cache = {}
-    stop_reason, converged, n_iter = "max_iter", False, first - 1
-    for n_iter in range(first, max_iter + 1):
+    for n_iter in range(run.first, max_iter + 1):
         if update_W_:
             mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, cache, keep_cache=not update_H_)
         if update_H_:
@@ -528,24 +556,14 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         done = False
         if n_iter % mu.CHECK_EVERY == 0:
             error = beta_divergence(eng, W, H, beta, square_root=True)
-            history.append(_objective(eng, W, H, beta, reg, divergence=0.5 * error**2))
-            history_iter.append(n_iter)
-            if tol > 0:
-                if (state["previous_error"] - error) / state["error_at_init"] < tol:
-                    done = True
-                    stop_reason, converged = "tol", True
-                state["previous_error"] = error
-        if callback is not None and not done:
-            asked = _call(callback, n_iter, max_iter, history, start, W, H,
-                          lambda: _checkpoint(eng, n_iter, W, H, state, history, history_iter))
-            if asked:
-                stop_reason = asked if isinstance(asked, str) else "callback"
-                break
-        if done:
+            run.record(n_iter, _objective(eng, W, H, beta, reg, divergence=0.5 * error**2))
+            done = mu.converged(run.state, error, tol)
+        ask = None if callback is None else (
+            lambda: _call(callback, n_iter, max_iter, run.history, start, W, H,
+                          lambda: _checkpoint(eng, n_iter, W, H, run)))
+        if run.finish_iteration(n_iter, done, ask):
             break
-    ckpt = _checkpoint(eng, n_iter, W, H, state, history, history_iter)
-    return _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter,
-                   options, beta, reg, start, ckpt)
+    return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run))
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
@@ -557,15 +575,15 @@ def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
     return callback(info)
 
 
-def _checkpoint(eng, n_iter, W, H, state, history, history_iter):
-    return {
-        "iteration": int(n_iter),
-        "W": np.array(eng.to_host(W), copy=True),
-        "H": np.array(eng.to_host(H), copy=True),
-        "solver_state": dict(state),
-        "history": list(history),
-        "history_iter": list(history_iter),
-    }
+def checkpoint(n_iter, W, H, run):
+    """A resumable state: the factors (host arrays or, for a streamed W, None) and the loop's bookkeeping."""
+    state, history, history_iter = run.checkpoint_parts()
+    return {"iteration": int(n_iter), "W": W, "H": H, "solver_state": state,
+            "history": history, "history_iter": history_iter}
+
+
+def _checkpoint(eng, n_iter, W, H, run):
+    return checkpoint(n_iter, np.array(eng.to_host(W), copy=True), np.array(eng.to_host(H), copy=True), run)
 
 
 def _objective(eng, W, H, beta, reg, divergence=None):
@@ -576,7 +594,7 @@ def _objective(eng, W, H, beta, reg, divergence=None):
     return float(divergence) + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)
 
 
-def _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter, options, beta, reg, start, ckpt):
+def _result(eng, W, H, run, options, beta, reg, start, ckpt):
     divergence = beta_divergence(eng, W, H, beta)
     metrics = {
         "objective": _objective(eng, W, H, beta, reg, divergence),
@@ -587,8 +605,8 @@ def _result(eng, W, H, n_iter, converged, stop_reason, history, history_iter, op
     W = eng.to_host(W)
     H = eng.to_host(H)
     return FitResult(
-        W=W, H=H, n_iter=int(n_iter), converged=bool(converged), stop_reason=stop_reason,
-        history=[float(v) for v in history], history_iter=[int(i) for i in history_iter],
+        W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
+        history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
         metrics=metrics, options=options, time_s=time.perf_counter() - start, checkpoint=ckpt,
     )
 

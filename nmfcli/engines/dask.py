@@ -448,12 +448,21 @@ class _Run:
         return writer.spec
 
     # ---- reporting
-    def call(self, n_iter, history, W, H, transposed, ckpt):
-        lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
-        return self.core._call(self.callback, n_iter, self.options["max_iter"], history, self.start, lazy, H,
-                               lambda: ckpt(np.asarray(lazy)))
+    def ask(self, run, n_iter, W, H, transposed):
+        """What calls the callback after iteration n_iter (None when there is none), as core's loops do."""
+        if self.callback is None:
+            return None
 
-    def result(self, W, H, n_iter, converged, stop_reason, history, history_iter, checkpoint, transposed):
+        def ask():
+            lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
+            return self.core._call(self.callback, n_iter, self.options["max_iter"], run.history, self.start, lazy, H,
+                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H))
+        return ask
+
+    def checkpoint(self, run, n_iter, W, H):
+        return self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
+
+    def result(self, W, H, run, checkpoint, transposed):
         l1_W, l1_H, l2_W, l2_H = self.reg
         s = self.blocks.reduce(self.blocks.map(chunked.divergence, W, H=self.blocks.scatter(H), beta=self.beta,
                                                l1_W=l1_W, l2_W=l2_W, transposed=transposed, squared=True))
@@ -468,15 +477,10 @@ class _Run:
         if checkpoint:
             checkpoint["W"] = np.array(W_out, copy=True) if not isinstance(W_out, str) else W_out
         return self.core.FitResult(
-            W=W_out, H=H, n_iter=int(n_iter), converged=bool(converged), stop_reason=stop_reason,
-            history=[float(v) for v in history], history_iter=[int(i) for i in history_iter],
+            W=W_out, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
+            history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
             metrics=metrics, options=self.options, time_s=time.perf_counter() - self.start,
             checkpoint=checkpoint)
-
-    @staticmethod
-    def checkpoint(n_iter, W, H, state, history, history_iter):
-        return {"iteration": int(n_iter), "W": W, "H": np.array(H, copy=True), "solver_state": dict(state),
-                "history": list(history), "history_iter": list(history_iter)}
 
     # ---- exact solve of a free factor (Frobenius, one factor fixed)
     def exact(self, fix_W, fix_H):
@@ -488,12 +492,12 @@ class _Run:
             W = blocks.pick(res, 0)
             n_iter = max(blocks.client.gather(blocks.pick(res, 1)))
             del res
-            return self.result(W, fix_H, n_iter, True, "exact", [], [], {}, False)
+            return self.result(W, fix_H, self.core.FitLoop.exact(n_iter), {}, False)
         Wt = blocks.scatter_rows(fix_W, transposed=True)
         s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
         G, R = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
         H, n_iter = nnls(G, R)
-        return self.result(Wt, H, n_iter, True, "exact", [], [], {}, True)
+        return self.result(Wt, H, self.core.FitLoop.exact(n_iter), {}, True)
 
     # ---- hals and cd
     def cd_loop(self, Wt, H, resume):
@@ -504,16 +508,9 @@ class _Run:
         m, n = blocks.shape
         k = H.shape[0]
         inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
-        state = {"violation_init": None}
-        history, history_iter = [], []
-        first = 1
-        if resume is not None:
-            state["violation_init"] = resume["solver_state"]["violation_init"]
-            history, history_iter = list(resume["history"]), list(resume["history_iter"])
-            first = int(resume["iteration"]) + 1
+        run = self.core.FitLoop(resume, {"violation_init": None})
         cache = {}
-        stop_reason, converged, n_iter = "max_iter", False, first - 1
-        for n_iter in range(first, max_iter + 1):
+        for n_iter in range(run.first, max_iter + 1):
             tasks = blocks.tasks
             HHt = cache.get("HHt")
             if HHt is None:
@@ -531,7 +528,7 @@ class _Run:
                 violation += float(cd.sweep(H, GH, RH))
             else:
                 violation = None
-                if cd.hals_check_due(n_iter, state["violation_init"]):
+                if cd.hals_check_due(n_iter, run.state["violation_init"]):
                     if "WtX" not in cache:  # after a resume
                         s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
                         cache.update(WtW=s["WtW"], WtX=s["WtX"])
@@ -548,24 +545,14 @@ class _Run:
             objective = cd.frobenius_objective(self.sqnorm, s["WtX"], H, s["WtW"], HHt)
             objective += s["penalty_W"] + cd.penalty(H, l1_H, l2_H)
             if solver == "cd":
-                done = cd.cd_converged(state, violation, tol)
+                done = cd.cd_converged(run.state, violation, tol)
             else:
-                done = cd.hals_converged(state, violation, tol)
-            history.append(objective)
-            history_iter.append(n_iter)
+                done = cd.hals_converged(run.state, violation, tol)
+            run.record(n_iter, objective)
             self.tasks_per_iteration.append(blocks.tasks - tasks)
-            if done:
-                stop_reason, converged = "tol", True
-            if self.callback is not None and not done:
-                asked = self.call(n_iter, history, Wt, H, True, lambda W, i=n_iter: self.checkpoint(
-                    i, W, H, state, history, history_iter))
-                if asked:
-                    stop_reason = asked if isinstance(asked, str) else "callback"
-                    break
-            if done:
+            if run.finish_iteration(n_iter, done, self.ask(run, n_iter, Wt, H, True)):
                 break
-        ckpt = self.checkpoint(n_iter, None, H, state, history, history_iter)
-        return self.result(Wt, H, n_iter, converged, stop_reason, history, history_iter, ckpt, True)
+        return self.result(Wt, H, run, self.checkpoint(run, run.n_iter, None, H), True)
 
     def _hals_W(self, Wt, Hf, G, max_inner, want_pg):
         """The W half of accelerated HALS: sweeps per block, stopped by the global rule of cd._block_sweeps."""
@@ -610,19 +597,13 @@ class _Run:
         l1_W, l1_H, l2_W, l2_H = self.reg
         update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
         gamma = mu.gamma_for(beta)
-        if resume is not None:
-            state = dict(resume["solver_state"])
-            history, history_iter = list(resume["history"]), list(resume["history_iter"])
-            first = int(resume["iteration"]) + 1
-        else:
+        run = self.core.FitLoop(resume, {})
+        if not run.resumed:
             divergence, penalty_W = self.divergence(W, H)
             error_at_init = float(np.sqrt(2 * max(divergence, 0.0)))
-            state = {"error_at_init": error_at_init, "previous_error": error_at_init}
-            history = [float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H)]
-            history_iter = [0]
-            first = 1
-        stop_reason, converged, n_iter = "max_iter", False, first - 1
-        for n_iter in range(first, max_iter + 1):
+            run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
+            run.record(0, float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H))
+        for n_iter in range(run.first, max_iter + 1):
             tasks = blocks.tasks
             res = blocks.map(chunked.mu_step, W, H=blocks.scatter(H), beta=beta, l1_W=l1_W, l2_W=l2_W,
                              gamma=gamma, update_W=update_W_, h_side=update_H_)
@@ -637,25 +618,13 @@ class _Run:
             if n_iter % mu.CHECK_EVERY == 0:
                 divergence, penalty_W = self.divergence(W, H)
                 error = float(np.sqrt(2 * max(divergence, 0.0)))
-                history.append(0.5 * error**2 + penalty_W + cd.penalty(H, l1_H, l2_H))
-                history_iter.append(n_iter)
-                if tol > 0:
-                    if (state["previous_error"] - error) / state["error_at_init"] < tol:
-                        done = True
-                        stop_reason, converged = "tol", True
-                    state["previous_error"] = error
+                run.record(n_iter, 0.5 * error**2 + penalty_W + cd.penalty(H, l1_H, l2_H))
+                done = mu.converged(run.state, error, tol)
             else:
                 self.tasks_per_iteration.append(blocks.tasks - tasks)
-            if self.callback is not None and not done:
-                asked = self.call(n_iter, history, W, H, False, lambda Wc, i=n_iter: self.checkpoint(
-                    i, Wc, H, state, history, history_iter))
-                if asked:
-                    stop_reason = asked if isinstance(asked, str) else "callback"
-                    break
-            if done:
+            if run.finish_iteration(n_iter, done, self.ask(run, n_iter, W, H, False)):
                 break
-        ckpt = self.checkpoint(n_iter, None, H, state, history, history_iter)
-        return self.result(W, H, n_iter, converged, stop_reason, history, history_iter, ckpt, False)
+        return self.result(W, H, run, self.checkpoint(run, run.n_iter, None, H), False)
 
     def _mu_update_H(self, H, s, gamma):
         """mu.update_H itself, fed the products reduced over blocks instead of W and X."""

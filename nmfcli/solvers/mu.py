@@ -25,6 +25,19 @@ def gamma_for(beta):
     return 1.0
 
 
+def converged(state, error, tol):
+    """scikit-learn's stop, tested every CHECK_EVERY iterations: the error √(2·D) fell by less than
+    tol times its value at the initial factors since the last test (never when tol is 0).
+
+    ``state`` holds "error_at_init" and "previous_error"; the latter is updated here.
+    """
+    if not tol > 0:
+        return False
+    done = (state["previous_error"] - error) / state["error_at_init"] < tol
+    state["previous_error"] = error
+    return done
+
+
 def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
     """One multiplicative update of W (m×k), in place. ``cache`` holds products of a fixed H."""
     xp = namespace(W)

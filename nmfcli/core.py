@@ -319,28 +319,8 @@ def fit(
     X = _as_matrix(X, dtype)
     dtype = X.dtype
     shape = X.shape
-    loss_name, beta = _resolve_loss(loss)
-    if solver == "auto":
-        solver = "hals" if beta == 2 else "mu"
-    if solver not in SOLVERS:
-        raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
-    if solver in ("hals", "cd") and beta != 2:
-        raise UsageError(
-            f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
-        )
-    custom = W0 is not None or H0 is not None
-    if init is None:
-        init = "custom" if custom else default_init(k if isinstance(k, (int, np.integer)) else 1, shape)
-    if init not in INITS:
-        raise UsageError(f"init must be one of {', '.join(INITS)}; got {init!r}")
-    if custom and init != "custom":
-        raise UsageError(f"W0/H0 are given but init is '{init}'; use init 'custom'")
-    _check_k(k, shape, init if fix_W is None and fix_H is None else None)
-    _check_penalties(alpha_W, alpha_H, l1_ratio)
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
-        raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise UsageError(f"tol must be a number >= 0; got {tol!r}")
+    loss_name, beta, solver = check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
+    init = check_init(init, k, shape, W0, H0, fix_W, fix_H)
     if beta <= 0 and _has_zero(X):
         raise DataError(
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
@@ -351,18 +331,7 @@ def fit(
 
     eng = get_engine(engine, X, dtype)
     m, n = shape
-    if fix_H is not None:
-        fix_H = _check_factor(fix_H, (k, n), dtype, "fixed H")
-    if fix_W is not None:
-        fix_W = _check_factor(fix_W, (m, k), dtype, "fixed W")
-    if init == "custom":
-        need = [("W0", W0, (m, k))] if fix_W is None else []
-        need += [("H0", H0, (k, n))] if fix_H is None else []
-        missing = [name for name, value, _ in need if value is None]
-        if missing and fix_W is None and fix_H is None:
-            raise UsageError(f"init 'custom' needs {' and '.join(missing)}")
-        W0 = _check_factor(W0, (m, k), dtype, "W0") if W0 is not None else None
-        H0 = _check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
+    W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
 
     options = dict(
         k=int(k), solver=solver, loss=loss_name, beta=beta,
@@ -396,6 +365,55 @@ def fit(
     if fix_H is not None:
         result.H = fix_H
     return result
+
+
+def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
+    """The checks of fit's options that need no data (every engine's): (loss name, beta, solver)."""
+    loss_name, beta = _resolve_loss(loss)
+    if solver == "auto":
+        solver = "hals" if beta == 2 else "mu"
+    if solver not in SOLVERS:
+        raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    if solver in ("hals", "cd") and beta != 2:
+        raise UsageError(
+            f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
+        )
+    _check_penalties(alpha_W, alpha_H, l1_ratio)
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise UsageError(f"tol must be a number >= 0; got {tol!r}")
+    return loss_name, beta, solver
+
+
+def check_init(init, k, shape, W0, H0, fix_W, fix_H):
+    """The init a fit of X's shape uses (None: scikit-learn's default), checked with k."""
+    custom = W0 is not None or H0 is not None
+    if init is None:
+        init = "custom" if custom else default_init(k if isinstance(k, (int, np.integer)) else 1, shape)
+    if init not in INITS:
+        raise UsageError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    if custom and init != "custom":
+        raise UsageError(f"W0/H0 are given but init is '{init}'; use init 'custom'")
+    _check_k(k, shape, init if fix_W is None and fix_H is None else None)
+    return init
+
+
+def check_factors(k, shape, dtype, init, W0, H0, fix_W, fix_H):
+    """The given factors checked against X's shape and cast to its dtype: (W0, H0, fix_W, fix_H)."""
+    m, n = shape
+    if fix_H is not None:
+        fix_H = _check_factor(fix_H, (k, n), dtype, "fixed H")
+    if fix_W is not None:
+        fix_W = _check_factor(fix_W, (m, k), dtype, "fixed W")
+    if init == "custom":
+        missing = [name for name, value, free in (("W0", W0, fix_W is None), ("H0", H0, fix_H is None))
+                   if free and value is None]
+        if missing and fix_W is None and fix_H is None:
+            raise UsageError(f"init 'custom' needs {' and '.join(missing)}")
+        W0 = _check_factor(W0, (m, k), dtype, "W0") if W0 is not None else None
+        H0 = _check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
+    return W0, H0, fix_W, fix_H
 
 
 def reported_init(init, beta, fix_W, fix_H, W0, H0):

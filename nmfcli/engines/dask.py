@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from nmfcli.engines import chunked
 from nmfcli.errors import DataError, UnavailableError, UsageError
-from nmfcli.init import INITS, default_init, nndsvd_factors
+from nmfcli.init import nndsvd_factors
 from nmfcli.io import RowBlock, row_source, row_writer
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.nnls import nnls
@@ -300,44 +300,15 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
 
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    loss_name, beta = core._resolve_loss(loss)
-    if solver == "auto":
-        solver = "hals" if beta == 2 else "mu"
-    if solver not in core.SOLVERS:
-        raise UsageError(f"solver must be one of {', '.join(core.SOLVERS)}; got {solver!r}")
-    if solver in ("hals", "cd") and beta != 2:
-        raise UsageError(
-            f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'")
-    core._check_penalties(alpha_W, alpha_H, l1_ratio)
-    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
-        raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise UsageError(f"tol must be a number >= 0; got {tol!r}")
+    loss_name, beta, solver = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
 
     with _session(scheduler, workers, memory_limit) as client:
         blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)
         dtype = blocks.dtype
         m, n = shape = blocks.shape
-        custom = W0 is not None or H0 is not None
-        if init is None:
-            init = "custom" if custom else default_init(k if isinstance(k, (int, np.integer)) else 1, shape)
-        if init not in INITS:
-            raise UsageError(f"init must be one of {', '.join(INITS)}; got {init!r}")
-        if custom and init != "custom":
-            raise UsageError(f"W0/H0 are given but init is '{init}'; use init 'custom'")
-        core._check_k(k, shape, init if fix_W is None and fix_H is None else None)
+        init = core.check_init(init, k, shape, W0, H0, fix_W, fix_H)
         sqnorm, mean = _check_data(blocks, beta, loss_name)
-        if fix_H is not None:
-            fix_H = core._check_factor(fix_H, (k, n), dtype, "fixed H")
-        if fix_W is not None:
-            fix_W = core._check_factor(fix_W, (m, k), dtype, "fixed W")
-        if init == "custom":
-            missing = [name for name, value, free in (("W0", W0, fix_W is None), ("H0", H0, fix_H is None))
-                       if free and value is None]
-            if missing and fix_W is None and fix_H is None:
-                raise UsageError(f"init 'custom' needs {' and '.join(missing)}")
-            W0 = core._check_factor(W0, (m, k), dtype, "W0") if W0 is not None else None
-            H0 = core._check_factor(H0, (k, n), dtype, "H0") if H0 is not None else None
+        W0, H0, fix_W, fix_H = core.check_factors(k, shape, dtype, init, W0, H0, fix_W, fix_H)
 
         options = dict(
             k=int(k), solver=solver, loss=loss_name, beta=beta,

@@ -225,24 +225,22 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 _clean_up(outdir, created, lock_existed)
             raise
 
-        state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
-        if result.stop_reason == "interrupted":
-            _remove(streamed_W)
-            nio.write_checkpoint(ckpt_path, state, force=True)
-            print(
-                f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
-                f"Resume with:\n  {_resume_command(ckpt_path)}",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
-        if result.stop_reason == "time" and state is not None:
-            nio.write_checkpoint(ckpt_path, state, force=True)
-
         try:
+            state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
+            if result.stop_reason == "interrupted":
+                nio.write_checkpoint(ckpt_path, state, force=True)
+                print(
+                    f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
+                    f"Resume with:\n  {_resume_command(ckpt_path)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
+            if result.stop_reason == "time" and state is not None:
+                nio.write_checkpoint(ckpt_path, state, force=True)
             report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
         finally:
-            _remove(streamed_W)
+            _remove(streamed_W)  # gone, or moved into place by _write_outputs
     if as_json:
         nio.write_report("-", report, stdout=sys.stdout)
     if term.tty and not quiet:

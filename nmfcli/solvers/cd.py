@@ -167,7 +167,7 @@ def hals_check_due(n_iter, violation_init):
 
 
 def hals_converged(state, violation, tol):
-    """hals's stop: the projected gradient fell below tol times its value at iteration 2.
+    """hals's stop: cd's test on the projected gradient, from iteration 2 on (None: not measured).
 
     The reference is taken after one iteration, not at the initial factors, whose
     scale (nndsvda's fill) would make the test stop far too early. ``state`` keeps
@@ -175,11 +175,7 @@ def hals_converged(state, violation, tol):
     of the objective would be cheaper, but ½‖X − WH‖² computed from Gram matrices
     cannot resolve errors below about √ε·‖X‖, so it could not reach a tight tol.
     """
-    if violation is None:
-        return False
-    if state["violation_init"] is None:
-        state["violation_init"] = violation
-    return state["violation_init"] == 0 or violation / state["violation_init"] <= tol
+    return violation is not None and cd_converged(state, violation, tol)
 
 
 def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):

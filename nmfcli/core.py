@@ -330,41 +330,42 @@ def fit(
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
-    m, n = shape
-    W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
+    with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
+        m, n = shape
+        W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
 
-    options = dict(
-        k=int(k), solver=solver, loss=loss_name, beta=beta,
-        init=reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
-        max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
-        alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
-        dtype=str(dtype), engine=eng.name, fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
-    )
-    reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
+        options = dict(
+            k=int(k), solver=solver, loss=loss_name, beta=beta,
+            init=reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
+            max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
+            alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
+            dtype=str(dtype), engine=eng.name, fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
+        )
+        reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
-    if beta == 2 and (fix_H is not None or fix_W is not None):
-        W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
-        W, H = (fix_W if fix_W is not None else W), (fix_H if fix_H is not None else H)
-        return _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
+        if beta == 2 and (fix_H is not None or fix_W is not None):
+            W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
+            W, H = (fix_W if fix_W is not None else W), (fix_H if fix_H is not None else H)
+            return _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
 
-    if resume is not None:
-        W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
-        if W.shape != (m, k) or H.shape != (k, n):
-            raise DataError("the checkpoint's factors do not match the data and k")
-    else:
-        W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
-    if fix_W is not None:
-        W = fix_W
-    if fix_H is not None:
-        H = fix_H
-    loop = _mu_loop if solver == "mu" else _cd_loop
-    result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
-    # The fixed factor is handed back as given, not as a device round trip.
-    if fix_W is not None:
-        result.W = fix_W
-    if fix_H is not None:
-        result.H = fix_H
-    return result
+        if resume is not None:
+            W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
+            if W.shape != (m, k) or H.shape != (k, n):
+                raise DataError("the checkpoint's factors do not match the data and k")
+        else:
+            W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
+        if fix_W is not None:
+            W = fix_W
+        if fix_H is not None:
+            H = fix_H
+        loop = _mu_loop if solver == "mu" else _cd_loop
+        result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
+        # The fixed factor is handed back as given, not as a device round trip.
+        if fix_W is not None:
+            result.W = fix_W
+        if fix_H is not None:
+            result.H = fix_H
+        return result
 
 
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):

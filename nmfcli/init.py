@@ -11,6 +11,8 @@ identical factors.
 import numpy as np
 import scipy.linalg as linalg
 
+from nmfcli.engines import blas
+
 INITS = ("nndsvda", "nndsvd", "nndsvdar", "random", "custom")
 
 
@@ -90,11 +92,20 @@ def randomized_svd(M, k, seed, n_oversamples=10):
     if M.dtype == np.float32:
         Q = Q.astype(np.float32, copy=False)
     normalizer = _lu if n_iter > 2 else (lambda a: a)
+    # The products with M get the process's BLAS threads within a fit; the small LU, QR
+    # and SVD run on one (engines/blas.py).
     for _ in range(n_iter):
-        Q = normalizer(M @ Q)
-        Q = normalizer(M.T @ Q)
-    Q, _ = linalg.qr(M @ Q, mode="economic", check_finite=False)
-    B = np.asarray(Q.T @ M) if not hasattr(M, "tocsr") else np.asarray((M.T @ Q).T)
+        with blas.product_threads():
+            MQ = M @ Q
+        Q = normalizer(MQ)
+        with blas.product_threads():
+            MtQ = M.T @ Q
+        Q = normalizer(MtQ)
+    with blas.product_threads():
+        MQ = M @ Q
+    Q, _ = linalg.qr(MQ, mode="economic", check_finite=False)
+    with blas.product_threads():
+        B = np.asarray(Q.T @ M) if not hasattr(M, "tocsr") else np.asarray((M.T @ Q).T)
     Uhat, s, Vt = linalg.svd(B, full_matrices=False, lapack_driver="gesdd")
     U = Q @ Uhat
     U, Vt = _svd_flip(U, Vt, u_based=not transpose)

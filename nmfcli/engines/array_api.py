@@ -5,6 +5,8 @@ uses only array-API operations; sparse X uses the scipy.sparse-like module the
 engine was given, which CuPy mirrors.
 """
 
+import contextlib
+
 import numpy as np
 
 from nmfcli.errors import UsageError
@@ -73,6 +75,10 @@ class ArrayEngine:
         if self.sparse is host_sparse:
             return X
         return self.sparse.csr_matrix(X)  # cupyx copies the host CSR to the device
+
+    def session(self):
+        """A context for a whole fit or transform on this engine (the numpy engine sets BLAS threads)."""
+        return contextlib.nullcontext()
 
     # --- whole-X reductions ----------------------------------------------------
     def sqnorm(self):

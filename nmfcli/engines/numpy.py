@@ -3,6 +3,7 @@
 import numpy as np
 import scipy.sparse
 
+from nmfcli.engines import blas
 from nmfcli.engines.array_api import ArrayEngine
 from nmfcli.solvers.losses import EPSILON
 
@@ -21,6 +22,29 @@ class NumpyEngine(ArrayEngine):
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = self._buffers[name] = np.empty(size, dtype=dtype)
         return buf[:size].reshape(rows, cols)
+
+    # A fit runs its BLAS calls on one thread, and only the dense products with X on
+    # the process's thread count (see engines/blas.py). scipy.sparse's products use no BLAS.
+    def session(self):
+        return blas.fit_threads()
+
+    def XHt(self, H):
+        with blas.product_threads():
+            return super().XHt(H)
+
+    def HXt(self, H):
+        with blas.product_threads():
+            return super().HXt(H)
+
+    def WtX(self, W):
+        with blas.product_threads():
+            return super().WtX(W)
+
+    def mu_products(self, W, H, beta, side):
+        if self.is_sparse:
+            return super().mu_products(W, H, beta, side)
+        with blas.product_threads():
+            return super().mu_products(W, H, beta, side)
 
     # mu_products' block-sized steps, in two buffers kept between calls: fresh block-sized
     # temporaries, freed and re-allocated every iteration, cost page faults that tripled

@@ -1,0 +1,92 @@
+"""BLAS threads during a fit: one thread, the outer count for the products with X, restored after.
+
+These need a BLAS whose thread count can be set (the OpenBLAS that numpy's and
+scipy's wheels ship); elsewhere they skip, since the engine then leaves threads
+alone and only speed depends on it.
+"""
+
+import numpy as np
+import pytest
+
+import nmfcli
+from nmfcli.engines import blas
+
+LIBRARIES = blas.libraries()
+needs_blas = pytest.mark.skipif(not LIBRARIES, reason="no BLAS with a settable thread count is loaded")
+
+
+@pytest.fixture
+def two_threads():
+    """Every library at 2 threads for the test, then back to what it had."""
+    before = [(lib, lib.get()) for lib in LIBRARIES]
+    for lib in LIBRARIES:
+        lib.set(2)
+    yield
+    for lib, count in before:
+        lib.set(count)
+
+
+def counts():
+    return [lib.get() for lib in LIBRARIES]
+
+
+def data(m=80, n=50):
+    return np.abs(np.random.RandomState(0).randn(m, n)) + 0.01
+
+
+@needs_blas
+def test_numpy_openblas_is_found_where_numpy_uses_openblas():
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if "openblas" not in config.lower():
+        pytest.skip(f"numpy uses {config}")
+    assert any("openblas" in lib.path.lower() for lib in LIBRARIES)
+
+
+@needs_blas
+def test_fit_threads_is_one_thread_products_get_the_outer_count_and_all_comes_back(two_threads):
+    with blas.fit_threads():
+        assert counts() == [1] * len(LIBRARIES)
+        with blas.product_threads():
+            assert counts() == [2] * len(LIBRARIES)
+        assert counts() == [1] * len(LIBRARIES)
+        with blas.fit_threads():  # a nested fit leaves the outer one's setting
+            pass
+        assert counts() == [1] * len(LIBRARIES)
+    assert counts() == [2] * len(LIBRARIES)
+
+
+@needs_blas
+def test_product_threads_outside_a_fit_changes_nothing(two_threads):
+    LIBRARIES[0].set(1)
+    with blas.product_threads():
+        assert counts()[0] == 1
+    assert counts()[0] == 1
+
+
+@needs_blas
+def test_a_fit_runs_on_one_thread_and_restores_the_counts(two_threads):
+    seen = []
+    nmfcli.fit(data(), 3, max_iter=3, callback=lambda info: seen.append(counts()))
+    assert seen == [[1] * len(LIBRARIES)] * 3
+    assert counts() == [2] * len(LIBRARIES)
+
+
+@needs_blas
+def test_a_fit_that_raises_still_restores_the_counts(two_threads):
+    def fail(info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nmfcli.fit(data(), 3, max_iter=5, callback=fail)
+    assert counts() == [2] * len(LIBRARIES)
+
+
+@needs_blas
+@pytest.mark.parametrize("loss", ["frobenius", "kl"])
+def test_the_thread_count_does_not_change_the_fit(two_threads, loss, monkeypatch):
+    X = data(300, 120)
+    threaded = nmfcli.fit(X, 4, loss=loss, max_iter=20, tol=0)
+    monkeypatch.setattr(blas, "product_threads", blas.fit_threads)  # every call on one thread
+    single = nmfcli.fit(X, 4, loss=loss, max_iter=20, tol=0)
+    np.testing.assert_allclose(single.W, threaded.W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(single.H, threaded.H, rtol=1e-10, atol=1e-12)

@@ -13,6 +13,8 @@ stand-in): no ``out=`` arguments, no boolean-mask assignment, and no Python
 branching on array values inside a sweep, so nothing waits for the GPU there.
 """
 
+import numpy as np
+
 from nmfcli.solvers.xp import namespace
 
 
@@ -128,23 +130,76 @@ def projected_gradient_norm(A, G, R):
 
 
 def block_sweeps(A, G, R, max_inner, delta):
-    """Sweep A until a sweep changes it by less than delta times the first change (Gillis & Glineur)."""
+    """Sweep A until a sweep changes it by less than delta times the first change (Gillis & Glineur).
+
+    The same minimisation as ``sweep``, in a form with fewer operations per row:
+    with D the diagonal of G, row t becomes max(0, (D⁻¹R)ₜ − (D⁻¹G − I)ₜ·A), the
+    identity moved out of the product (a row whose Hessian is zero keeps its value).
+    """
+    Gs, Rs = _scaled(G, R)
     if max_inner <= 1:
-        sweep(A, G, R, violation=False)
+        _scaled_sweep(A, Gs, Rs)
         return
     xp = namespace(A)
     previous = xp.asarray(A, copy=True)
-    sweep(A, G, R, violation=False)
     first_change = None
-    for _ in range(max_inner - 1):
-        diff = A - previous
-        change = float(xp.sum(diff * diff))  # the inner stopping rule's one scalar
+    for sweeps in range(1, max_inner + 1):
+        if sweeps > 1:
+            previous = _copy_into(previous, A)
+        _scaled_sweep(A, Gs, Rs)
+        if sweeps == max_inner:
+            break
+        change = _squared_change(A, previous)  # the inner stopping rule's one scalar
         if first_change is None:
             first_change = change
         if change <= delta * delta * first_change or first_change == 0:
             break
-        previous = xp.asarray(A, copy=True)
-        sweep(A, G, R, violation=False)
+
+
+def _copy_into(buffer, A):
+    """A copy of A, in ``buffer`` for numpy (no allocation per sweep)."""
+    if isinstance(A, np.ndarray):
+        np.copyto(buffer, A)
+        return buffer
+    return namespace(A).asarray(A, copy=True)
+
+
+def _squared_change(A, previous):
+    """‖A − previous‖² as a Python float (numpy: computed in ``previous``, which it overwrites)."""
+    if isinstance(A, np.ndarray):
+        diff = np.subtract(A, previous, out=previous).ravel()
+        return float(np.dot(diff, diff))
+    diff = A - previous
+    return float(namespace(A).sum(diff * diff))
+
+
+def _scaled(G, R):
+    """(D⁻¹G − I, D⁻¹R) for D = diag(G); a row with D = 0 gets −eₜ and 0, so its update keeps it."""
+    xp = namespace(G)
+    hess = xp.linalg.diagonal(G)
+    eye = xp.eye(G.shape[0], dtype=G.dtype)
+    flat = hess == 0
+    if not bool(xp.any(flat)):  # the usual case: one pass over R
+        inverse = (1.0 / hess)[:, None]
+        return G * inverse - eye, R * inverse
+    safe = xp.where(flat, 1.0, hess)[:, None]
+    Gs = xp.where(flat[:, None], 0.0, G / safe) - eye
+    Rs = xp.where(flat[:, None], 0.0, R / safe)
+    return Gs, Rs
+
+
+def _scaled_sweep(A, Gs, Rs):
+    """Row by row, A[t] ← max(0, Rs[t] − Gs[t]·A) (Gs with a zero diagonal but for flat rows)."""
+    if isinstance(A, np.ndarray):
+        # numpy: in place, two calls a row besides the product (a third of the time of a small sweep).
+        for t in range(A.shape[0]):
+            a = A[t]
+            np.subtract(Rs[t], Gs[t] @ A, out=a)
+            np.maximum(a, 0.0, out=a)
+        return
+    xp = namespace(A)
+    for t in range(A.shape[0]):
+        A[t, :] = xp.maximum(Rs[t, :] - Gs[t, :] @ A, 0.0)
 
 
 def cd_converged(state, violation, tol):

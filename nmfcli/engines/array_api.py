@@ -36,6 +36,7 @@ class ArrayEngine:
         self.shape = tuple(X.shape)
         self._sqnorm = None
         self._rows = None
+        self._cols = None
 
     # --- moving arrays ---------------------------------------------------------
     def asarray(self, a):
@@ -117,20 +118,27 @@ class ArrayEngine:
         """W·H where X is stored: dense (m, n) array, or the values at X's nonzeros (1-D)."""
         if not self.is_sparse:
             return W @ H
-        xp, X = self.xp, self.X
-        if self._rows is None:  # the row of every stored entry, built once
-            self._rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
-        rows = self._rows
-        out = xp.empty(X.nnz, dtype=W.dtype)
-        Ht = self.contiguous_copy(H.T)
-        # vecdot contracts without an nnz×k temporary where the namespace has it.
-        vecdot = getattr(xp, "vecdot", None) or (lambda a, b: xp.sum(a * b, axis=-1))
-        # Batched row-wise dot products: memory stays O(batch·k), not O(nnz·k).
-        batch = max(4096, (1 << 22) // max(W.shape[1], 1))
-        for start in range(0, X.nnz, batch):
-            s = slice(start, start + batch)
-            out[s] = vecdot(W[rows[s], :], Ht[X.indices[s], :])
+        xp = self.xp
+        rows, cols = self._entry_indices()
+        # One component at a time, from contiguous rows of Wᵀ and H: gathers of single
+        # entries are 2-5× faster than gathering nnz×k rows for row-wise dot products, and
+        # memory stays O(nnz).
+        Wt = self.contiguous_copy(W.T)
+        out = xp.take(Wt[0, :], rows) * xp.take(H[0, :], cols)
+        for t in range(1, W.shape[1]):
+            out += xp.take(Wt[t, :], rows) * xp.take(H[t, :], cols)
         return out
+
+    def _entry_indices(self):
+        """(row, column) of every stored entry of sparse X, built once, as intp.
+
+        intp because numpy's take converts int32 indices on every call (10× slower).
+        """
+        if self._rows is None:
+            X = self.X
+            self._rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
+            self._cols = self.asindex(np.asarray(self.to_host(X.indices), dtype=np.intp))
+        return self._rows, self._cols
 
     def sparse_like_X(self, values):
         """A CSR matrix with X's pattern and the given values at its nonzeros."""

@@ -126,6 +126,21 @@ def test_mu_equals_sklearn(beta, make):
         assert r.n_iter == model.n_iter_
 
 
+@pytest.mark.parametrize("tiny_fraction", [0.0, 0.005, 0.3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kl_divergence_with_zeros_and_entries_below_epsilon_equals_sklearn(tiny_fraction, dtype):
+    """The numpy engine's in-place KL sum leaves out X's entries in (0, EPSILON] as
+    scikit-learn does: a few are taken out afterwards, many take the general path."""
+    rng = np.random.RandomState(1)
+    X = np.where(rng.rand(120, 70) < 0.3, 0.0, rng.rand(120, 70))
+    X = np.where(rng.rand(120, 70) < tiny_fraction, 1e-7, X).astype(dtype)
+    W = rng.rand(120, 4).astype(dtype)
+    H = rng.rand(4, 70).astype(dtype)
+    expected = sk_nmf._beta_divergence(X.astype(np.float64), W.astype(np.float64), H.astype(np.float64), 1)
+    got = core.metrics(X, W, H, loss="kl")["beta_divergence"]
+    assert got == pytest.approx(expected, rel=1e-10 if dtype == np.float64 else 1e-5)
+
+
 @pytest.mark.parametrize("beta", [2, 1, 0, 0.5, 3, "frobenius", "kullback-leibler", "itakura-saito"])
 @pytest.mark.parametrize("make", [dense, sparse])
 def test_beta_divergence_equals_sklearn(beta, make):

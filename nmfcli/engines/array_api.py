@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from nmfcli.errors import UsageError
-from nmfcli.solvers.losses import EPSILON, row_blocks
+from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, row_blocks
 
 
 class ArrayEngine:
@@ -139,6 +139,10 @@ class ArrayEngine:
             self._rows = self.asindex(np.repeat(np.arange(X.shape[0]), np.diff(self.to_host(X.indptr))))
             self._cols = self.asindex(np.asarray(self.to_host(X.indices), dtype=np.intp))
         return self._rows, self._cols
+
+    def divergence_sums(self, W, H, beta):
+        """For dense X: (the divergence's terms on X's entries, Σ (WH)^β) (losses.beta_divergence)."""
+        return dense_divergence_sums(self, W, H, beta)
 
     def sparse_like_X(self, values):
         """A CSR matrix with X's pattern and the given values at its nonzeros."""

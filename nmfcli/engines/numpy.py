@@ -2,10 +2,11 @@
 
 import numpy as np
 import scipy.sparse
+import scipy.special
 
 from nmfcli.engines import blas
 from nmfcli.engines.array_api import ArrayEngine
-from nmfcli.solvers.losses import EPSILON
+from nmfcli.solvers.losses import EPSILON, row_blocks
 
 
 class NumpyEngine(ArrayEngine):
@@ -14,6 +15,8 @@ class NumpyEngine(ArrayEngine):
     def __init__(self, X, dtype):
         super().__init__(X, dtype, np, scipy.sparse)
         self._buffers = {}
+        self._tiny = None
+        self._total = None
 
     def _buffer(self, name, rows, cols, dtype):
         """A C-ordered rows×cols work array kept between calls (its first rows·cols entries)."""
@@ -64,6 +67,52 @@ class NumpyEngine(ArrayEngine):
             a *= np.take(H[t], cols, out=b, mode="clip")
             out += a
         return out
+
+    def divergence_sums(self, W, H, beta):
+        tiny = self._tiny_entries() if beta == 1 else None
+        if tiny is None:
+            return super().divergence_sums(W, H, beta)
+        # KL on dense X: Σ X·log(X / max(WH, EPSILON)) − Σ X over the entries above EPSILON
+        # (scikit-learn leaves the rest out). Three in-place passes over a kept row-block
+        # buffer, instead of ten passes and seven fresh block-sized arrays: xlogy adds 0 for
+        # the zeros of X, and the few entries in (0, EPSILON] are taken out afterwards.
+        X = self.X
+        total = 0.0
+        for rows in row_blocks(*X.shape):
+            WH = self._WH_block(W, H, rows)
+            np.maximum(WH, EPSILON, out=WH)
+            np.divide(X[rows, :], WH, out=WH)
+            scipy.special.xlogy(X[rows, :], WH, out=WH)
+            total += float(np.sum(WH))
+        i, j = tiny
+        if i.size:
+            x = X[i, j]
+            WH = np.maximum(np.vecdot(W[i, :], H[:, j].T), EPSILON)
+            total -= float(np.sum(scipy.special.xlogy(x, x / WH)))
+        return total - self._sum_X_kept(), 0.0
+
+    def _tiny_entries(self):
+        """Rows and columns of X's entries in (0, EPSILON] (found once), or None when over 1% of X."""
+        if self._tiny is None:
+            X = self.X
+            found = []
+            for rows in row_blocks(*X.shape):
+                block = X[rows, :]
+                i, j = np.nonzero((block > 0) & (block <= EPSILON))
+                found.append((i + rows.start, j))
+            i = np.concatenate([f[0] for f in found])
+            j = np.concatenate([f[1] for f in found])
+            self._tiny = (i, j) if i.size <= X.size // 100 else False
+        return self._tiny or None
+
+    def _sum_X_kept(self):
+        """Σ X over the entries above EPSILON (found once)."""
+        if self._total is None:
+            X = self.X
+            i, j = self._tiny
+            total = sum(float(np.sum(X[rows, :])) for rows in row_blocks(*X.shape))
+            self._total = total - float(np.sum(X[i, j]))
+        return self._total
 
     # mu_products' block-sized steps, in two buffers kept between calls: fresh block-sized
     # temporaries, freed and re-allocated every iteration, cost page faults that tripled

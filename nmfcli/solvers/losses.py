@@ -63,14 +63,7 @@ def beta_divergence(engine, W, H, beta, square_root=False):
                 sum_WH_beta += float(xp.sum((W[rows, :] @ H) ** beta))
             res = _finish_beta(res, sum_WH_beta, beta)
     else:
-        X = engine.X
-        res = 0.0
-        sum_WH_beta = 0.0
-        for rows in row_blocks(*X.shape):
-            WH = W[rows, :] @ H
-            res += _divergence_terms(xp, X[rows, :], WH, beta)
-            if beta not in (0.0, 1.0):
-                sum_WH_beta += float(xp.sum(WH**beta))
+        res, sum_WH_beta = engine.divergence_sums(W, H, beta)
         if beta not in (0.0, 1.0):
             res = _finish_beta(res, sum_WH_beta, beta)
 
@@ -81,6 +74,20 @@ def beta_divergence(engine, W, H, beta, square_root=False):
     if square_root:
         return float(np.sqrt(2 * max(res, 0.0)))
     return res
+
+
+def dense_divergence_sums(engine, W, H, beta):
+    """(the entry terms of the divergence, Σ (WH)^β or 0.0 for β in {0, 1}) over dense X, by row blocks."""
+    xp = namespace(W)
+    X = engine.X
+    res = 0.0
+    sum_WH_beta = 0.0
+    for rows in row_blocks(*X.shape):
+        WH = W[rows, :] @ H
+        if beta not in (0.0, 1.0):
+            sum_WH_beta += float(xp.sum(WH**beta))
+        res += _divergence_terms(xp, X[rows, :], WH, beta)
+    return res, sum_WH_beta
 
 
 def _divergence_terms(xp, X, WH, beta):

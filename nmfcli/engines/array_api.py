@@ -81,6 +81,10 @@ class ArrayEngine:
         """A context for a whole fit or transform on this engine (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
+    def sweeping(self, A):
+        """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
+        return contextlib.nullcontext()
+
     # --- whole-X reductions ----------------------------------------------------
     def sqnorm(self):
         """‖X‖², computed once (one scalar copied to the host)."""

@@ -256,12 +256,14 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):
     G, R = gram_and_cross_from(HHt, engine.HXt(H), l1_W, l2_W)
     if violation is not None:
         violation = float(violation + projected_gradient_norm(Wt, G, R))
-    block_sweeps(Wt, G, R, inner[0], delta)
+    with engine.sweeping(Wt):
+        block_sweeps(Wt, G, R, inner[0], delta)
 
     WtW = Wt @ Wt.T
     WtX = engine.WtX(Wt.T)
     G, R = gram_and_cross_from(WtW, WtX, l1_H, l2_H)
-    block_sweeps(H, G, R, inner[1], delta)
+    with engine.sweeping(H):
+        block_sweeps(H, G, R, inner[1], delta)
 
     HHt = H @ H.T
     cache.update(HHt=HHt, WtW=WtW, WtX=WtX)

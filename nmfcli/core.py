@@ -459,11 +459,11 @@ def _solve_fixed_frobenius(eng, fix_W, fix_H, reg):
     if fix_H is not None:
         H = eng.asarray(fix_H)
         G, R = cd.gram_and_cross_from(H @ H.T, eng.HXt(H), l1_W, l2_W)
-        Wt, n_iter = nnls(G, R)
+        Wt, n_iter = nnls(G, R, map_chunks=eng.map_chunks)
         return eng.contiguous_copy(Wt.T), H, n_iter
     W = eng.asarray(fix_W)
     G, R = cd.gram_and_cross_from(W.T @ W, eng.WtX(W), l1_H, l2_H)
-    H, n_iter = nnls(G, R)
+    H, n_iter = nnls(G, R, map_chunks=eng.map_chunks)
     return W, H, n_iter
 
 

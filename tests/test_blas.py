@@ -90,3 +90,34 @@ def test_the_thread_count_does_not_change_the_fit(two_threads, loss, monkeypatch
     single = nmfcli.fit(X, 4, loss=loss, max_iter=20, tol=0)
     np.testing.assert_allclose(single.W, threaded.W, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(single.H, threaded.H, rtol=1e-10, atol=1e-12)
+
+
+@needs_blas
+def test_the_exact_solve_on_threads_equals_the_serial_solve(two_threads, monkeypatch):
+    """The numpy engine runs the exact solve's column chunks on one thread per outer BLAS thread."""
+    import threading
+
+    from nmfcli.engines.numpy import NumpyEngine
+    from nmfcli.solvers import nnls
+
+    monkeypatch.setattr(nnls, "CHUNK_ENTRIES", 16 * 10)  # 10 columns a chunk at k = 4
+    rng = np.random.RandomState(3)
+    B = rng.randn(4, 30)
+    G = B @ B.T
+    C = rng.randn(4, 200) * 5
+    engine = NumpyEngine(data(), np.float64)
+    threads = set()
+
+    def map_chunks(f, chunks):
+        def recorded(chunk):
+            threads.add(threading.get_ident())
+            return f(chunk)
+
+        engine.map_chunks(recorded, chunks)
+
+    with blas.fit_threads():
+        parallel, _ = nnls.nnls(G, C, map_chunks=map_chunks)
+    serial, _ = nnls.nnls(G, C)
+    np.testing.assert_array_equal(parallel, serial)
+    # On the pool's threads (at most the outer count), not on the caller's.
+    assert threads and threading.get_ident() not in threads and len(threads) <= 2

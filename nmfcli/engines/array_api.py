@@ -85,6 +85,11 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
+    def map_chunks(self, f, chunks):
+        """Run f on every chunk, in any order (the numpy engine uses several threads)."""
+        for chunk in chunks:
+            f(chunk)
+
     # --- whole-X reductions ----------------------------------------------------
     def sqnorm(self):
         """‖X‖², computed once (one scalar copied to the host)."""

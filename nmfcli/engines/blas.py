@@ -161,3 +161,13 @@ def product_threads():
                 if _depth:
                     for lib, _ in raised:
                         lib.set(1)
+
+
+def outer_thread_count():
+    """The BLAS thread count the process had when the current fit began (outside a fit: now).
+
+    Every core when no BLAS thread control is found.
+    """
+    with _lock:
+        counts = [count for _, count in _outer] if _depth else [lib.get() for lib in libraries()]
+    return max(counts) if counts else (os.cpu_count() or 1)

@@ -1,5 +1,6 @@
 """The numpy engine: dense ndarrays and scipy.sparse CSR matrices on the CPU."""
 
+import concurrent.futures
 import contextlib
 
 import numpy as np
@@ -41,6 +42,16 @@ class NumpyEngine(ArrayEngine):
         # A sweep's row products read all of A: past the size of a core's cache they are
         # bound by memory bandwidth, which more threads add to (50×20000: 16 -> 12 ms a sweep).
         return blas.product_threads() if A.size >= LARGE_FACTOR else contextlib.nullcontext()
+
+    def map_chunks(self, f, chunks):
+        # The exact solve's batches of small LAPACK calls release the GIL: a thread per BLAS
+        # thread the process was given (OPENBLAS_NUM_THREADS=1 keeps it on one core).
+        workers = min(len(chunks), blas.outer_thread_count())
+        if workers <= 1:
+            return super().map_chunks(f, chunks)
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(f, chunks):
+                pass
 
     def XHt(self, H):
         with blas.product_threads():

@@ -12,6 +12,8 @@ The pivoting bookkeeping selects columns by data-dependent index sets, so this
 runs on numpy and CuPy (which mirrors numpy) but not on a strict array-API namespace.
 """
 
+import functools
+
 import numpy as np
 
 from nmfcli.solvers.cd import sweep
@@ -21,8 +23,13 @@ from nmfcli.solvers.xp import namespace
 CHUNK_ENTRIES = 1 << 21
 
 
-def nnls(G, C, *, warm_start_sweeps=3, max_iter=None):
-    """Return (X, n_iter): X (k×p) ≥ 0 solving every column's problem exactly, and the passes used."""
+def nnls(G, C, *, warm_start_sweeps=3, max_iter=None, map_chunks=None):
+    """Return (X, n_iter): X (k×p) ≥ 0 solving every column's problem exactly, and the passes used.
+
+    ``map_chunks(f, chunks)`` runs f on every chunk of columns, in any order (the numpy
+    engine's runs them on several threads); the default is a plain loop.
+    """
+    solve = functools.partial(_solve_passive, map_chunks=map_chunks or _each)
     xp = namespace(C)
     k, p = C.shape
     if p == 0:
@@ -33,7 +40,7 @@ def nnls(G, C, *, warm_start_sweeps=3, max_iter=None):
     for _ in range(warm_start_sweeps):
         sweep(X, G, C)
     passive = X > 0
-    X, Y = _solve_passive(G, C, passive)
+    X, Y = solve(G, C, passive)
     scale = _scales(xp, G, C)
     alpha = xp.full(p, 3)
     beta = xp.full(p, k + 1)
@@ -58,7 +65,7 @@ def nnls(G, C, *, warm_start_sweeps=3, max_iter=None):
         for col in todo[~full_exchange].tolist():
             row = int(xp.flatnonzero(infeasible[:, col])[-1])
             passive[row, col] = ~passive[row, col]
-        X[:, todo], Y[:, todo] = _solve_passive(G, C[:, todo], passive[:, todo])
+        X[:, todo], Y[:, todo] = solve(G, C[:, todo], passive[:, todo])
     return xp.maximum(X, 0), n_iter
 
 
@@ -71,15 +78,20 @@ def _scales(xp, G, C):
     return {"y": 64 * eps * c_scale, "x": 64 * eps * c_scale / g_scale}
 
 
-def _solve_passive(G, C, passive):
+def _each(f, chunks):
+    for chunk in chunks:
+        f(chunk)
+
+
+def _solve_passive(G, C, passive, map_chunks=_each):
     """Least squares on each column's passive set; returns (X, gradient GX − C with zeros on the passive set)."""
     xp = namespace(C)
     k, p = C.shape
     X = xp.zeros_like(C)
     chunk = max(1, CHUNK_ENTRIES // max(k * k, 1))
     eye = xp.eye(k, dtype=G.dtype)
-    for start in range(0, p, chunk):
-        s = slice(start, min(start + chunk, p))
+
+    def solve(s):
         P = passive[:, s].T  # (b, k)
         # Restrict G to the passive set and put 1 on the diagonal of the rest:
         # the same solution on the passive set, and 0 elsewhere.
@@ -90,7 +102,9 @@ def _solve_passive(G, C, passive):
             sol = xp.linalg.solve(A, b)[:, :, 0]
         except np.linalg.LinAlgError:  # a singular passive set (e.g. duplicate components)
             sol = xp.stack([xp.linalg.lstsq(Ai, bi[:, 0], rcond=None)[0] for Ai, bi in zip(A, b)])
-        X[:, s] = sol.T
+        X[:, s] = sol.T  # chunks are disjoint column ranges
+
+    map_chunks(solve, [slice(start, min(start + chunk, p)) for start in range(0, p, chunk)])
     Y = G @ X - C
     Y[passive] = 0
     X[~passive] = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from nmfcli.engines import blas
 from nmfcli.engines.numpy import NumpyEngine
 from nmfcli.errors import UsageError
 from nmfcli.io import RowBlock, row_source
@@ -285,8 +286,9 @@ def fit_blocks(X, k, *, chunk_rows=None, output=None, **kwargs):
     from nmfcli.engines.dask import fit_dask
 
     _refuse_cluster_options(kwargs)
-    return fit_dask(X, k, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output, persist=False,
-                    **kwargs)
+    with blas.fit_threads():  # as an in-memory fit: BLAS threads for the products with X only
+        return fit_dask(X, k, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output,
+                        persist=False, **kwargs)
 
 
 def transform_blocks(X, H, *, chunk_rows=None, output=None, **kwargs):
@@ -294,8 +296,9 @@ def transform_blocks(X, H, *, chunk_rows=None, output=None, **kwargs):
     from nmfcli.engines.dask import transform_dask
 
     _refuse_cluster_options(kwargs)
-    return transform_dask(X, H, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output, persist=False,
-                          **kwargs)
+    with blas.fit_threads():
+        return transform_dask(X, H, scheduler=SerialClient(), chunk_rows=chunk_rows, output=output,
+                              persist=False, **kwargs)
 
 
 def _refuse_cluster_options(kwargs):

@@ -50,6 +50,9 @@ model.h5. Labels are not read from INPUT in this mode.
 SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
 print how to resume and exit 130/143. A resumed fit ends bit-identical to an
 uninterrupted one.
+
+Threads: the products with X use the BLAS threads the process has
+(OPENBLAS_NUM_THREADS, default every core); the many small steps run on one.
 """
 
 

@@ -5,6 +5,8 @@ scipy's wheels ship); elsewhere they skip, since the engine then leaves threads
 alone and only speed depends on it.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,15 @@ def test_the_exact_solve_on_threads_equals_the_serial_solve(two_threads, monkeyp
     np.testing.assert_array_equal(parallel, serial)
     # On the pool's threads (at most the outer count), not on the caller's.
     assert threads and threading.get_ident() not in threads and len(threads) <= 2
+
+
+@needs_blas
+def test_without_proc_maps_the_wheels_own_blas_folders_are_searched(monkeypatch):
+    """Off Linux there is no /proc/self/maps: numpy's and scipy's wheel folders are looked in."""
+    linux = {lib.path for lib in LIBRARIES}
+    monkeypatch.setattr(blas.sys, "platform", "darwin")
+    found = {lib.path for lib in blas.libraries()}
+    wheel_libraries = {p for p in linux if ".libs" in p or ".dylibs" in p}
+    if not wheel_libraries:
+        pytest.skip("numpy's BLAS does not come from its wheel here")
+    assert {os.path.realpath(p) for p in wheel_libraries} <= {os.path.realpath(p) for p in found}

@@ -108,9 +108,10 @@ def _loaded_paths():
         if module is None:
             continue
         root = os.path.dirname(module.__file__)
-        for folder in (root + ".libs", os.path.join(root, ".dylibs"), os.path.join(root, "..", package + ".libs")):
+        for folder in (root + ".libs", os.path.join(root, ".dylibs")):  # Linux/Windows, macOS wheels
             if os.path.isdir(folder):
-                found.extend(os.path.join(folder, f) for f in sorted(os.listdir(folder)) if _maybe_blas(f))
+                found.extend(os.path.realpath(os.path.join(folder, f))
+                             for f in sorted(os.listdir(folder)) if _maybe_blas(f))
     return list(dict.fromkeys(found))
 
 

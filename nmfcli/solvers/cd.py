@@ -191,11 +191,12 @@ def _scaled(G, R):
 def _scaled_sweep(A, Gs, Rs):
     """Row by row, A[t] ← max(0, Rs[t] − Gs[t]·A) (Gs with a zero diagonal but for flat rows)."""
     if isinstance(A, np.ndarray):
-        # numpy: in place, two calls a row besides the product (a third of the time of a small sweep).
-        for t in range(A.shape[0]):
-            a = A[t]
-            np.subtract(Rs[t], Gs[t] @ A, out=a)
-            np.maximum(a, 0.0, out=a)
+        # numpy: in place, two calls a row besides the product; rows by zip and the product by
+        # ndarray.dot, whose call costs ~1 µs less than @'s (the same gemv, the same bits).
+        subtract, maximum = np.subtract, np.maximum
+        for a, g, r in zip(A, Gs, Rs):
+            subtract(r, g.dot(A), out=a)
+            maximum(a, 0.0, out=a)
         return
     xp = namespace(A)
     for t in range(A.shape[0]):

@@ -92,26 +92,24 @@ def randomized_svd(M, k, seed, n_oversamples=10):
     if M.dtype == np.float32:
         Q = Q.astype(np.float32, copy=False)
     normalizer = _lu if n_iter > 2 else (lambda a: a)
-    # The products with M get the process's BLAS threads within a fit; the small LU, QR
-    # and SVD run on one (engines/blas.py).
     for _ in range(n_iter):
-        with blas.product_threads():
-            MQ = M @ Q
-        Q = normalizer(MQ)
-        with blas.product_threads():
-            MtQ = M.T @ Q
-        Q = normalizer(MtQ)
-    with blas.product_threads():
-        MQ = M @ Q
-    Q, _ = linalg.qr(MQ, mode="economic", check_finite=False)
-    with blas.product_threads():
-        B = np.asarray(Q.T @ M) if not hasattr(M, "tocsr") else np.asarray((M.T @ Q).T)
+        Q = normalizer(_product(M, Q))
+        Q = normalizer(_product(M.T, Q))
+    Q, _ = linalg.qr(_product(M, Q), mode="economic", check_finite=False)
+    B = np.asarray(_product(Q.T, M)) if not hasattr(M, "tocsr") else np.asarray(_product(M.T, Q).T)
     Uhat, s, Vt = linalg.svd(B, full_matrices=False, lapack_driver="gesdd")
     U = Q @ Uhat
     U, Vt = _svd_flip(U, Vt, u_based=not transpose)
     if transpose:
         return Vt[:k, :].T, s[:k], U[:, :k].T
     return U[:, :k], s[:k], Vt[:k, :]
+
+
+def _product(A, B):
+    """A @ B on the process's BLAS threads within a fit; the small LU, QR and SVD run on one
+    (engines/blas.py)."""
+    with blas.product_threads():
+        return A @ B
 
 
 def _lu(A):

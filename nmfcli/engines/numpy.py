@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import contextlib
+import functools
 
 import numpy as np
 import scipy.sparse
@@ -14,6 +15,15 @@ from nmfcli.solvers.losses import EPSILON, row_blocks
 
 # Factors of at least this many entries (2 MiB of float64) are swept on the process's BLAS threads.
 LARGE_FACTOR = 1 << 18
+
+
+def _on_product_threads(method):
+    """An ArrayEngine method whose products with X run on the process's BLAS threads."""
+    @functools.wraps(method)
+    def run(self, *args):
+        with blas.product_threads():
+            return method(self, *args)
+    return run
 
 
 class NumpyEngine(ArrayEngine):
@@ -33,8 +43,8 @@ class NumpyEngine(ArrayEngine):
             buf = self._buffers[name] = np.empty(size, dtype=dtype)
         return buf[:size].reshape(rows, cols)
 
-    # A fit runs its BLAS calls on one thread, and only the dense products with X on
-    # the process's thread count (see engines/blas.py). scipy.sparse's products use no BLAS.
+    # A fit runs its BLAS calls on one thread, and only the products with X on the process's
+    # thread count (see engines/blas.py; scipy.sparse's own products use no BLAS).
     def session(self):
         return blas.fit_threads()
 
@@ -53,23 +63,10 @@ class NumpyEngine(ArrayEngine):
             for _ in pool.map(f, chunks):
                 pass
 
-    def XHt(self, H):
-        with blas.product_threads():
-            return super().XHt(H)
-
-    def HXt(self, H):
-        with blas.product_threads():
-            return super().HXt(H)
-
-    def WtX(self, W):
-        with blas.product_threads():
-            return super().WtX(W)
-
-    def mu_products(self, W, H, beta, side):
-        if self.is_sparse:
-            return super().mu_products(W, H, beta, side)
-        with blas.product_threads():
-            return super().mu_products(W, H, beta, side)
+    XHt = _on_product_threads(ArrayEngine.XHt)
+    HXt = _on_product_threads(ArrayEngine.HXt)
+    WtX = _on_product_threads(ArrayEngine.WtX)
+    mu_products = _on_product_threads(ArrayEngine.mu_products)
 
     def WH_at_X(self, W, H):
         if not self.is_sparse:

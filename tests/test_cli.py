@@ -305,6 +305,16 @@ def test_fit_options_reach_the_core(tmp_path):
     assert report["options"]["dtype"] == "float32" and report["n_iter"] == 50 and report["stop_reason"] == "max_iter"
 
 
+def test_fit_takes_k_as_the_brief_spells_it(tmp_path):
+    # `nmf fit data.npy --k 2`, as users write it in cron jobs, is the same as -k 2.
+    X = low_rank(M, N)
+    np.save(tmp_path / "x.npy", X)
+    run_nmf("fit", "x.npy", "--k", "2", "-o", "long", cwd=tmp_path, check=0)
+    run_nmf("fit", "x.npy", "-k", "2", "-o", "short", cwd=tmp_path, check=0)
+    long_W, short_W = (np.load(tmp_path / d / "W.npy") for d in ("long", "short"))
+    assert long_W.shape == (M, 2) and np.array_equal(long_W, short_W)
+
+
 def test_demo_topics_come_from_the_column_labels(tmp_path):
     data = SAMPLE_DATA / "pydoc_topics.csv"
     if not data.exists():

@@ -59,7 +59,7 @@ Threads: the products with X use the BLAS threads the process has
 def fit_options(f):
     opts = [
         click.argument("input_path", metavar="INPUT"),
-        click.option("-k", "k", type=int, default=None,
+        click.option("-k", "--k", "k", type=int, default=None,
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
         click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,

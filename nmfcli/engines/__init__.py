@@ -6,12 +6,16 @@ solver code path for dense, sparse, GPU and chunked data. Optional engines are
 imported lazily, with an install hint when their package is missing.
 """
 
+import numpy as np
+
 from nmfcli.errors import UnavailableError, UsageError
 
 ENGINES = ("numpy", "cupy", "dask", "auto")
-# A CPU stand-in for the GPU code path, for tests: array_api_strict rejects the
-# numpy-only habits (out=, in-place masks, implicit host copies) that break on CuPy.
-TEST_ENGINES = ("array-api-strict",)
+# CPU stand-ins for the GPU code path, for tests: array_api_strict rejects the
+# numpy-only habits (out=, in-place masks, implicit host copies) that break on CuPy;
+# array-api-numpy is the plain array-API engine over numpy and scipy.sparse, which
+# runs the generic sparse code that otherwise only CuPy runs.
+TEST_ENGINES = ("array-api-strict", "array-api-numpy")
 
 
 def get_engine(name, X, dtype):
@@ -26,6 +30,12 @@ def get_engine(name, X, dtype):
         from nmfcli.engines.array_api import ArrayEngine
 
         return ArrayEngine(X, dtype, array_api_strict, name="array-api-strict")
+    if name == "array-api-numpy":
+        import scipy.sparse
+
+        from nmfcli.engines.array_api import ArrayEngine
+
+        return ArrayEngine(X, dtype, np, scipy.sparse, name="array-api-numpy")
     if name == "auto":
         return get_engine(_auto_engine(), X, dtype)
     if name == "cupy":

@@ -6,6 +6,7 @@ engine was given, which CuPy mirrors.
 """
 
 import contextlib
+import types
 
 import numpy as np
 
@@ -84,6 +85,10 @@ class ArrayEngine:
     def sweeping(self, A):
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
+
+    # One inner HALS sweep (cd.block_sweeps' ``sweep``); None: the solvers' own, row by row.
+    # The CuPy engine fuses a whole sweep into one kernel.
+    scaled_sweep = None
 
     def map_chunks(self, f, chunks):
         """Run f on every chunk, in any order (the numpy engine uses several threads)."""
@@ -219,3 +224,34 @@ def x_times_power(xp, X, WH, beta):
     if beta == 0:
         return (WH**-1) ** 2 * X
     return WH ** (beta - 2) * X
+
+
+def with_array_api_names(module):
+    """module, or a copy of it with the array-API names the solvers use filled in where it lacks them.
+
+    For a numpy-like library that predates the standard (an older CuPy): ``linalg.diagonal``,
+    ``asarray(copy=)``, ``astype`` and ``vecdot``, each made from the library's own functions.
+    """
+    fills = {}
+    if not hasattr(module.linalg, "diagonal"):
+        linalg = types.ModuleType(module.linalg.__name__)
+        linalg.__dict__.update(vars(module.linalg))
+        linalg.diagonal = lambda x, /: module.diagonal(x, axis1=-2, axis2=-1)
+        fills["linalg"] = linalg
+    try:
+        module.asarray(module.zeros(1), copy=True)
+    except TypeError:
+        def asarray(obj, /, *, dtype=None, device=None, copy=None):
+            return module.array(obj, dtype=dtype, copy=True) if copy else module.asarray(obj, dtype=dtype)
+
+        fills["asarray"] = asarray
+    if not hasattr(module, "astype"):
+        fills["astype"] = lambda x, dtype, /, *, copy=True: x.astype(dtype, copy=copy)
+    if not hasattr(module, "vecdot"):
+        fills["vecdot"] = lambda x1, x2, /, *, axis=-1: module.sum(x1 * x2, axis=axis)
+    if not fills:
+        return module
+    filled = types.ModuleType(module.__name__)
+    filled.__dict__.update(vars(module))
+    filled.__dict__.update(fills)
+    return filled

@@ -129,36 +129,47 @@ def projected_gradient_norm(A, G, R):
     return xp.sum(xp.abs(xp.where(A == 0, xp.minimum(grad, 0.0), grad)))
 
 
-def block_sweeps(A, G, R, max_inner, delta):
+def block_sweeps(A, G, R, max_inner, delta, sweep=None):
     """Sweep A until a sweep changes it by less than delta times the first change (Gillis & Glineur).
 
     The same minimisation as ``sweep``, in a form with fewer operations per row:
     with D the diagonal of G, row t becomes max(0, (D⁻¹R)ₜ − (D⁻¹G − I)ₜ·A), the
     identity moved out of the product (a row whose Hessian is zero keeps its value).
+    ``sweep(A, Gs, Rs, measure)`` does one such sweep in place and, when ``measure``,
+    returns ‖change‖² as a float (an engine may fuse it; the default is ``measured_sweep()``).
     """
     Gs, Rs = _scaled(G, R)
-    if max_inner <= 1:
-        _scaled_sweep(A, Gs, Rs)
-        return
-    xp = namespace(A)
-    previous = xp.asarray(A, copy=True)
+    sweep = sweep or measured_sweep()
     first_change = None
     for sweeps in range(1, max_inner + 1):
-        if sweeps > 1:
-            previous = _copy_into(previous, A)
-        _scaled_sweep(A, Gs, Rs)
-        if sweeps == max_inner:
+        change = sweep(A, Gs, Rs, sweeps < max_inner)  # the inner stopping rule's one scalar
+        if change is None:
             break
-        change = _squared_change(A, previous)  # the inner stopping rule's one scalar
         if first_change is None:
             first_change = change
         if change <= delta * delta * first_change or first_change == 0:
             break
 
 
+def measured_sweep():
+    """The default sweep of ``block_sweeps``: ``_scaled_sweep``, measuring against a copy of A kept between calls."""
+    previous = None
+
+    def sweep(A, Gs, Rs, measure):
+        nonlocal previous
+        if not measure:
+            _scaled_sweep(A, Gs, Rs)
+            return None
+        previous = _copy_into(previous, A)
+        _scaled_sweep(A, Gs, Rs)
+        return _squared_change(A, previous)
+
+    return sweep
+
+
 def _copy_into(buffer, A):
-    """A copy of A, in ``buffer`` for numpy (no allocation per sweep)."""
-    if isinstance(A, np.ndarray):
+    """A copy of A, in ``buffer`` for numpy (no allocation per sweep; None: make one)."""
+    if isinstance(A, np.ndarray) and buffer is not None:
         np.copyto(buffer, A)
         return buffer
     return namespace(A).asarray(A, copy=True)
@@ -258,13 +269,13 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):
     if violation is not None:
         violation = float(violation + projected_gradient_norm(Wt, G, R))
     with engine.sweeping(Wt):
-        block_sweeps(Wt, G, R, inner[0], delta)
+        block_sweeps(Wt, G, R, inner[0], delta, engine.scaled_sweep)
 
     WtW = Wt @ Wt.T
     WtX = engine.WtX(Wt.T)
     G, R = gram_and_cross_from(WtW, WtX, l1_H, l2_H)
     with engine.sweeping(H):
-        block_sweeps(H, G, R, inner[1], delta)
+        block_sweeps(H, G, R, inner[1], delta, engine.scaled_sweep)
 
     HHt = H @ H.T
     cache.update(HHt=HHt, WtW=WtW, WtX=WtX)

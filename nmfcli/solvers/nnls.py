@@ -100,6 +100,9 @@ def _solve_passive(G, C, passive, map_chunks=_each):
         b = (C[:, s].T * P)[:, :, None]
         try:
             sol = xp.linalg.solve(A, b)[:, :, 0]
+            if xp is not np and not bool(xp.all(xp.isfinite(sol))):
+                # CuPy reports a singular system with NaN instead of raising, unless told to.
+                raise np.linalg.LinAlgError("singular passive set")
         except np.linalg.LinAlgError:  # a singular passive set (e.g. duplicate components)
             sol = xp.stack([xp.linalg.lstsq(Ai, bi[:, 0], rcond=None)[0] for Ai, bi in zip(A, b)])
         X[:, s] = sol.T  # chunks are disjoint column ranges

@@ -15,7 +15,9 @@ for sparse, where nndsvda's randomized SVD alone takes minutes of host SpMM):
   its final loss is the target;
 - the CuPy engine's fit stopped as soon as its loss is within 0.1 % of the target;
 - seconds per iteration of both engines, and of the CuPy engine with the
-  row-by-row sweep instead of the fused one;
+  row-by-row sweep instead of the fused one, and with the fused sweep compiled
+  for any k instead of the exact k;
+- with ``--transform``: the exact transform of the dense X against the fitted H;
 - the limit: the two products with X of one iteration, timed on the same device
   (GEMM for dense, SpMM for sparse), and per-iteration time over that limit.
 
@@ -111,18 +113,19 @@ def product_seconds(X, W, H, engine, repeats=5):
 
 
 @contextlib.contextmanager
-def row_sweeps(engine):
-    """The CuPy engine with the solvers' row-by-row sweep instead of its fused one."""
+def cupy_sweep(engine, fused=True, unroll=True):
+    """The CuPy engine with another sweep: row by row (not fused), or fused but compiled for any k."""
     if engine != "cupy":
         yield
         return
     from nmfcli.engines import cupy as cupy_engine
 
-    cupy_engine.FUSED_SWEEP = False
+    saved = cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL
+    cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL = fused, unroll
     try:
         yield
     finally:
-        cupy_engine.FUSED_SWEEP = True
+        cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL = saved
 
 
 def gpu_name():
@@ -161,32 +164,49 @@ def run_case(name, X, k, init, args, gpu):
         gpu_fit, gpu_s, _ = timed_fit(X, k, engine, W0, H0, target=target, max_iter=10 * args.max_iter)
         many = max(cpu.n_iter, 30)
         full, _, gpu_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
-        with row_sweeps(engine):
+        with cupy_sweep(engine, fused=False):
             _, _, rows_it = timed_fit(X, k, engine, W0, H0, max_iter=min(many, 20), tol=0)
+        with cupy_sweep(engine, unroll=False):
+            timed_fit(X, k, engine, W0, H0, max_iter=2)  # compiles it
+            _, _, any_k_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
         limit = product_seconds(X, W0, H0, engine)
         row.update(gpu_s_to_cpu_loss=init_s + gpu_s, gpu_iter_to_cpu_loss=gpu_fit.n_iter,
                    gpu_reached=gpu_fit.stop_reason == "target", gpu_s_per_iter=gpu_it,
-                   gpu_row_sweep_s_per_iter=rows_it, gpu_products_s=limit,
+                   gpu_row_sweep_s_per_iter=rows_it, gpu_any_k_sweep_s_per_iter=any_k_it, gpu_products_s=limit,
                    gpu_tflops=flop / limit / 1e12, gpu_per_iter_over_limit=gpu_it / limit,
                    speedup_to_loss=(init_s + cpu_s) / (init_s + gpu_s), speedup_per_iter=cpu_it / gpu_it,
                    objective_gap=(full.metrics["objective"] - cpu.metrics["objective"]) / cpu.metrics["objective"]
                    if full.n_iter == cpu.n_iter else None)
         print(json.dumps(row), flush=True)
+    if args.transform and not sp.issparse(X):
+        H = cpu.H
+        start = time.perf_counter()
+        ref = nmfcli.transform(X, H)
+        row["cpu_transform_s"] = time.perf_counter() - start
+        if gpu:
+            nmfcli.transform(X[:100], H, engine=args.gpu_engine)  # warm-up
+            start = time.perf_counter()
+            got = nmfcli.transform(X, H, engine=args.gpu_engine)
+            row["gpu_transform_s"] = time.perf_counter() - start
+            row["transform_max_rel_diff"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+        print(json.dumps({k: v for k, v in row.items() if "transform" in k}), flush=True)
     return row
 
 
 def table(rows):
     lines = [f"{'case':30} {'numpy s/it':>10} {'limit':>6} {'cupy s/it':>10} {'limit':>6} {'rows s/it':>10} "
+             f"{'any-k s/it':>10} "
              f"{'numpy s':>8} {'cupy s':>7} {'speedup':>7}"]
     nan = float("nan")
     for r in rows:
         lines.append(
             f"{r['case']:30} {r['cpu_s_per_iter']:10.4f} {r['cpu_per_iter_over_limit']:6.2f} "
             f"{r.get('gpu_s_per_iter', nan):10.5f} {r.get('gpu_per_iter_over_limit', nan):6.2f} "
-            f"{r.get('gpu_row_sweep_s_per_iter', nan):10.5f} {r['cpu_s']:8.2f} "
+            f"{r.get('gpu_row_sweep_s_per_iter', nan):10.5f} {r.get('gpu_any_k_sweep_s_per_iter', nan):10.5f} "
+            f"{r['cpu_s']:8.2f} "
             f"{r.get('gpu_s_to_cpu_loss', nan):7.2f} {r.get('speedup_to_loss', nan):6.1f}×")
     lines.append("limit: per-iteration time over the time of the two products with X on the same device; "
-                 "rows: the CuPy engine with the row-by-row sweep; numpy s / cupy s: to the numpy fit's "
+                 "rows: the CuPy engine with the row-by-row sweep; any-k: the fused sweep compiled for any k; numpy s / cupy s: to the numpy fit's "
                  "final loss (within 0.1%), the shared init included.")
     return "\n".join(lines)
 
@@ -198,6 +218,7 @@ def main(argv=None):
     parser.add_argument("--cpu-seconds", type=float, default=60.0,
                         help="stop the numpy engine's fit after this long [default: 60]")
     parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument("--transform", action="store_true", help="also time the exact transform of the dense X")
     parser.add_argument("--json", default=None, help="write the figures here")
     parser.add_argument("--gpu-engine", default="cupy", help=argparse.SUPPRESS)  # array-api-strict: a dry run
     args = parser.parse_args(argv)

@@ -21,9 +21,8 @@ step() {  # step NAME SECONDS COMMAND...: run, tee to OUTDIR/NAME.txt, keep the 
     [ "$status" -ne 0 ] || status=$rc
 }
 step machine 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
-  python3 -c "import sys, numpy, scipy, cupy; print(sys.version.split()[0], \"numpy\", numpy.__version__,
-  \"scipy\", scipy.__version__, \"cupy\", cupy.__version__); import nmfcli.engines.cupy as e;
-  print(\"namespace fills:\", e.XP is not cupy and sorted(set(vars(e.XP)) - set(vars(cupy))))"'
+python3 -c "import sys, numpy, scipy, cupy; print(sys.version.split()[0], numpy.__version__, scipy.__version__, cupy.__version__)";
+python3 -c "import cupy, nmfcli.engines.cupy as e; print(\"array-API fill-ins:\", sorted(set(vars(e.XP)) - set(vars(cupy))) if e.XP is not cupy else \"none needed\")"'
 step gpu_tests 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engines.py
-step gpu_bench 420 python3 bench/gpu_bench.py --cpu-seconds 40 --json "$out/gpu_bench.json"
+step gpu_bench 420 python3 bench/gpu_bench.py --cpu-seconds 40 --transform --json "$out/gpu_bench.json"
 exit "$status"

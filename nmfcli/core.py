@@ -6,7 +6,7 @@ iteration to an optional callback, which may ask the loop to stop.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -345,8 +345,9 @@ def fit(
 
         if beta == 2 and (fix_H is not None or fix_W is not None):
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
-            W, H = (fix_W if fix_W is not None else W), (fix_H if fix_H is not None else H)
-            return _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
+            result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
+            # The fixed factor comes back as given, not as a copy from the engine's device.
+            return replace(result, **({"W": fix_W} if fix_W is not None else {"H": fix_H}))
 
         if resume is not None:
             W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)

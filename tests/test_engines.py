@@ -150,14 +150,15 @@ def test_cupy_transform_with_duplicate_components_is_finite():
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cupy_fused_sweep_equals_the_row_by_row_sweep(dtype):
+@pytest.mark.parametrize("k", [7, 70], ids=["unrolled", "any-k"])
+def test_cupy_fused_sweep_equals_the_row_by_row_sweep(dtype, k):
     import cupy
 
     from nmfcli.engines import cupy as cupy_engine
     from nmfcli.solvers import cd
 
     rng = np.random.default_rng(0)
-    k, p = 7, 1000  # 1000 columns: several blocks, the last one partly empty
+    p = 1000  # 1000 columns: several blocks, the last one partly empty
     B = rng.random((k, k))
     G = B @ B.T
     G[3, :] = G[:, 3] = 0  # a flat row: kept as it is
@@ -166,7 +167,7 @@ def test_cupy_fused_sweep_equals_the_row_by_row_sweep(dtype):
     Gs, Rs = (cupy.asarray(a.astype(dtype)) for a in cd._scaled(G, R))
     fused, rows = cupy.asarray(A0.astype(dtype)), cupy.asarray(A0.astype(dtype))
     engine = cupy_engine.CupyEngine(np.ones((2, 2)), dtype)
-    assert engine.scaled_sweep is not None and cupy_engine._sweep_kernel(dtype) is not None, "it must compile"
+    assert engine.scaled_sweep is not None and cupy_engine._sweep_kernel(dtype, k) is not None, "it must compile"
     for _ in range(3):
         change_fused = engine.scaled_sweep(fused, Gs, Rs, True)
         change_rows = cd.measured_sweep()(rows, Gs, Rs, True)

@@ -27,18 +27,44 @@ from nmfcli.engines.array_api import ArrayEngine, with_array_api_names
 from nmfcli.errors import UnavailableError
 from nmfcli.solvers import xp as solver_xp
 
-# The fused sweep; set to False to run the solvers' row-by-row sweep (the benchmark compares them).
+# The fused sweep; set to False to run the solvers' row-by-row sweep, and UNROLL to False to
+# compile it for any k instead of the exact k (the benchmark compares the three).
 FUSED_SWEEP = True
+UNROLL = True
 _THREADS = 128  # a block; 20000 columns make 157 blocks, more than an H100's 132 SMs
 
 _SWEEP_SOURCE = r"""
+// Column j of A (k x p, C order): row t <- max(0, Rs[t, j] - sum_s Gs[t, s] A[s, j]), t in order.
+// With K defined (k <= MAX_UNROLLED), the column lives in registers and Gs in shared memory.
 extern "C" __global__ void scaled_sweep(
     T* __restrict__ A, const T* __restrict__ Gs, const T* __restrict__ Rs,
     const int k, const long long p, T* __restrict__ change)
 {
-    // Column j of A (k x p, C order): row t <- max(0, Rs[t, j] - sum_s Gs[t, s] A[s, j]), t in order.
     const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     T moved = 0;
+#ifdef K
+    __shared__ T g[K * K];
+    for (int i = threadIdx.x; i < K * K; i += blockDim.x) g[i] = Gs[i];
+    __syncthreads();
+    if (j < p) {
+        T a[K];
+#pragma unroll
+        for (int s = 0; s < K; ++s) a[s] = A[(long long)s * p + j];
+#pragma unroll
+        for (int t = 0; t < K; ++t) {
+            T acc = 0;
+#pragma unroll
+            for (int s = 0; s < K; ++s) acc += g[t * K + s] * a[s];
+            T value = Rs[(long long)t * p + j] - acc;
+            value = value > 0 ? value : 0;
+            const T step = value - a[t];
+            moved += step * step;
+            a[t] = value;
+        }
+#pragma unroll
+        for (int t = 0; t < K; ++t) A[(long long)t * p + j] = a[t];
+    }
+#else
     if (j < p) {
         for (int t = 0; t < k; ++t) {
             const T* g = Gs + (long long)t * k;
@@ -52,11 +78,14 @@ extern "C" __global__ void scaled_sweep(
             A[at] = value;
         }
     }
+#endif
     // The squared change: summed over a warp, then one atomic add per warp.
     for (int offset = 16; offset > 0; offset >>= 1) moved += __shfl_down_sync(0xffffffffu, moved, offset);
     if ((threadIdx.x & 31) == 0) atomicAdd(change, moved);
 }
 """
+# Up to this k the sweep is compiled for the exact k (fully unrolled, the column in registers).
+MAX_UNROLLED = 64
 
 
 def gpu_available():
@@ -110,8 +139,8 @@ class CupyEngine(ArrayEngine):
 
     def _fused_sweep(self, A, Gs, Rs, measure):
         """One HALS sweep over A (k×p) in one kernel; returns ‖change‖² when ``measure``."""
-        kernel = _sweep_kernel(A.dtype)
         k, p = A.shape
+        kernel = _sweep_kernel(A.dtype, k)
         if kernel is None or not A.flags.c_contiguous:
             return _row_sweep(A, Gs, Rs, measure)
         Gs = cupy.ascontiguousarray(Gs, dtype=A.dtype)
@@ -126,20 +155,22 @@ class CupyEngine(ArrayEngine):
 _KERNELS = {}
 
 
-def _sweep_kernel(dtype):
-    """The compiled fused sweep for dtype (float32 or float64), or None if it does not compile."""
+def _sweep_kernel(dtype, k):
+    """The compiled fused sweep for dtype (float32 or float64) and k, or None if it does not compile."""
     dtype = np.dtype(dtype)
-    if dtype not in _KERNELS:
+    key = (dtype, k if UNROLL and k <= MAX_UNROLLED else None)
+    if key not in _KERNELS:
         ctype = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[dtype]
+        defines = f"#define T {ctype}\n" + (f"#define K {k}\n" if key[1] else "")
         try:
-            kernel = cupy.RawKernel("#define T " + ctype + "\n" + _SWEEP_SOURCE, "scaled_sweep")
+            kernel = cupy.RawKernel(defines + _SWEEP_SOURCE, "scaled_sweep")
             kernel.compile()
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the row-by-row sweep still works
             warnings.warn(f"nmfcli: the fused GPU sweep did not compile ({exc}); sweeping row by row",
                           RuntimeWarning, stacklevel=2)
             kernel = None
-        _KERNELS[dtype] = kernel
-    return _KERNELS[dtype]
+        _KERNELS[key] = kernel
+    return _KERNELS[key]
 
 
 def _row_sweep(A, Gs, Rs, measure):

@@ -43,7 +43,7 @@ def nnls(G, C, *, warm_start_sweeps=3, max_iter=None, map_chunks=None):
     # so pivoting usually ends in one or two passes instead of ~k.
     X = xp.zeros_like(C)
     for _ in range(warm_start_sweeps):
-        sweep(X, G, C)
+        sweep(X, G, C, violation=False)
     passive = X > 0
     X, Y = solve(G, C, passive)
     scale = _scales(xp, G, C)

@@ -151,7 +151,7 @@ def test_cupy_transform_with_duplicate_components_is_finite():
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [7, 70], ids=["unrolled", "any-k"])
-def test_cupy_fused_sweep_equals_the_row_by_row_sweep(dtype, k):
+def test_cupy_fused_sweeps_equal_the_row_by_row_sweeps(dtype, k):
     import cupy
 
     from nmfcli.engines import cupy as cupy_engine
@@ -160,21 +160,28 @@ def test_cupy_fused_sweep_equals_the_row_by_row_sweep(dtype, k):
     rng = np.random.default_rng(0)
     p = 1000  # 1000 columns: several blocks, the last one partly empty
     B = rng.random((k, k))
-    G = B @ B.T
+    G = B @ B.T + 0.1 * np.eye(k)
     G[3, :] = G[:, 3] = 0  # a flat row: kept as it is
     A0 = rng.random((k, p))
     R = G @ rng.random((k, p)) - 0.3
-    Gs, Rs = (cupy.asarray(a.astype(dtype)) for a in cd._scaled(G, R))
-    fused, rows = cupy.asarray(A0.astype(dtype)), cupy.asarray(A0.astype(dtype))
+    Gs, Rs = (a.astype(dtype) for a in cd._scaled(G, R))
     engine = cupy_engine.CupyEngine(np.ones((2, 2)), dtype)
-    assert engine.scaled_sweep is not None and cupy_engine._sweep_kernel(dtype, k) is not None, "it must compile"
-    for _ in range(3):
-        change_fused = engine.scaled_sweep(fused, Gs, Rs, True)
-        change_rows = cd.measured_sweep()(rows, Gs, Rs, True)
-        tol = 1e-12 if dtype == np.float64 else 1e-5
-        np.testing.assert_allclose(cupy.asnumpy(fused), cupy.asnumpy(rows), rtol=tol, atol=tol)
-        assert change_fused == pytest.approx(change_rows, rel=1e-3 if dtype == np.float32 else 1e-9)
-    np.testing.assert_array_equal(cupy.asnumpy(fused)[3], A0[3].astype(dtype))
+    assert engine.inner_sweeps is not None and cupy_engine._sweep_kernel(dtype, k) is not None, "it must compile"
+
+    def host(max_inner, delta):
+        A = A0.astype(dtype)
+        cd.inner_sweeps(A, Gs, Rs, max_inner, delta)
+        return A
+
+    # delta 0.5 stops early (its result differs from 12 full sweeps); the device must stop at the same sweep.
+    assert np.abs(host(12, 0.5) - host(12, 0.0)).max() > 1e-3
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for max_inner, delta in [(1, 0.1), (3, 0.0), (12, 0.5), (12, 0.0)]:
+        fused = cupy.asarray(A0.astype(dtype))
+        engine.inner_sweeps(fused, cupy.asarray(Gs), cupy.asarray(Rs), max_inner, delta)
+        expected = host(max_inner, delta)
+        np.testing.assert_allclose(cupy.asnumpy(fused), expected, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(cupy.asnumpy(fused)[3], A0[3].astype(dtype))
 
 
 @pytest.mark.gpu

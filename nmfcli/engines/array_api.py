@@ -86,9 +86,9 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
-    # One inner HALS sweep (cd.block_sweeps' ``sweep``); None: the solvers' own, row by row.
-    # The CuPy engine fuses a whole sweep into one kernel.
-    scaled_sweep = None
+    # The inner HALS sweeps (cd.block_sweeps' ``sweeps``); None: the solvers' own, row by row.
+    # The CuPy engine fuses each sweep into one kernel and stops them on the device.
+    inner_sweeps = None
 
     def map_chunks(self, f, chunks):
         """Run f on every chunk, in any order (the numpy engine uses several threads)."""

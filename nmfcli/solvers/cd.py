@@ -129,42 +129,34 @@ def projected_gradient_norm(A, G, R):
     return xp.sum(xp.abs(xp.where(A == 0, xp.minimum(grad, 0.0), grad)))
 
 
-def block_sweeps(A, G, R, max_inner, delta, sweep=None):
+def block_sweeps(A, G, R, max_inner, delta, sweeps=None):
     """Sweep A until a sweep changes it by less than delta times the first change (Gillis & Glineur).
 
     The same minimisation as ``sweep``, in a form with fewer operations per row:
     with D the diagonal of G, row t becomes max(0, (D⁻¹R)ₜ − (D⁻¹G − I)ₜ·A), the
     identity moved out of the product (a row whose Hessian is zero keeps its value).
-    ``sweep(A, Gs, Rs, measure)`` does one such sweep in place and, when ``measure``,
-    returns ‖change‖² as a float (an engine may fuse it; the default is ``measured_sweep()``).
+    ``sweeps(A, Gs, Rs, max_inner, delta)`` runs the loop (default ``inner_sweeps``); an
+    engine may run it on its device, stopping there without a round trip per sweep.
     """
     Gs, Rs = _scaled(G, R)
-    sweep = sweep or measured_sweep()
+    (sweeps or inner_sweeps)(A, Gs, Rs, max_inner, delta)
+
+
+def inner_sweeps(A, Gs, Rs, max_inner, delta):
+    """Up to max_inner scaled sweeps of A in place; stop after one that changes A by ≤ delta × the first change."""
+    previous = None
     first_change = None
     for sweeps in range(1, max_inner + 1):
-        change = sweep(A, Gs, Rs, sweeps < max_inner)  # the inner stopping rule's one scalar
-        if change is None:
+        if sweeps == max_inner:  # the last one needs no measure
+            _scaled_sweep(A, Gs, Rs)
             break
+        previous = _copy_into(previous, A)
+        _scaled_sweep(A, Gs, Rs)
+        change = _squared_change(A, previous)  # the inner stopping rule's one scalar
         if first_change is None:
             first_change = change
         if change <= delta * delta * first_change or first_change == 0:
             break
-
-
-def measured_sweep():
-    """The default sweep of ``block_sweeps``: ``_scaled_sweep``, measuring against a copy of A kept between calls."""
-    previous = None
-
-    def sweep(A, Gs, Rs, measure):
-        nonlocal previous
-        if not measure:
-            _scaled_sweep(A, Gs, Rs)
-            return None
-        previous = _copy_into(previous, A)
-        _scaled_sweep(A, Gs, Rs)
-        return _squared_change(A, previous)
-
-    return sweep
 
 
 def _copy_into(buffer, A):
@@ -269,13 +261,13 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):
     if violation is not None:
         violation = float(violation + projected_gradient_norm(Wt, G, R))
     with engine.sweeping(Wt):
-        block_sweeps(Wt, G, R, inner[0], delta, engine.scaled_sweep)
+        block_sweeps(Wt, G, R, inner[0], delta, engine.inner_sweeps)
 
     WtW = Wt @ Wt.T
     WtX = engine.WtX(Wt.T)
     G, R = gram_and_cross_from(WtW, WtX, l1_H, l2_H)
     with engine.sweeping(H):
-        block_sweeps(H, G, R, inner[1], delta, engine.scaled_sweep)
+        block_sweeps(H, G, R, inner[1], delta, engine.inner_sweeps)
 
     HHt = H @ H.T
     cache.update(HHt=HHt, WtW=WtW, WtX=WtX)

@@ -39,6 +39,7 @@ Examples:
   nmf fit big.h5::/X -k 50 --engine dask --workers 8 --format h5
   nmf fit big.h5::/X -k 50 --engine dask --scheduler tcp://head:8786
   nmf fit big.npy -k 50 --chunk-rows 100000    # out of core, no Dask
+  nmf fit docs.npz -k 50 --engine cupy         # on an NVIDIA GPU
 
 Data beyond memory: with --engine dask (a local cluster of processes, or
 --scheduler ADDRESS) or with --chunk-rows R on the numpy engine, INPUT (an
@@ -85,7 +86,8 @@ def fit_options(f):
         click.option("--fix-W", "fix_W_path", default=None, metavar="FILE", help="Keep W fixed and solve H."),
         click.option("--dtype", type=shared.DTYPE_CHOICE, default=None,
                      help="[default: float32 data stays float32, anything else becomes float64]"),
-        click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True),
+        click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
+                     help=shared.ENGINE_HELP),
         shared.output_format_option,
         click.option("--json", "as_json", is_flag=True, help="Print the report on stdout."),
         shared.quiet_verbose,

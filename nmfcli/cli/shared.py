@@ -13,6 +13,8 @@ DTYPE_CHOICE = click.Choice(core.DTYPES)
 SOLVER_CHOICE = click.Choice(("auto",) + tuple(core.SOLVERS))
 INIT_CHOICE = click.Choice(INITS)
 ENGINE_CHOICE = click.Choice(ENGINES)
+ENGINE_HELP = ("cupy: an NVIDIA GPU (pip install 'nmfcli[gpu]'); auto: cupy when a GPU is usable, "
+               "else numpy.")
 FORMAT_CHOICE = click.Choice(nio.FORMATS)
 FACTOR_FORMATS = ("npy", "csv", "h5")
 

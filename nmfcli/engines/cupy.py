@@ -14,7 +14,7 @@ Two things are CuPy's own here, the rest is the array-API engine:
   sweep (k² multiply-adds a thread) and sums its squared change on the device,
   where the next sweep's kernel reads it and returns at once if the inner loop
   has stopped, so the loop needs no round trip to the host. Row by row, the same
-  sweep is ~4 kernel launches a row, ~40× slower for k = 50 (measured on an H100).
+  sweep is ~4 kernel launches a row, ~50× slower for k = 50 (measured on an H100).
 """
 
 import warnings

@@ -497,6 +497,7 @@ class FitLoop:
         return self.first > 1
 
     def record(self, n_iter, objective):
+        """Keep the objective (a float, or a device's 0-d array: read when asked, not waited for here)."""
         self.history.append(objective)
         self.history_iter.append(n_iter)
 
@@ -513,8 +514,17 @@ class FitLoop:
             return True
         return False
 
+    def floats(self, eng):
+        """The history as floats: the values still on a device come back in one transfer."""
+        pending = [i for i, v in enumerate(self.history) if not isinstance(v, float)]
+        if pending:
+            values = eng.to_host(eng.xp.stack([self.history[i] for i in pending]))
+            for i, value in zip(pending, values.tolist()):
+                self.history[i] = value
+        return self.history
+
     def checkpoint_parts(self):
-        return dict(self.state), list(self.history), list(self.history_iter)
+        return dict(self.state), [float(v) for v in self.history], list(self.history_iter)
 
 
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
@@ -587,6 +597,8 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
+    for i in range(max(len(history) - 2, 0), len(history)):
+        history[i] = float(history[i])  # a GPU's objective is read only when someone asks
     objective = history[-1] if history else None
     change = None
     if len(history) >= 2 and history[-2]:
@@ -603,6 +615,7 @@ def checkpoint(n_iter, W, H, run):
 
 
 def _checkpoint(eng, n_iter, W, H, run):
+    run.floats(eng)
     return checkpoint(n_iter, np.array(eng.to_host(W), copy=True), np.array(eng.to_host(H), copy=True), run)
 
 
@@ -611,7 +624,7 @@ def _objective(eng, W, H, beta, reg, divergence=None):
     if divergence is None:
         divergence = beta_divergence(eng, W, H, beta)
     l1_W, l1_H, l2_W, l2_H = reg
-    return float(divergence) + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)
+    return float(float(divergence) + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H))
 
 
 def _result(eng, W, H, run, options, beta, reg, start, ckpt):
@@ -626,7 +639,7 @@ def _result(eng, W, H, run, options, beta, reg, start, ckpt):
     H = eng.to_host(H)
     return FitResult(
         W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
-        history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
+        history=[float(v) for v in run.floats(eng)], history_iter=[int(i) for i in run.history_iter],
         metrics=metrics, options=options, time_s=time.perf_counter() - start, checkpoint=ckpt,
     )
 

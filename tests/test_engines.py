@@ -244,6 +244,35 @@ def test_array_api_names_are_filled_in_for_an_older_library():
     assert not hasattr(old, "vecdot"), "the library itself is left as it is"
 
 
+def test_hals_reads_from_the_device_only_for_its_stopping_test(monkeypatch):
+    # Issue 6: no per-iteration round trip to a GPU beyond the stopping test, checked every
+    # CHECK_EVERY iterations. The strict namespace stands in for the device: every float(),
+    # bool() or int() of one of its arrays is a read that would wait for a GPU.
+    import array_api_strict
+
+    from nmfcli.solvers import cd
+
+    Array = type(array_api_strict.asarray(0.0))
+    reads = []
+    for name in ("__float__", "__bool__", "__int__", "__index__"):
+        if hasattr(Array, name):
+            original = getattr(Array, name)
+            monkeypatch.setattr(Array, name, lambda self, _original=original: reads.append(1) or _original(self))
+    # The strict engine runs the solvers' host-side inner loop (a read per sweep); the CuPy
+    # engine stops its sweeps on the device. Stand in for that with two sweeps, no reads.
+    monkeypatch.setattr(cd, "inner_sweeps", lambda A, Gs, Rs, max_inner, delta: [
+        cd._scaled_sweep(A, Gs, Rs) for _ in range(2)])
+
+    def reads_in(max_iter):
+        reads.clear()
+        result = nmfcli.fit(data(), 4, engine="array-api-strict", solver="hals", max_iter=max_iter, tol=0)
+        assert result.n_iter == max_iter and len(result.history) == max_iter
+        return len(reads)
+
+    extra = reads_in(60) - reads_in(20)  # the fixed costs (start, final metrics) cancel
+    assert extra <= 40 // cd.CHECK_EVERY, f"{extra} reads in 40 iterations"
+
+
 def test_strict_engine_refuses_sparse_with_a_usage_error():
     with pytest.raises(UsageError, match="takes dense X only"):
         nmfcli.fit(sp.random(10, 10, density=0.5, format="csr", random_state=0), 2,

@@ -28,9 +28,10 @@ def sweep(A, G, R, violation=True):
     """
     xp = namespace(A)
     hess = xp.linalg.diagonal(G)
-    # A row whose Hessian is zero is left as it is (as scikit-learn does); asking
-    # whether there is one costs one scalar per sweep, not one per row.
-    any_flat = bool(xp.any(hess == 0))
+    # A row whose Hessian is zero is left as it is (as scikit-learn does). numpy asks whether
+    # there is one, once a sweep; elsewhere asking would wait for the device, so every row
+    # takes the guarded form, which gives the same numbers.
+    any_flat = bool(np.any(hess == 0)) if xp is np else True
     total = 0.0
     for t in range(A.shape[0]):
         a = A[t, :]
@@ -47,21 +48,31 @@ def sweep(A, G, R, violation=True):
 
 
 def frobenius_objective(sqnorm_X, WtX, H, WtW, HHt):
-    """½‖X − WH‖² from products already at hand: ½(‖X‖² − 2⟨WᵀX, H⟩ + ⟨WᵀW, HHᵀ⟩)."""
+    """½‖X − WH‖² from products already at hand: ½(‖X‖² − 2⟨WᵀX, H⟩ + ⟨WᵀW, HHᵀ⟩).
+
+    A float for numpy arrays; for another namespace's (a GPU's), a 0-d float64 array,
+    so the loop does not wait for the device every iteration (``float()`` reads it).
+    """
     xp = namespace(H)
-    value = 0.5 * (sqnorm_X - 2.0 * float(xp.sum(WtX * H)) + float(xp.sum(WtW * HHt)))
-    return max(value, 0.0)
+    value = 0.5 * (sqnorm_X - 2.0 * _sum64(xp, WtX * H) + _sum64(xp, WtW * HHt))
+    return max(value, 0.0) if xp is np else xp.maximum(value, xp.zeros_like(value))
 
 
 def penalty(A, l1, l2):
-    """l1‖A‖₁ + ½ l2‖A‖² for a non-negative factor A."""
+    """l1‖A‖₁ + ½ l2‖A‖² for a non-negative factor A (a float, or a 0-d float64 array as above)."""
     xp = namespace(A)
     value = 0.0
     if l1:
-        value += l1 * float(xp.sum(A))
+        value = value + l1 * _sum64(xp, A)
     if l2:
-        value += 0.5 * l2 * float(xp.sum(A * A))
+        value = value + 0.5 * l2 * _sum64(xp, A * A)
     return value
+
+
+def _sum64(xp, a):
+    """Σa as a float (numpy), or as a 0-d float64 array that nothing waits for."""
+    total = xp.sum(a)
+    return float(total) if xp is np else xp.astype(total, xp.float64)
 
 
 def cd_iteration(engine, Wt, H, reg, HHt=None):
@@ -177,18 +188,15 @@ def _squared_change(A, previous):
 
 
 def _scaled(G, R):
-    """(D⁻¹G − I, D⁻¹R) for D = diag(G); a row with D = 0 gets −eₜ and 0, so its update keeps it."""
+    """(D⁻¹G − I, D⁻¹R) for D = diag(G); a row with D = 0 gets −eₜ and 0, so its update keeps it.
+
+    One form for every case, without asking whether a row is flat (on a GPU asking waits).
+    """
     xp = namespace(G)
     hess = xp.linalg.diagonal(G)
-    eye = xp.eye(G.shape[0], dtype=G.dtype)
     flat = hess == 0
-    if not bool(xp.any(flat)):  # the usual case: one pass over R
-        inverse = (1.0 / hess)[:, None]
-        return G * inverse - eye, R * inverse
-    safe = xp.where(flat, 1.0, hess)[:, None]
-    Gs = xp.where(flat[:, None], 0.0, G / safe) - eye
-    Rs = xp.where(flat[:, None], 0.0, R / safe)
-    return Gs, Rs
+    inverse = xp.where(flat, 0.0, 1.0 / xp.where(flat, 1.0, hess))[:, None]
+    return G * inverse - xp.eye(G.shape[0], dtype=G.dtype), R * inverse
 
 
 def _scaled_sweep(A, Gs, Rs):

@@ -6,7 +6,7 @@ iteration to an optional callback, which may ask the loop to stop.
 """
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -346,21 +346,19 @@ def fit(
         if beta == 2 and (fix_H is not None or fix_W is not None):
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg)
             result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
-            # The fixed factor comes back as given, not as a copy from the engine's device.
-            return replace(result, **({"W": fix_W} if fix_W is not None else {"H": fix_H}))
-
-        if resume is not None:
-            W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
-            if W.shape != (m, k) or H.shape != (k, n):
-                raise DataError("the checkpoint's factors do not match the data and k")
         else:
-            W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
-        if fix_W is not None:
-            W = fix_W
-        if fix_H is not None:
-            H = fix_H
-        loop = _mu_loop if solver == "mu" else _cd_loop
-        result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
+            if resume is not None:
+                W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
+                if W.shape != (m, k) or H.shape != (k, n):
+                    raise DataError("the checkpoint's factors do not match the data and k")
+            else:
+                W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
+            if fix_W is not None:
+                W = fix_W
+            if fix_H is not None:
+                H = fix_H
+            loop = _mu_loop if solver == "mu" else _cd_loop
+            result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         # The fixed factor is handed back as given, not as a device round trip.
         if fix_W is not None:
             result.W = fix_W
@@ -484,6 +482,7 @@ class FitLoop:
             self.history, self.history_iter = list(resume["history"]), list(resume["history_iter"])
             self.first = int(resume["iteration"]) + 1
         self.n_iter, self.stop_reason, self.converged = self.first - 1, "max_iter", False
+        self._on_host = len(self.history)  # the history before this index is floats
 
     @classmethod
     def exact(cls, n_iter):
@@ -516,11 +515,12 @@ class FitLoop:
 
     def floats(self, eng):
         """The history as floats: the values still on a device come back in one transfer."""
-        pending = [i for i, v in enumerate(self.history) if not isinstance(v, float)]
+        pending = [i for i in range(self._on_host, len(self.history)) if not isinstance(self.history[i], float)]
         if pending:
             values = eng.to_host(eng.xp.stack([self.history[i] for i in pending]))
             for i, value in zip(pending, values.tolist()):
                 self.history[i] = value
+        self._on_host = len(self.history)
         return self.history
 
     def checkpoint_parts(self):
@@ -556,7 +556,7 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
             done = cd.hals_converged(run.state, violation, tol)
         run.record(n_iter, objective)
         ask = None if callback is None else (
-            lambda: _call(callback, n_iter, max_iter, run.history, start, Wt.T, H,
+            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, Wt.T, H,
                           lambda: _checkpoint(eng, n_iter, Wt.T, H, run)))
         if run.finish_iteration(n_iter, done, ask):
             break
@@ -589,7 +589,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             run.record(n_iter, _objective(eng, W, H, beta, reg, divergence=0.5 * error**2))
             done = mu.converged(run.state, error, tol)
         ask = None if callback is None else (
-            lambda: _call(callback, n_iter, max_iter, run.history, start, W, H,
+            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, W, H,
                           lambda: _checkpoint(eng, n_iter, W, H, run)))
         if run.finish_iteration(n_iter, done, ask):
             break
@@ -597,8 +597,6 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
-    for i in range(max(len(history) - 2, 0), len(history)):
-        history[i] = float(history[i])  # a GPU's objective is read only when someone asks
     objective = history[-1] if history else None
     change = None
     if len(history) >= 2 and history[-2]:

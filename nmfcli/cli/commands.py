@@ -101,8 +101,7 @@ def _components(model_path, components_path, dtype):
 @click.option("--loss", type=shared.LossType(), default=None, help="[default: the model's, else frobenius]")
 @click.option("--dtype", type=shared.DTYPE_CHOICE, default=None)
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-@click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
-                     help=shared.ENGINE_HELP)
+@click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True, help=shared.ENGINE_HELP)
 @shared.engine_options
 @shared.input_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,

@@ -129,9 +129,6 @@ class CupyEngine(ArrayEngine):
     def contiguous_copy(self, a):
         return cupy.array(a, order="C", copy=True)
 
-    def to_host(self, a):
-        return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else a
-
     def session(self):
         """CuPy's solvers raise LinAlgError on a singular system, as numpy's do (the exact solve falls back)."""
         return cupyx.errstate(linalg="raise")

@@ -151,11 +151,14 @@ def test_cupy_transform_with_duplicate_components_is_finite():
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [7, 70], ids=["unrolled", "any-k"])
-def test_cupy_fused_sweeps_equal_the_row_by_row_sweeps(dtype, k):
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "launches"])
+def test_cupy_fused_sweeps_equal_the_row_by_row_sweeps(dtype, k, graph, monkeypatch):
     import cupy
 
     from nmfcli.engines import cupy as cupy_engine
     from nmfcli.solvers import cd
+
+    monkeypatch.setattr(cupy_engine, "GRAPH", graph)
 
     rng = np.random.default_rng(0)
     p = 1000  # 1000 columns: several blocks, the last one partly empty
@@ -182,6 +185,50 @@ def test_cupy_fused_sweeps_equal_the_row_by_row_sweeps(dtype, k):
         expected = host(max_inner, delta)
         np.testing.assert_allclose(cupy.asnumpy(fused), expected, rtol=tol, atol=tol)
         np.testing.assert_array_equal(cupy.asnumpy(fused)[3], A0[3].astype(dtype))
+    assert bool(engine._graphs) == graph and all(engine._graphs.values()), "the graphs must record"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
+def test_cupy_graph_replays_the_sweeps_with_new_inputs():
+    # One factor swept in three outer iterations: the graph recorded for it must read each call's Gs and Rs.
+    import cupy
+
+    from nmfcli.engines import cupy as cupy_engine
+    from nmfcli.solvers import cd
+
+    rng = np.random.default_rng(1)
+    k, p = 6, 500
+    engine = cupy_engine.CupyEngine(np.ones((2, 2)), np.float64)
+    host = rng.random((k, p))
+    device = cupy.asarray(host)
+    for _ in range(3):
+        B = rng.random((k, k))
+        Gs, Rs = cd._scaled(B @ B.T + 0.1 * np.eye(k), rng.random((k, k)) @ rng.random((k, p)))
+        cd.inner_sweeps(host, Gs, Rs, 10, 0.1)
+        engine.inner_sweeps(device, cupy.asarray(Gs), cupy.asarray(Rs), 10, 0.1)
+        np.testing.assert_allclose(cupy.asnumpy(device), host, rtol=1e-10, atol=1e-12)
+    assert len(engine._graphs) == 1, "one graph for the one factor, replayed"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
+@pytest.mark.parametrize("room", [True, False], ids=["kept", "no-room"])
+def test_cupy_sparse_wtx_with_and_without_a_copy_of_xt(room, monkeypatch):
+    import cupy
+
+    from nmfcli.engines import cupy as cupy_engine
+
+    X = sparse_data()
+    if not room:  # enough for X, not for a second copy
+        monkeypatch.setattr(cupy.cuda.runtime, "memGetInfo", lambda: (cupy_engine._device_bytes(X, np.float64) + 1,
+                                                                      1 << 30))
+    engine = cupy_engine.CupyEngine(X, np.float64)
+    assert (engine._Xt is not None) == room
+    W = np.random.default_rng(0).random((X.shape[0], 5))
+    got = engine.WtX(cupy.asarray(np.ascontiguousarray(W.T)).T)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(cupy.asnumpy(got), (X.T @ W).T, rtol=1e-12)
 
 
 @pytest.mark.gpu

@@ -15,6 +15,10 @@ Two things are CuPy's own here, the rest is the array-API engine:
   where the next sweep's kernel reads it and returns at once if the inner loop
   has stopped, so the loop needs no round trip to the host. Row by row, the same
   sweep is ~4 kernel launches a row, ~50× slower for k = 50 (measured on an H100).
+  The inner loop's launches (up to max_inner of them, most returning at once) are
+  recorded once as a CUDA graph and replayed with one launch.
+- sparse X keeps a CSR copy of Xᵀ when the GPU has room for it, so that Wᵀ·X is a
+  plain SpMM rather than cuSPARSE's transposed one.
 """
 
 import warnings
@@ -30,9 +34,13 @@ from nmfcli.solvers import xp as solver_xp
 from nmfcli.solvers.cd import inner_sweeps
 
 # The fused sweep; set to False to run the solvers' row-by-row sweep, and UNROLL to False to
-# compile it for any k instead of the exact k (the benchmark compares the three).
+# compile it for any k instead of the exact k (the benchmark compares the three). GRAPH: the
+# inner loop replayed as a CUDA graph (False: launched kernel by kernel). KEEP_XT: sparse X
+# keeps a CSR copy of Xᵀ when there is room (False: Wᵀ·X by the transposed product).
 FUSED_SWEEP = True
 UNROLL = True
+GRAPH = True
+KEEP_XT = True
 _THREADS = 128  # a block; 20000 columns make 157 blocks, more than an H100's 132 SMs
 
 _SWEEP_SOURCE = r"""
@@ -120,6 +128,12 @@ class CupyEngine(ArrayEngine):
             )
         super().__init__(X, dtype, XP, cupyx.scipy.sparse)
         self._changes = cupy.zeros(0, dtype=self.dtype)  # each sweep's squared change, on the device
+        self._graphs = {}  # the inner loop as CUDA graphs, with the buffers their kernels read
+        self._Xt = None
+        if self.is_sparse and KEEP_XT:
+            free, _total = cupy.cuda.runtime.memGetInfo()
+            if _device_bytes(X, dtype) <= free // 2:  # the copy takes at most a half of what is free
+                self._Xt = self.X.T.tocsr()
 
     def asarray(self, a):
         if isinstance(a, cupy.ndarray):
@@ -128,6 +142,11 @@ class CupyEngine(ArrayEngine):
 
     def contiguous_copy(self, a):
         return cupy.array(a, order="C", copy=True)
+
+    def WtX(self, W):
+        if self._Xt is None:
+            return super().WtX(W)
+        return self.contiguous_copy((self._Xt @ W).T)
 
     def session(self):
         """CuPy's solvers raise LinAlgError on a singular system, as numpy's do (the exact solve falls back)."""
@@ -145,15 +164,72 @@ class CupyEngine(ArrayEngine):
             return inner_sweeps(A, Gs, Rs, max_inner, delta)
         Gs = cupy.ascontiguousarray(Gs, dtype=A.dtype)
         Rs = cupy.ascontiguousarray(Rs, dtype=A.dtype)
+        delta2 = A.dtype.type(delta * delta)
+        if GRAPH and self._replay(kernel, A, Gs, Rs, max_inner, delta2):
+            return None
         if self._changes.size < max_inner:
             self._changes = cupy.zeros(max_inner, dtype=A.dtype)
-        changes = self._changes
-        changes.fill(0)
-        blocks = (p + _THREADS - 1) // _THREADS
-        delta2 = A.dtype.type(delta * delta)
-        for sweep in range(max_inner):
-            kernel((blocks,), (_THREADS,), (A, Gs, Rs, np.int32(k), np.int64(p), np.int32(sweep), delta2, changes))
+        _launch_sweeps(kernel, A, Gs, Rs, max_inner, delta2, self._changes)
         return None
+
+    def _replay(self, kernel, A, Gs, Rs, max_inner, delta2):
+        """The inner loop as a CUDA graph recorded for A (copying Gs and Rs into its buffers); False if none.
+
+        A graph replays its kernels with the arguments they were recorded with, so each
+        graph owns the buffers its kernels read, and is kept per factor (by A's address).
+        """
+        key = (_address(A), A.shape, A.dtype, max_inner, float(delta2))
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) >= _MAX_GRAPHS:
+                self._graphs.clear()
+            entry = self._graphs[key] = _record(kernel, A, max_inner, delta2)
+        if entry is False:
+            return False
+        graph, Gs_kept, Rs_kept = entry
+        cupy.copyto(Gs_kept, Gs)
+        cupy.copyto(Rs_kept, Rs)
+        graph.launch()
+        return True
+
+
+# Graphs kept per engine (two factors of one fit need two; more means a factor moved).
+_MAX_GRAPHS = 8
+
+
+def _address(a):
+    """Where a device array's data starts."""
+    return a.data.ptr
+
+
+def _launch_sweeps(kernel, A, Gs, Rs, max_inner, delta2, changes):
+    """Launch the inner loop's max_inner sweep kernels (after zeroing their changes) on the current stream."""
+    k, p = A.shape
+    changes.fill(0)
+    blocks = (p + _THREADS - 1) // _THREADS
+    for sweep in range(max_inner):
+        kernel((blocks,), (_THREADS,), (A, Gs, Rs, np.int32(k), np.int64(p), np.int32(sweep), delta2, changes))
+
+
+def _record(kernel, A, max_inner, delta2):
+    """(graph, Gs buffer, Rs buffer): the inner loop on A recorded on a side stream; False if that fails."""
+    k, p = A.shape
+    Gs = cupy.empty((k, k), dtype=A.dtype)
+    Rs = cupy.empty((k, p), dtype=A.dtype)
+    changes = cupy.zeros(max_inner, dtype=A.dtype)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    try:
+        with stream:
+            stream.begin_capture()
+            try:
+                _launch_sweeps(kernel, A, Gs, Rs, max_inner, delta2, changes)
+            finally:
+                graph = stream.end_capture()
+    except Exception as exc:  # noqa: BLE001 - no graphs here: launch kernel by kernel
+        warnings.warn(f"nmfcli: could not record the GPU sweeps as a CUDA graph ({exc}); launching them one "
+                      "by one", RuntimeWarning, stacklevel=3)
+        return False
+    return graph, Gs, Rs
 
 
 _KERNELS = {}

@@ -14,12 +14,16 @@ for sparse, where nndsvda's randomized SVD alone takes minutes of host SpMM):
   (the sparse case's single-threaded products make a full CPU fit take an hour);
   its final loss is the target;
 - the CuPy engine's fit stopped as soon as its loss is within 0.1 % of the target;
-- seconds per iteration of both engines, and of the CuPy engine with the
-  row-by-row sweep instead of the fused one, and with the fused sweep compiled
-  for any k instead of the exact k;
+- seconds per iteration of both engines, and of the CuPy engine with one of its
+  choices undone: the row-by-row sweep instead of the fused one, the fused sweep
+  compiled for any k instead of the exact k, the sweeps launched one by one
+  instead of replayed as a CUDA graph, and (sparse) Wᵀ·X by the transposed
+  product instead of a kept CSR copy of Xᵀ; then the default once more, to show
+  how much the machine drifted meanwhile;
 - with ``--transform``: the exact transform of the dense X against the fitted H;
 - the limit: the two products with X of one iteration, timed on the same device
-  (GEMM for dense, SpMM for sparse), and per-iteration time over that limit.
+  (GEMM for dense, SpMM for sparse), each in its faster layout, and per-iteration
+  time over that limit.
 
 Prints a table and writes JSON after every case, so a run stopped early keeps what
 it measured. ``--small`` shrinks the cases for a dry run on a machine without a GPU
@@ -96,36 +100,51 @@ def timed_fit(X, k, engine, W0, H0, target=None, max_iter=200, seconds=None, tol
 
 
 def product_seconds(X, W, H, engine, repeats=5):
-    """Seconds for the two products with X of one iteration (engine.HXt and engine.WtX), best of repeats."""
-    eng = get_engine(engine, X, X.dtype)
-    Wd, Hd = eng.asarray(W), eng.asarray(H)
-    sync = (lambda: eng.to_host(eng.xp.zeros(1))) if engine != "numpy" else (lambda: None)
-    best = float("inf")
-    with eng.session():
-        for _ in range(repeats + 1):
-            sync()
-            start = time.perf_counter()
-            eng.HXt(Hd)
-            eng.WtX(Wd)
-            sync()
-            best = min(best, time.perf_counter() - start)
-    return best
+    """(seconds, {layout: seconds}): the two products with X of one iteration (HXt, WtX), each the best of repeats.
+
+    On CuPy with sparse X, Wᵀ·X is timed both ways (by a kept CSR copy of Xᵀ, and by the
+    transposed product of X) and the faster one counts: the limit is the fastest layout.
+    """
+    variants = [{}] if engine != "cupy" or not sp.issparse(X) else [{"keep_xt": True}, {"keep_xt": False}]
+    best = {"HXt": float("inf"), "WtX": float("inf")}
+    detail = {}  # each layout's time, for the JSON
+    for variant in variants:
+        with cupy_options(engine, **variant):
+            eng = get_engine(engine, X, X.dtype)
+            Wd, Hd = eng.asarray(W), eng.asarray(H)
+            sync = (lambda: eng.to_host(eng.xp.zeros(1))) if engine != "numpy" else (lambda: None)
+            with eng.session():
+                for name, product in (("HXt", lambda: eng.HXt(Hd)), ("WtX", lambda: eng.WtX(Wd))):
+                    for _ in range(repeats + 1):
+                        sync()
+                        start = time.perf_counter()
+                        product()
+                        sync()
+                        seconds = time.perf_counter() - start
+                        best[name] = min(best[name], seconds)
+                        label = name + "".join(f" {key}={value}" for key, value in variant.items())
+                        detail[label] = min(detail.get(label, float("inf")), seconds)
+            del eng, Wd, Hd
+    return best["HXt"] + best["WtX"], detail
 
 
 @contextlib.contextmanager
-def cupy_sweep(engine, fused=True, unroll=True):
-    """The CuPy engine with another sweep: row by row (not fused), or fused but compiled for any k."""
-    if engine != "cupy":
+def cupy_options(engine, **options):
+    """The CuPy engine with some of its module switches changed (fused, unroll, graph, keep_xt)."""
+    if engine != "cupy" or not options:
         yield
         return
     from nmfcli.engines import cupy as cupy_engine
 
-    saved = cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL
-    cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL = fused, unroll
+    names = {"fused": "FUSED_SWEEP", "unroll": "UNROLL", "graph": "GRAPH", "keep_xt": "KEEP_XT"}
+    saved = {names[key]: getattr(cupy_engine, names[key]) for key in options}
+    for key, value in options.items():
+        setattr(cupy_engine, names[key], value)
     try:
         yield
     finally:
-        cupy_engine.FUSED_SWEEP, cupy_engine.UNROLL = saved
+        for name, value in saved.items():
+            setattr(cupy_engine, name, value)
 
 
 def gpu_name():
@@ -153,7 +172,7 @@ def run_case(name, X, k, init, args, gpu):
 
     cpu, cpu_s, cpu_it = timed_fit(X, k, "numpy", W0, H0, max_iter=args.max_iter, seconds=args.cpu_seconds)
     target = cpu.metrics["objective"] * (1 + TARGET_REL)
-    cpu_limit = product_seconds(X, W0, H0, "numpy", repeats=1)
+    cpu_limit, _ = product_seconds(X, W0, H0, "numpy", repeats=1)
     row.update(cpu_s=init_s + cpu_s, cpu_iter=cpu.n_iter, cpu_stop=cpu.stop_reason, cpu_s_per_iter=cpu_it,
                cpu_products_s=cpu_limit, cpu_per_iter_over_limit=cpu_it / cpu_limit,
                cpu_gflops=flop / cpu_limit / 1e9, cpu_objective=cpu.metrics["objective"])
@@ -164,15 +183,25 @@ def run_case(name, X, k, init, args, gpu):
         gpu_fit, gpu_s, _ = timed_fit(X, k, engine, W0, H0, target=target, max_iter=10 * args.max_iter)
         many = max(cpu.n_iter, 30)
         full, _, gpu_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
-        with cupy_sweep(engine, fused=False):
+        with cupy_options(engine, fused=False):
             _, _, rows_it = timed_fit(X, k, engine, W0, H0, max_iter=min(many, 20), tol=0)
-        with cupy_sweep(engine, unroll=False):
+        with cupy_options(engine, unroll=False):
             timed_fit(X, k, engine, W0, H0, max_iter=2)  # compiles it
             _, _, any_k_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
-        limit = product_seconds(X, W0, H0, engine)
+        with cupy_options(engine, graph=False):
+            _, _, launched_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        transposed_it = None
+        if sp.issparse(X):
+            with cupy_options(engine, keep_xt=False):
+                _, _, transposed_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        _, _, again_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)  # the default again: drift
+        limit, layouts = product_seconds(X, W0, H0, engine)
         row.update(gpu_s_to_cpu_loss=init_s + gpu_s, gpu_iter_to_cpu_loss=gpu_fit.n_iter,
                    gpu_reached=gpu_fit.stop_reason == "target", gpu_s_per_iter=gpu_it,
-                   gpu_row_sweep_s_per_iter=rows_it, gpu_any_k_sweep_s_per_iter=any_k_it, gpu_products_s=limit,
+                   gpu_s_per_iter_again=again_it, gpu_row_sweep_s_per_iter=rows_it,
+                   gpu_any_k_sweep_s_per_iter=any_k_it, gpu_launched_sweeps_s_per_iter=launched_it,
+                   gpu_transposed_product_s_per_iter=transposed_it, gpu_products_s=limit,
+                   gpu_products_by_layout_s=layouts,
                    gpu_tflops=flop / limit / 1e12, gpu_per_iter_over_limit=gpu_it / limit,
                    speedup_to_loss=(init_s + cpu_s) / (init_s + gpu_s), speedup_per_iter=cpu_it / gpu_it,
                    objective_gap=(full.metrics["objective"] - cpu.metrics["objective"]) / cpu.metrics["objective"]
@@ -194,20 +223,30 @@ def run_case(name, X, k, init, args, gpu):
 
 
 def table(rows):
-    lines = [f"{'case':30} {'numpy s/it':>10} {'limit':>6} {'cupy s/it':>10} {'limit':>6} {'rows s/it':>10} "
-             f"{'any-k s/it':>10} "
+    lines = [f"{'case':30} {'numpy s/it':>10} {'limit':>6} {'cupy s/it':>10} {'again':>8} {'limit':>6} "
+             f"{'rows':>8} {'any-k':>8} {'launched':>8} {'Xᵀ op':>8} "
              f"{'numpy s':>8} {'cupy s':>7} {'speedup':>7}"]
     nan = float("nan")
     for r in rows:
+        def ms(key):
+            value = r.get(key)
+            return f"{value * 1e3:8.2f}" if value is not None else f"{'-':>8}"
+
         lines.append(
             f"{r['case']:30} {r['cpu_s_per_iter']:10.4f} {r['cpu_per_iter_over_limit']:6.2f} "
-            f"{r.get('gpu_s_per_iter', nan):10.5f} {r.get('gpu_per_iter_over_limit', nan):6.2f} "
-            f"{r.get('gpu_row_sweep_s_per_iter', nan):10.5f} {r.get('gpu_any_k_sweep_s_per_iter', nan):10.5f} "
+            f"{r.get('gpu_s_per_iter', nan):10.5f} {ms('gpu_s_per_iter_again')} "
+            f"{r.get('gpu_per_iter_over_limit', nan):6.2f} "
+            f"{ms('gpu_row_sweep_s_per_iter')} {ms('gpu_any_k_sweep_s_per_iter')} "
+            f"{ms('gpu_launched_sweeps_s_per_iter')} {ms('gpu_transposed_product_s_per_iter')} "
             f"{r['cpu_s']:8.2f} "
             f"{r.get('gpu_s_to_cpu_loss', nan):7.2f} {r.get('speedup_to_loss', nan):6.1f}×")
-    lines.append("limit: per-iteration time over the time of the two products with X on the same device; "
-                 "rows: the CuPy engine with the row-by-row sweep; any-k: the fused sweep compiled for any k; numpy s / cupy s: to the numpy fit's "
-                 "final loss (within 0.1%), the shared init included.")
+    lines.append(
+        "limit: per-iteration time over the time of the two products with X on the same device, each in its "
+        "faster layout; again: the default CuPy fit timed once more, after the variants (ms per iteration); "
+        "variants (ms per iteration): rows: the row-by-row sweep; any-k: the fused sweep compiled for any k; "
+        "launched: the sweeps launched one by one instead of replayed as a CUDA graph; Xᵀ op: Wᵀ·X by the "
+        "transposed product instead of a kept copy of Xᵀ; numpy s / cupy s: to the numpy fit's final loss "
+        "(within 0.1%), the shared init included.")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, squared_error
 from nmfcli.solvers.nnls import nnls
 
-SOLVERS = ("hals", "cd", "mu")
+SOLVERS = ("ehals", "hals", "cd", "mu")
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
 DEFAULT_SEED = 0
@@ -251,9 +251,12 @@ def fit(
         Non-negative, finite data. Sparse input stays sparse.
     k : int
         Number of components.
-    solver : {"auto", "hals", "cd", "mu"}, default "auto"
-        "auto" is "hals" for the Frobenius loss and "mu" otherwise. "cd" is
-        scikit-learn's coordinate descent (same iterates), "mu" its multiplicative updates.
+    solver : {"auto", "ehals", "hals", "cd", "mu"}, default "auto"
+        "auto" is "ehals" for the Frobenius loss ("hals" on the Dask engine and out of
+        core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
+        extrapolation (about half the iterations; the objective still never rises).
+        "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
+        multiplicative updates.
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
         The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2).
     init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
@@ -263,7 +266,7 @@ def fit(
         Seeds ``numpy.random.RandomState``, exactly as scikit-learn's ``random_state``.
     max_iter : int, default 200
     tol : float, default 1e-4
-        hals: stop when the ℓ1 norm of the projected gradient falls below tol
+        hals, ehals: stop when the ℓ1 norm of the projected gradient falls below tol
         times its value after the first iteration; cd: when the projected-gradient
         norm of a sweep falls below tol times its first value; mu: when the
         decrease of √(2·D) over 10 iterations falls below tol times its initial
@@ -357,7 +360,7 @@ def fit(
                 W = fix_W
             if fix_H is not None:
                 H = fix_H
-            loop = _mu_loop if solver == "mu" else _cd_loop
+            loop = {"mu": _mu_loop, "ehals": _ehals_loop}.get(solver, _cd_loop)
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         # The fixed factor is handed back as given, not as a device round trip.
         if fix_W is not None:
@@ -367,14 +370,19 @@ def fit(
         return result
 
 
-def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
-    """The checks of fit's options that need no data (every engine's): (loss name, beta, solver)."""
+def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol, in_memory=True):
+    """The checks of fit's options that need no data (every engine's): (loss name, beta, solver).
+
+    ``in_memory``: False for the blockwise loops (Dask, out-of-core), which run hals but not ehals."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
-        solver = "hals" if beta == 2 else "mu"
+        solver = ("ehals" if in_memory else "hals") if beta == 2 else "mu"
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
-    if solver in ("hals", "cd") and beta != 2:
+    if solver == "ehals" and not in_memory:
+        raise UsageError("solver 'ehals' runs on the numpy and cupy engines in memory; "
+                         "use solver 'hals' with the dask engine or --chunk-rows")
+    if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(
             f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
         )
@@ -564,6 +572,61 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run))
 
 
+def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
+    """HALS with extrapolation (cd.extrapolate), keeping a step only if the objective fell.
+
+    Two buffers a factor: the current iterate, and the one before it (the direction
+    of the next extrapolation), which the next step overwrites; a rejected step
+    leaves the current iterate and makes the one before it equal to it (no direction).
+    The stopping test is hals's, measured on plain HALS iterations.
+    """
+    max_iter, tol = options["max_iter"], options["tol"]
+    Wt = eng.contiguous_copy(W.T)
+    H = eng.contiguous_copy(H)
+    m, n = eng.shape
+    k = H.shape[0]
+    inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+    run = FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
+    if resume is not None and resume.get("W_before") is not None:
+        Wt_before = eng.contiguous_copy(eng.asarray(resume["W_before"]).T)
+        H_before = eng.asarray(resume["H_before"])
+    else:
+        Wt_before, H_before = cd.copy_into(None, Wt), cd.copy_into(None, H)
+    objective = run.history[-1] if run.history else None
+    cache = {}
+    for n_iter in range(run.first, max_iter + 1):
+        check = cd.hals_check_due(n_iter, run.state["violation_init"])
+        plain = check or objective is None
+        if plain:
+            Wt_next, H_next = cd.copy_into(Wt_before, Wt), cd.copy_into(H_before, H)
+        else:
+            b = run.state["beta"]
+            Wt_next, H_next = cd.extrapolate(Wt, Wt_before, b), cd.extrapolate(H, H_before, b)
+        next_cache = cache if check else {}
+        violation, next_objective = cd.hals_iteration(eng, Wt_next, H_next, reg, next_cache, inner, check)
+        accepted = plain or bool(next_objective <= objective)  # plain HALS never raises it
+        if not plain:
+            cd.ehals_beta(run.state, accepted)
+        if accepted:
+            Wt_before, Wt, H_before, H = Wt, Wt_next, H, H_next
+            objective, cache = next_objective, next_cache
+        else:
+            Wt_before, H_before = cd.copy_into(Wt_next, Wt), cd.copy_into(H_next, H)
+        done = cd.hals_converged(run.state, violation, tol)
+        run.record(n_iter, objective)
+
+        def save(n_iter=n_iter, Wt=Wt, H=H, Wt_before=Wt_before, H_before=H_before):
+            return _checkpoint(eng, n_iter, Wt.T, H, run, W_before=Wt_before.T, H_before=H_before)
+
+        ask = None if callback is None else (
+            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, Wt.T, H, save))
+        if run.finish_iteration(n_iter, done, ask):
+            break
+    W = eng.contiguous_copy(Wt.T)
+    return _result(eng, W, H, run, options, beta, reg, start,
+                   _checkpoint(eng, run.n_iter, W, H, run, W_before=Wt_before.T, H_before=H_before))
+
+
 def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """scikit-learn's multiplicative-update loop, with its convergence test every 10 iterations."""
     max_iter, tol = options["max_iter"], options["tol"]
@@ -612,9 +675,16 @@ def checkpoint(n_iter, W, H, run):
             "history": history, "history_iter": history_iter}
 
 
-def _checkpoint(eng, n_iter, W, H, run):
+def _checkpoint(eng, n_iter, W, H, run, **factors):
+    """checkpoint() with host copies of the factors, and of any other factors a solver resumes from (ehals's)."""
     run.floats(eng)
-    return checkpoint(n_iter, np.array(eng.to_host(W), copy=True), np.array(eng.to_host(H), copy=True), run)
+    state = checkpoint(n_iter, _host_copy(eng, W), _host_copy(eng, H), run)
+    state.update({name: _host_copy(eng, value) for name, value in factors.items()})
+    return state
+
+
+def _host_copy(eng, a):
+    return np.array(eng.to_host(a), copy=True)
 
 
 def _objective(eng, W, H, beta, reg, divergence=None):

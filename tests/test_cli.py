@@ -128,7 +128,7 @@ def test_fit_every_format_matches_the_python_api(fitted, name):
     assert report["k"] == K and report["shape"] == [M, N]
     assert report["n_iter"] == expected.n_iter and report["converged"] == expected.converged
     assert report["stop_reason"] == expected.stop_reason
-    assert report["solver"] == "hals" and report["loss"] == "frobenius" and report["beta"] == 2.0
+    assert report["solver"] == "ehals" and report["loss"] == "frobenius" and report["beta"] == 2.0
     assert report["init"] == "nndsvda" and report["seed"] == 0
     assert report["relative_error"] == pytest.approx(expected.metrics["relative_error"], rel=1e-12)
     assert report["reconstruction_error"] == pytest.approx(expected.metrics["reconstruction_error"], rel=1e-12)

@@ -274,7 +274,7 @@ def test_same_seed_same_bits():
         assert not np.array_equal(a.W, c.W)
 
 
-@pytest.mark.parametrize("solver,loss", [("hals", 2), ("cd", 2), ("mu", 1)])
+@pytest.mark.parametrize("solver,loss", [("ehals", 2), ("hals", 2), ("cd", 2), ("mu", 1)])
 def test_resume_is_bit_identical(solver, loss):
     X = dense(10, 50, 40) + 0.01
     full = nmfcli.fit(X, 4, solver=solver, loss=loss, tol=0, max_iter=40)
@@ -310,10 +310,11 @@ def test_hals_resumed_just_before_a_check_stops_where_the_full_fit_does():
     assert np.array_equal(resumed.W, full.W) and np.array_equal(resumed.H, full.H)
 
 
-def test_objective_history_matches_direct_computation():
+@pytest.mark.parametrize("solver", ["ehals", "hals"])
+def test_objective_history_matches_direct_computation(solver):
     X = dense(11, 40, 30)
     seen = []
-    r = nmfcli.fit(X, 4, solver="hals", tol=0, max_iter=15,
+    r = nmfcli.fit(X, 4, solver=solver, tol=0, max_iter=15,
                    callback=lambda info: seen.append(
                        0.5 * np.linalg.norm(X - info.W @ info.H) ** 2))
     np.testing.assert_allclose(r.history[:len(seen)], seen, rtol=1e-9)
@@ -364,7 +365,7 @@ def test_zeros_with_itakura_saito_refused():
     (dict(k=0), "k must be a positive integer; got 0"),
     (dict(k=5, init="nndsvda"), "k=5 is larger than min(rows, columns) = 3, which init 'nndsvda' needs; "
                 "use a smaller k or init 'random'"),
-    (dict(k=2, solver="xx"), "solver must be one of hals, cd, mu; got 'xx'"),
+    (dict(k=2, solver="xx"), "solver must be one of ehals, hals, cd, mu; got 'xx'"),
     (dict(k=2, solver="cd", loss="kl"),
      "solver 'cd' minimises the Frobenius loss only; use solver 'mu' for loss 'kl'"),
     (dict(k=2, loss="banana"),
@@ -428,3 +429,50 @@ def test_fixed_factor_fits_report_the_start_they_really_used():
     assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5).options["init"] == "constant"
     W0 = np.full((12, 3), 0.5)
     assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5, W0=W0, init="custom").options["init"] == "custom"
+
+
+def test_ehals_reaches_hals_objective_in_fewer_iterations():
+    """The extrapolation must pay: from the same start, ehals gets to plain hals's 60-iteration objective sooner."""
+    X = dense(3, 120, 80) + 0.01
+    hals = nmfcli.fit(X, 8, solver="hals", tol=0, max_iter=60)
+    target = hals.history[-1]
+    ehals = nmfcli.fit(X, 8, solver="ehals", tol=0, max_iter=60,
+                       callback=lambda info: "target" if info.objective <= target else None)
+    assert ehals.stop_reason == "target" and ehals.n_iter <= 40, ehals.n_iter
+
+
+def test_ehals_rejects_a_step_that_raises_the_objective(monkeypatch):
+    """Extrapolating to zero factors (a HALS iteration from there stays at ½‖X‖²): every such step is rejected."""
+    from nmfcli.solvers import cd
+
+    betas = []
+
+    def to_zero(A, before, beta):
+        betas.append(beta)
+        before[...] = 0.0
+        return before
+
+    monkeypatch.setattr(cd, "extrapolate", to_zero)
+    seen = []
+    X = dense(4, 60, 50) + 0.01
+    r = nmfcli.fit(X, 5, solver="ehals", tol=0, max_iter=25, callback=lambda info: seen.append(
+        0.5 * np.linalg.norm(X - info.W @ info.H) ** 2))
+    assert len(betas) == 2 * (25 - 4)  # iterations 1, 2, 10 and 20 are plain; W and H each time
+    plain = {1, 2, 10, 20}
+    for i in range(1, 25):  # history[i] is iteration i + 1's
+        if i + 1 in plain:
+            assert r.history[i] < r.history[i - 1]
+        else:
+            assert r.history[i] == r.history[i - 1], "a rejected step keeps the iterate"
+    assert betas[2] < betas[0], "a rejected step shrinks the extrapolation"
+    np.testing.assert_allclose(seen, r.history, rtol=1e-9)
+
+
+def test_auto_is_ehals_in_memory_and_hals_blockwise():
+    assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4)[2] == "ehals"
+    assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "hals"
+    assert core.check_options("kl", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "mu"
+    with pytest.raises(UsageError, match="solver 'ehals' runs on the numpy and cupy engines in memory"):
+        core.check_options("frobenius", "ehals", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)
+    with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
+        core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)

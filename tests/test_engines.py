@@ -27,7 +27,7 @@ STRICT = pytest.param("array-api-strict", id="strict")
 CUPY = pytest.param("cupy", id="cupy", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")])
 ENGINES = [STRICT, CUPY]
-CASES = [("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.0), ("mu", 0.5), ("mu", 3.0)]
+CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.0), ("mu", 0.5), ("mu", 3.0)]
 
 
 def data(dtype=np.float64, m=60, n=40, seed=0):
@@ -87,7 +87,7 @@ def sparse_data(dtype=np.float64):
     return X.astype(dtype)
 
 
-SPARSE_CASES = [("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.5)]
+SPARSE_CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("mu", 0.5)]
 
 
 @pytest.mark.parametrize("solver,beta", SPARSE_CASES)

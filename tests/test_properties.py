@@ -29,7 +29,7 @@ def matrices(draw, min_side=2, max_side=12, positive=False):
 
 
 @SETTINGS
-@given(X=matrices(), k=st.integers(1, 4), solver=st.sampled_from(["hals", "cd", "mu"]),
+@given(X=matrices(), k=st.integers(1, 4), solver=st.sampled_from(["ehals", "hals", "cd", "mu"]),
        init=st.sampled_from(["random", "nndsvd", "nndsvda", "nndsvdar"]))
 def test_factors_are_non_negative_and_finite(X, k, solver, init):
     if init != "random" and k > min(X.shape):
@@ -57,7 +57,7 @@ def test_mu_objective_never_rises(X, k, beta):
 
 
 @SETTINGS
-@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["hals", "cd"]))
+@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["ehals", "hals", "cd"]))
 def test_frobenius_objective_never_rises(X, k, solver):
     r = nmfcli.fit(X, k, solver=solver, init="random", tol=0, max_iter=25)
     scale = max(r.history[0], 1.0)
@@ -89,7 +89,7 @@ def test_exact_recovery_of_exactly_low_rank_data(seed, m, n, k):
 
 
 @SETTINGS
-@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["hals", "cd", "mu"]))
+@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["ehals", "hals", "cd", "mu"]))
 def test_sparse_input_gives_the_dense_answer(X, k, solver):
     """Same model from a CSR copy of X. Compared as W·H: on degenerate data (dying
     components) rounding may move a factor's mass between equivalent solutions;
@@ -102,7 +102,7 @@ def test_sparse_input_gives_the_dense_answer(X, k, solver):
 
 
 @SETTINGS
-@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["hals", "cd", "mu"]))
+@given(X=matrices(), k=st.integers(1, 3), solver=st.sampled_from(["ehals", "hals", "cd", "mu"]))
 def test_float32_is_preserved(X, k, solver):
     r = nmfcli.fit(X.astype(np.float32), k, solver=solver, init="random", max_iter=10)
     assert r.W.dtype == np.float32 and r.H.dtype == np.float32

@@ -64,7 +64,8 @@ def fit_options(f):
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
         click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
-                     help="auto: hals for frobenius, mu otherwise."),
+                     help="auto: ehals for frobenius (hals with --engine dask or --chunk-rows), mu "
+                          "otherwise. ehals is hals with extrapolation; cd and mu are scikit-learn's."),
         click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
                      help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
         click.option("--init", type=shared.INIT_CHOICE, default=None,
@@ -72,7 +73,7 @@ def fit_options(f):
         click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True),
         click.option("--max-iter", type=int, default=core.DEFAULT_MAX_ITER, show_default=True),
         click.option("--tol", type=float, default=core.DEFAULT_TOL, show_default=True,
-                     help="Stopping tolerance. hals: projected gradient below TOL times its value at "
+                     help="Stopping tolerance. hals, ehals: projected gradient below TOL times its value at "
                           "iteration 2, tested every 10 iterations; cd: scikit-learn's test; mu: the error fell "
                           "by less than TOL times its first value over 10 iterations. 0 runs to --max-iter."),
         click.option("--alpha-W", "alpha_W", type=float, default=0.0, show_default=True, help="Penalty on W."),

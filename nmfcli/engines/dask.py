@@ -300,7 +300,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
 
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    loss_name, beta, solver = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
+    loss_name, beta, solver = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol,
+                                                 in_memory=False)
 
     with _session(scheduler, workers, memory_limit) as client:
         blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)

@@ -1,4 +1,4 @@
-"""Coordinate descent (scikit-learn's ``cd``) and accelerated HALS for the Frobenius loss.
+"""Coordinate descent (scikit-learn's ``cd``) and accelerated HALS, plain and extrapolated, for the Frobenius loss.
 
 Both minimise ½‖X − WH‖² + l1_W‖W‖₁ + ½ l2_W‖W‖² + (the same for H) by exact
 minimisation over one row of a factor at a time (Cichocki & Phan 2009). Row t of
@@ -161,7 +161,7 @@ def inner_sweeps(A, Gs, Rs, max_inner, delta):
         if sweeps == max_inner:  # the last one needs no measure
             _scaled_sweep(A, Gs, Rs)
             break
-        previous = _copy_into(previous, A)
+        previous = copy_into(previous, A)
         _scaled_sweep(A, Gs, Rs)
         change = _squared_change(A, previous)  # the inner stopping rule's one scalar
         if first_change is None:
@@ -170,8 +170,8 @@ def inner_sweeps(A, Gs, Rs, max_inner, delta):
             break
 
 
-def _copy_into(buffer, A):
-    """A copy of A, in ``buffer`` for numpy (no allocation per sweep; None: make one)."""
+def copy_into(buffer, A):
+    """A copy of A, in ``buffer`` for numpy (returned; no allocation per call; None: make one), else a new array."""
     if isinstance(A, np.ndarray) and buffer is not None:
         np.copyto(buffer, A)
         return buffer
@@ -281,3 +281,36 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):
     cache.update(HHt=HHt, WtW=WtW, WtX=WtX)
     objective = frobenius_objective(engine.sqnorm(), WtX, H, WtW, HHt)
     return violation, objective + penalty(Wt, l1_W, l2_W) + penalty(H, l1_H, l2_H)
+
+
+# ehals: HALS with extrapolation (Ang & Gillis 2019, "Accelerating nonnegative matrix
+# factorization algorithms using extrapolation"). Each iteration starts from the
+# last accepted factors pushed further along their last step, max(0, A + β(A − A_before)),
+# and runs one HALS iteration from there; the result is kept only if the objective
+# fell, so the objective never rises. β grows by GAMMA after a kept step (up to a cap
+# that grows by GAMMA_BAR, at most 1) and falls by ETA after a rejected one, whose
+# cap becomes the β that failed. The iterations that measure the projected gradient
+# (hals_check_due) are plain HALS, so the measure comes from the products they compute.
+# Measured on the bench cases: half the outer iterations of plain hals to the same error.
+BETA_START, GAMMA, GAMMA_BAR, ETA = 0.7, 1.05, 1.01, 1.5
+
+
+def extrapolate(A, before, beta):
+    """max(0, A + beta·(A − before)): numpy writes it over ``before`` (returned), other namespaces make a new array."""
+    if isinstance(before, np.ndarray):
+        np.subtract(A, before, out=before)
+        before *= beta
+        before += A
+        return np.maximum(before, 0.0, out=before)
+    xp = namespace(A)
+    return xp.maximum(A + beta * (A - before), 0.0)
+
+
+def ehals_beta(state, accepted):
+    """Update the extrapolation's β and its cap in ``state`` after a kept (accepted) or rejected step."""
+    if accepted:
+        state["beta"] = min(state["beta_cap"], GAMMA * state["beta"])
+        state["beta_cap"] = min(1.0, GAMMA_BAR * state["beta_cap"])
+    else:
+        state["beta_cap"] = state["beta"]
+        state["beta"] = state["beta"] / ETA

@@ -171,11 +171,14 @@ def inner_sweeps(A, Gs, Rs, max_inner, delta):
 
 
 def copy_into(buffer, A):
-    """A copy of A, in ``buffer`` for numpy (returned; no allocation per call; None: make one), else a new array."""
-    if isinstance(A, np.ndarray) and buffer is not None:
+    """A copy of A, written into ``buffer`` (returned; no allocation per call), or a new array when buffer is None."""
+    if buffer is None:
+        return namespace(A).asarray(A, copy=True)
+    if isinstance(A, np.ndarray):
         np.copyto(buffer, A)
-        return buffer
-    return namespace(A).asarray(A, copy=True)
+    else:
+        buffer[...] = A
+    return buffer
 
 
 def _squared_change(A, previous):
@@ -296,14 +299,19 @@ BETA_START, GAMMA, GAMMA_BAR, ETA = 0.7, 1.05, 1.01, 1.5
 
 
 def extrapolate(A, before, beta):
-    """max(0, A + beta·(A − before)): numpy writes it over ``before`` (returned), other namespaces make a new array."""
+    """max(0, A + beta·(A − before)), written over ``before`` (returned).
+
+    In place on every namespace, so a device factor keeps its two buffers (and
+    the CuPy engine its recorded sweeps, which are kept per buffer).
+    """
     if isinstance(before, np.ndarray):
         np.subtract(A, before, out=before)
         before *= beta
         before += A
         return np.maximum(before, 0.0, out=before)
     xp = namespace(A)
-    return xp.maximum(A + beta * (A - before), 0.0)
+    before[...] = xp.maximum(A + beta * (A - before), 0.0)
+    return before
 
 
 def ehals_beta(state, accepted):

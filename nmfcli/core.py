@@ -252,8 +252,8 @@ def fit(
     k : int
         Number of components.
     solver : {"auto", "ehals", "hals", "cd", "mu"}, default "auto"
-        "auto" is "ehals" for the Frobenius loss ("hals" on the Dask engine and out of
-        core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
+        "auto" is "ehals" for the Frobenius loss ("hals" on the cupy and Dask engines
+        and out of core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
         extrapolation (about half the iterations; the objective still never rises).
         "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
         multiplicative updates.
@@ -322,6 +322,7 @@ def fit(
     X = _as_matrix(X, dtype)
     dtype = X.dtype
     shape = X.shape
+    requested_solver = solver
     loss_name, beta, solver = check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
     init = check_init(init, k, shape, W0, H0, fix_W, fix_H)
     if beta <= 0 and _has_zero(X):
@@ -333,6 +334,10 @@ def fit(
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
+    if solver == "ehals" and requested_solver == "auto":
+        solver = eng.default_frobenius_solver
+    elif solver == "ehals" and not eng.runs_ehals:
+        raise UsageError(f"solver 'ehals' does not run on the {eng.name} engine yet; use solver 'hals'")
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)

@@ -86,6 +86,10 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
+    # What solver "auto" runs for the Frobenius loss on this engine, and whether ehals runs here.
+    default_frobenius_solver = "ehals"
+    runs_ehals = True
+
     # The inner HALS sweeps (cd.block_sweeps' ``sweeps``); None: the solvers' own, row by row.
     # The CuPy engine fuses each sweep into one kernel and stops them on the device.
     inner_sweeps = None

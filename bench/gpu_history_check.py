@@ -1,0 +1,46 @@
+"""Diagnosis for the next GPU run: the objective history of hals and ehals on CuPy against the numpy engine.
+
+On an H100, ehals on CuPy recorded objectives of ~1e-31 in the iterations that
+recorded its sweep graphs (bench/README.md, "The ehals anomaly"). This prints the
+first iterations' objectives of each solver on the numpy engine and on CuPy with
+graphs on and off (ehals forced on, although the engine refuses it by default),
+and says which differ from the numpy engine's by more than 1e-6, so one run shows
+whether graphs, ehals, or both are involved. Exit status 1 if any differs.
+"""
+
+import sys
+
+import numpy as np
+import scipy.sparse as sp
+
+import nmfcli
+from nmfcli.engines import cupy as cupy_engine
+
+
+def cases():
+    rng = np.random.RandomState(0)
+    dense = np.abs(rng.randn(60, 40)) + 0.01
+    sparse = sp.random(300, 200, density=0.05, random_state=0, format="csr", dtype=np.float64)
+    sparse.data += 0.1
+    return {"dense": (dense, 4), "sparse": (sparse, 5)}
+
+
+def main():
+    bad = 0
+    cupy_engine.CupyEngine.runs_ehals = True  # for this diagnosis only
+    for name, (X, k) in cases().items():
+        for solver in ("hals", "ehals"):
+            ref = nmfcli.fit(X, k, solver=solver, max_iter=12, tol=0).history
+            print(f"{name} {solver} numpy      ", " ".join(f"{v:.6g}" for v in ref))
+            for graph in (False, True):
+                cupy_engine.GRAPH = graph
+                got = nmfcli.fit(X, k, solver=solver, engine="cupy", max_iter=12, tol=0).history
+                wrong = [i + 1 for i, (a, b) in enumerate(zip(got, ref)) if abs(a - b) > 1e-6 * abs(b)]
+                bad += bool(wrong)
+                print(f"{name} {solver} cupy graph={graph!s:5}", " ".join(f"{v:.6g}" for v in got),
+                      f"  differs at iterations {wrong}" if wrong else "  same")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

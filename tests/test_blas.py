@@ -135,3 +135,17 @@ def test_without_proc_maps_the_wheels_own_blas_folders_are_searched(monkeypatch)
     if not wheel_libraries:
         pytest.skip("numpy's BLAS does not come from its wheel here")
     assert {os.path.realpath(p) for p in wheel_libraries} <= {os.path.realpath(p) for p in found}
+
+
+def test_libraries_are_scanned_again_only_after_an_import(monkeypatch):
+    import sys
+    import types
+
+    scans = []
+    real = blas._loaded_paths
+    monkeypatch.setattr(blas, "_loaded_paths", lambda: scans.append(1) or real())
+    monkeypatch.setattr(blas, "_scanned", (None, []))
+    first = blas.libraries()
+    assert blas.libraries() == first and len(scans) == 1, "a second call must not scan again"
+    monkeypatch.setitem(sys.modules, "nmfcli_test_new_module", types.ModuleType("nmfcli_test_new_module"))
+    assert blas.libraries() == first and len(scans) == 2, "an import may bring a BLAS: scan again"

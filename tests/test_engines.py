@@ -215,6 +215,30 @@ def test_cupy_objective_history_matches_numpy(graph, sparse, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
+def test_cupy_graph_replays_write_only_into_buffers_they_own(monkeypatch):
+    # The first graphs kept no reference to the buffer their kernels sum changes into: CuPy's
+    # pool handed it to the next small array, and every replay zeroed and overwrote it.
+    import cupy
+
+    from nmfcli.engines import cupy as cupy_engine
+    from nmfcli.solvers import cd
+
+    monkeypatch.setattr(cupy_engine, "GRAPH", True)
+    rng = np.random.default_rng(2)
+    k, p = 6, 500
+    engine = cupy_engine.CupyEngine(np.ones((2, 2)), np.float64)
+    B = rng.random((k, k))
+    Gs, Rs = (cupy.asarray(a) for a in cd._scaled(B @ B.T + 0.1 * np.eye(k), rng.random((k, p))))
+    A = cupy.asarray(rng.random((k, p)))
+    engine.inner_sweeps(A, Gs, Rs, 10, 0.1)  # records
+    sentinels = [cupy.full(n, 12345.0) for n in (1, 2, 8, 10, 16, 64) for _ in range(50)]
+    for _ in range(3):
+        engine.inner_sweeps(A, Gs, Rs, 10, 0.1)  # replays
+    assert all(bool((s == 12345.0).all()) for s in sentinels), "a replay wrote into memory it does not own"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 def test_cupy_graph_replays_the_sweeps_with_new_inputs(monkeypatch):
     # One factor swept in three outer iterations: the graph recorded for it must read each call's Gs and Rs.
     import cupy

@@ -39,9 +39,9 @@ from nmfcli.solvers.cd import inner_sweeps
 # keeps a CSR copy of Xᵀ when there is room (False: Wᵀ·X by the transposed product).
 FUSED_SWEEP = True
 UNROLL = True
-# Off until checked again on a GPU: graphs made dense iterations 6% faster (1.78 against 1.90
-# ms on the H100) and passed the GPU tests, but a later run saw ehals read garbage objectives
-# (~1e-31) in exactly the iterations that recorded graphs, on this engine only.
+# Off until a GPU run confirms the fix of _record (which let a replay write into a freed
+# buffer): graphs made dense iterations 6% faster (1.78 against 1.90 ms on the H100), but that
+# bug overwrote the objectives recorded in the iterations that recorded graphs (~1e-31).
 GRAPH = False
 KEEP_XT = True
 _THREADS = 128  # a block; 20000 columns make 157 blocks, more than an H100's 132 SMs
@@ -123,9 +123,9 @@ class CupyEngine(ArrayEngine):
     # to the loss sooner (3.30 against 3.55 s; 1.78 against 2.33 ms an iteration), and it
     # matches the numpy engine's hals to 1e-5, so "auto" runs hals here.
     default_frobenius_solver = "hals"
-    # ... and ehals is refused: on the H100 its objective came out as ~1e-31 in its first
-    # iterations (the CPU stand-ins give the numpy engine's numbers), so it cannot be trusted
-    # here until that is understood.
+    # ... and ehals is refused: on the H100 its recorded objectives were overwritten by graph
+    # replays (the bug fixed in _record), and ehals decides on them. Until a GPU run confirms
+    # the fix (bench/gpu_history_check.py), it is not offered here.
     runs_ehals = False
 
     def __init__(self, X, dtype):
@@ -198,7 +198,7 @@ class CupyEngine(ArrayEngine):
             entry = self._graphs[key] = _record(kernel, A, max_inner, delta2)
         if entry is False:
             return False
-        graph, Gs_kept, Rs_kept = entry
+        graph, Gs_kept, Rs_kept, _changes = entry
         cupy.copyto(Gs_kept, Gs)
         cupy.copyto(Rs_kept, Rs)
         graph.launch()
@@ -224,7 +224,14 @@ def _launch_sweeps(kernel, A, Gs, Rs, max_inner, delta2, changes):
 
 
 def _record(kernel, A, max_inner, delta2):
-    """(graph, Gs buffer, Rs buffer): the inner loop on A recorded on a side stream; False if that fails."""
+    """(graph, Gs, Rs, changes buffers): the inner loop on A recorded on a side stream; False if that fails.
+
+    The entry must hold every buffer the graph reads or writes for as long as the graph
+    lives: a replay writes into them whether or not Python still refers to them, so a
+    buffer freed to CuPy's pool would be written over in whatever array the pool hands
+    it to next (the first version kept no reference to ``changes``, and replays zeroed
+    and summed sweep changes into the objective values the loop had recorded).
+    """
     k, p = A.shape
     Gs = cupy.empty((k, k), dtype=A.dtype)
     Rs = cupy.empty((k, p), dtype=A.dtype)
@@ -241,7 +248,7 @@ def _record(kernel, A, max_inner, delta2):
         warnings.warn(f"nmfcli: could not record the GPU sweeps as a CUDA graph ({exc}); launching them one "
                       "by one", RuntimeWarning, stacklevel=3)
         return False
-    return graph, Gs, Rs
+    return graph, Gs, Rs, changes
 
 
 _KERNELS = {}

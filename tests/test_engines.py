@@ -213,23 +213,34 @@ def test_cupy_objective_history_matches_numpy(graph, sparse, monkeypatch):
     np.testing.assert_allclose(got.history, ref.history, rtol=1e-6)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
-def test_cupy_graph_replays_write_only_into_buffers_they_own(monkeypatch):
-    # The first graphs kept no reference to the buffer their kernels sum changes into: CuPy's
-    # pool handed it to the next small array, and every replay zeroed and overwrote it.
+def random_scaled(rng, k, p):
+    """(Gs, Rs) of cd's scaled sweep for a random positive definite k×k Gram matrix and k×p cross term."""
+    from nmfcli.solvers import cd
+
+    B = rng.random((k, k))
+    return cd._scaled(B @ B.T + 0.1 * np.eye(k), rng.random((k, k)) @ rng.random((k, p)))
+
+
+@pytest.fixture
+def graph_engine(monkeypatch):
+    """(cupy, a float64 CupyEngine that replays its sweeps as CUDA graphs)."""
     import cupy
 
     from nmfcli.engines import cupy as cupy_engine
-    from nmfcli.solvers import cd
 
     monkeypatch.setattr(cupy_engine, "GRAPH", True)
+    return cupy, cupy_engine.CupyEngine(np.ones((2, 2)), np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
+def test_cupy_graph_replays_write_only_into_buffers_they_own(graph_engine):
+    # The first graphs kept no reference to the buffer their kernels sum changes into: CuPy's
+    # pool handed it to the next small array, and every replay zeroed and overwrote it.
+    cupy, engine = graph_engine
     rng = np.random.default_rng(2)
-    k, p = 6, 500
-    engine = cupy_engine.CupyEngine(np.ones((2, 2)), np.float64)
-    B = rng.random((k, k))
-    Gs, Rs = (cupy.asarray(a) for a in cd._scaled(B @ B.T + 0.1 * np.eye(k), rng.random((k, p))))
-    A = cupy.asarray(rng.random((k, p)))
+    Gs, Rs = (cupy.asarray(a) for a in random_scaled(rng, 6, 500))
+    A = cupy.asarray(rng.random((6, 500)))
     engine.inner_sweeps(A, Gs, Rs, 10, 0.1)  # records
     sentinels = [cupy.full(n, 12345.0) for n in (1, 2, 8, 10, 16, 64) for _ in range(50)]
     for _ in range(3):
@@ -239,23 +250,16 @@ def test_cupy_graph_replays_write_only_into_buffers_they_own(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
-def test_cupy_graph_replays_the_sweeps_with_new_inputs(monkeypatch):
+def test_cupy_graph_replays_the_sweeps_with_new_inputs(graph_engine):
     # One factor swept in three outer iterations: the graph recorded for it must read each call's Gs and Rs.
-    import cupy
-
-    from nmfcli.engines import cupy as cupy_engine
     from nmfcli.solvers import cd
 
-    monkeypatch.setattr(cupy_engine, "GRAPH", True)
-
+    cupy, engine = graph_engine
     rng = np.random.default_rng(1)
-    k, p = 6, 500
-    engine = cupy_engine.CupyEngine(np.ones((2, 2)), np.float64)
-    host = rng.random((k, p))
+    host = rng.random((6, 500))
     device = cupy.asarray(host)
     for _ in range(3):
-        B = rng.random((k, k))
-        Gs, Rs = cd._scaled(B @ B.T + 0.1 * np.eye(k), rng.random((k, k)) @ rng.random((k, p)))
+        Gs, Rs = random_scaled(rng, 6, 500)
         cd.inner_sweeps(host, Gs, Rs, 10, 0.1)
         engine.inner_sweeps(device, cupy.asarray(Gs), cupy.asarray(Rs), 10, 0.1)
         np.testing.assert_allclose(cupy.asnumpy(device), host, rtol=1e-10, atol=1e-12)

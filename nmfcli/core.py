@@ -336,6 +336,8 @@ def fit(
     eng = get_engine(engine, X, dtype)
     if solver == "ehals" and requested_solver == "auto":
         solver = eng.default_frobenius_solver
+        if resume is not None and resume.get("W_before") is None:
+            solver = "hals"  # a checkpoint from before ehals, when auto ran hals: go on as it was
     elif solver == "ehals" and not eng.runs_ehals:
         raise UsageError(f"solver 'ehals' does not run on the {eng.name} engine yet; use solver 'hals'")
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X

@@ -476,3 +476,21 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
         core.check_options("frobenius", "ehals", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)
     with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)
+
+
+def test_a_checkpoint_from_before_ehals_resumes_under_auto_as_hals():
+    """auto ran hals before ehals existed; its checkpoints (no W_before) must go on bit-identically."""
+    X = dense(10, 50, 40) + 0.01
+    full = nmfcli.fit(X, 4, solver="hals", tol=0, max_iter=30)
+    saved = {}
+
+    def stop_at_12(info):
+        if info.iteration == 12:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    nmfcli.fit(X, 4, solver="hals", tol=0, max_iter=30, callback=stop_at_12)
+    assert "W_before" not in saved
+    resumed = nmfcli.fit(X, 4, tol=0, max_iter=30, resume=saved)
+    assert resumed.options["solver"] == "hals"
+    assert np.array_equal(resumed.W, full.W) and resumed.history == full.history

@@ -387,7 +387,7 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol, in_me
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
     if solver == "ehals" and not in_memory:
-        raise UsageError("solver 'ehals' runs on the numpy and cupy engines in memory; "
+        raise UsageError("solver 'ehals' runs on the numpy engine in memory; "
                          "use solver 'hals' with the dask engine or --chunk-rows")
     if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(

@@ -276,6 +276,22 @@ def test_inspect_model_report_json_and_plot(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
+def test_a_fit_folder_stands_for_its_model(tmp_path):
+    """inspect, transform --model and reconstruct --model take the fit's output folder for its model.h5."""
+    X = low_rank(M, N)
+    np.save(tmp_path / "x.npy", X)
+    run_nmf("fit", "x.npy", "-k", K, "-o", "o", "-q", cwd=tmp_path, check=0)
+    by_folder = json.loads(run_nmf("inspect", "o", "--json", cwd=tmp_path, check=0).stdout)
+    by_file = json.loads(run_nmf("inspect", "o/model.h5", "--json", cwd=tmp_path, check=0).stdout)
+    assert by_folder["kind"] == "model" and by_folder["components"] == by_file["components"]
+    run_nmf("transform", "x.npy", "--model", "o", "-o", "w_folder.npy", cwd=tmp_path, check=0)
+    run_nmf("transform", "x.npy", "--model", "o/model.h5", "-o", "w_file.npy", cwd=tmp_path, check=0)
+    assert np.array_equal(np.load(tmp_path / "w_folder.npy"), np.load(tmp_path / "w_file.npy"))
+    run_nmf("reconstruct", "w_folder.npy", "--model", "o", "-o", "r.npy", cwd=tmp_path, check=0)
+    H = nio.read_model(tmp_path / "o" / "model.h5")["H"]
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), np.load(tmp_path / "w_folder.npy") @ H)
+
+
 def test_help_version_and_exit_codes():
     assert run_nmf("--version", check=0).stdout.strip().startswith("nmf ")
     top = run_nmf("--help", check=0).stdout

@@ -472,7 +472,7 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4)[2] == "ehals"
     assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "hals"
     assert core.check_options("kl", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "mu"
-    with pytest.raises(UsageError, match="solver 'ehals' runs on the numpy and cupy engines in memory"):
+    with pytest.raises(UsageError, match="solver 'ehals' runs on the numpy engine in memory"):
         core.check_options("frobenius", "ehals", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)
     with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)

@@ -390,8 +390,14 @@ def write_model(path, model: dict, *, force: bool = False) -> None:
     write_h5_dict(os.fspath(path), model, "nmfcli_model", force=force, jsonable=lambda v: _jsonable(v, False))
 
 
+def _in_fit_folder(path: str) -> str:
+    """The model.h5 inside a fit's output folder, for a path naming the folder; else the path."""
+    inside = os.path.join(path, "model.h5")
+    return inside if os.path.isdir(path) and os.path.isfile(inside) else path
+
+
 def read_model(path) -> dict:
-    """Read a model written by :func:`write_model`: the same dict back.
+    """Read a model written by :func:`write_model` (or the model.h5 of a fit's output folder): the same dict back.
 
     Raises
     ------
@@ -402,7 +408,7 @@ def read_model(path) -> dict:
     """
     from nmfcli.io._hdf5 import read_h5_dict
 
-    path = os.fspath(path)
+    path = _in_fit_folder(os.fspath(path))
     model = read_h5_dict(path, "nmfcli_model", "model", "; make one with `nmf fit`")
     H = model.get("H")
     if not isinstance(H, np.ndarray) or H.ndim != 2:
@@ -465,6 +471,8 @@ def detect_kind(path) -> str:
     path = os.fspath(path)
     if path == "-" or "::" in path and not os.path.exists(path):
         return "matrix"
+    if _in_fit_folder(path) != path:
+        return "model"
     try:
         with open(path, "rb") as f:
             head = f.read(64)

@@ -15,8 +15,9 @@ Two things are CuPy's own here, the rest is the array-API engine:
   where the next sweep's kernel reads it and returns at once if the inner loop
   has stopped, so the loop needs no round trip to the host. Row by row, the same
   sweep is ~4 kernel launches a row, ~50× slower for k = 50 (measured on an H100).
-  The inner loop's launches (up to max_inner of them, most returning at once) are
-  recorded once as a CUDA graph and replayed with one launch.
+  The inner loop's launches (up to max_inner of them, most returning at once) can be
+  recorded once as a CUDA graph and replayed with one launch (GRAPH; off until a GPU
+  run confirms the fix described at _record).
 - sparse X keeps a CSR copy of Xᵀ when the GPU has room for it, so that Wᵀ·X is a
   plain SpMM rather than cuSPARSE's transposed one.
 """

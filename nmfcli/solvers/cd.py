@@ -155,14 +155,15 @@ def block_sweeps(A, G, R, max_inner, delta, sweeps=None):
 
 def inner_sweeps(A, Gs, Rs, max_inner, delta):
     """Up to max_inner scaled sweeps of A in place; stop after one that changes A by ≤ delta × the first change."""
+    sweep = _sweeper(A, Gs, Rs)
     previous = None
     first_change = None
     for sweeps in range(1, max_inner + 1):
         if sweeps == max_inner:  # the last one needs no measure
-            _scaled_sweep(A, Gs, Rs)
+            sweep()
             break
         previous = copy_into(previous, A)
-        _scaled_sweep(A, Gs, Rs)
+        sweep()
         change = _squared_change(A, previous)  # the inner stopping rule's one scalar
         if first_change is None:
             first_change = change
@@ -204,17 +205,31 @@ def _scaled(G, R):
 
 def _scaled_sweep(A, Gs, Rs):
     """Row by row, A[t] ← max(0, Rs[t] − Gs[t]·A) (Gs with a zero diagonal but for flat rows)."""
-    if isinstance(A, np.ndarray):
-        # numpy: in place, two calls a row besides the product; rows by zip and the product by
-        # ndarray.dot, whose call costs ~1 µs less than @'s (the same gemv, the same bits).
-        subtract, maximum = np.subtract, np.maximum
-        for a, g, r in zip(A, Gs, Rs):
-            subtract(r, g.dot(A), out=a)
-            maximum(a, 0.0, out=a)
-        return
-    xp = namespace(A)
-    for t in range(A.shape[0]):
-        A[t, :] = xp.maximum(Rs[t, :] - Gs[t, :] @ A, 0.0)
+    _sweeper(A, Gs, Rs)()
+
+
+def _sweeper(A, Gs, Rs):
+    """A function that runs ``_scaled_sweep(A, Gs, Rs)``, for the inner sweeps that share A, Gs and Rs."""
+    if not isinstance(A, np.ndarray):
+        xp = namespace(A)
+
+        def sweep():
+            for t in range(A.shape[0]):
+                A[t, :] = xp.maximum(Rs[t, :] - Gs[t, :] @ A, 0.0)
+        return sweep
+    # numpy, where a small factor's sweep costs its calls: in place, two calls a row besides
+    # the product, whose operands (row views, the bound ndarray.dot, ~1 µs a call cheaper than
+    # @ for the same gemv and bits) are made once for all the sweeps; and max against a 0-d
+    # zero of A's dtype, which numpy takes without converting a Python float on every call.
+    rows = [(a, g.dot, r) for a, g, r in zip(A, Gs, Rs)]
+    zero = np.zeros((), dtype=A.dtype)
+    subtract, maximum = np.subtract, np.maximum
+
+    def sweep():
+        for a, dot, r in rows:
+            subtract(r, dot(A), out=a)
+            maximum(a, zero, out=a)
+    return sweep
 
 
 def cd_converged(state, violation, tol):

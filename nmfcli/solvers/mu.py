@@ -60,7 +60,7 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
                 H_sum = xp.sum(H, axis=1)
             if keep_cache:
                 cache["H_sum"] = H_sum
-            denominator = xp.broadcast_to(H_sum[None, :], W.shape)
+            denominator = H_sum[None, :]  # broadcast by the division
     _apply(xp, W, numerator, denominator, l1, l2, gamma)
     if beta < 1:
         W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
@@ -77,7 +77,7 @@ def update_H(engine, W, H, beta, l1, l2, gamma):
         if beta == 1:
             W_sum = xp.sum(W, axis=0)
             W_sum = xp.where(W_sum == 0, 1.0, W_sum)
-            denominator = xp.broadcast_to(W_sum[:, None], H.shape)
+            denominator = W_sum[:, None]
     _apply(xp, H, numerator, denominator, l1, l2, gamma)
     if beta <= 1:
         H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
@@ -93,4 +93,4 @@ def _apply(xp, A, numerator, denominator, l1, l2, gamma):
     delta = numerator / denominator
     if gamma != 1:
         delta = delta**gamma
-    A[...] = A * delta
+    A *= delta

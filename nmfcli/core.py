@@ -211,7 +211,8 @@ def estimate_fit_bytes(shape, k, dtype="float64", nnz=None, beta=2.0):
     grams = 4 * k * k * itemsize
     blocks = 0
     if beta != 2:
-        blocks = 3 * min(m * n, BLOCK_ENTRIES + n) * itemsize
+        # W·H, the ratio, a temporary, and the numpy engine's kept floors (EPSILON, the log's)
+        blocks = 5 * min(m * n, BLOCK_ENTRIES + n) * itemsize
         if nnz is not None:
             blocks += 3 * nnz * itemsize + nnz * 8
     return factors + grams + blocks

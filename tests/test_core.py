@@ -126,6 +126,24 @@ def test_mu_equals_sklearn(beta, make):
         assert r.n_iter == model.n_iter_
 
 
+@pytest.mark.parametrize("beta", [1, 0.5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mu_in_row_blocks_equals_sklearn(monkeypatch, beta, dtype):
+    """Dense X in several row blocks, the last one shorter: the numpy engine's kept block
+    buffers and arrays of EPSILON must fit every block, and the sums must add up."""
+    from nmfcli.solvers import losses
+
+    monkeypatch.setattr(losses, "BLOCK_ENTRIES", 300)  # 10 rows of 30 a block: 4 blocks of 10, one of 3
+    X = dense(3, m=43, n=30).astype(dtype)
+    W, model = sk_fit(X, 4, solver="mu", beta_loss=beta, init="nndsvda", random_state=0, max_iter=200)
+    r = nmfcli.fit(X, 4, solver="mu", loss=beta, seed=0, max_iter=200, init="nndsvda")
+    tol = 1e-6 if dtype == np.float64 else 2e-3
+    assert rel(r.W, W) <= tol and rel(r.H, model.components_) <= tol
+    assert r.n_iter == model.n_iter_
+    expected = sk_nmf._beta_divergence(X.astype(np.float64), r.W.astype(np.float64), r.H.astype(np.float64), beta)
+    assert r.metrics["beta_divergence"] == pytest.approx(expected, rel=1e-9 if dtype == np.float64 else 1e-4)
+
+
 @pytest.mark.parametrize("tiny_fraction", [0.0, 0.005, 0.3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kl_divergence_with_zeros_and_entries_below_epsilon_equals_sklearn(tiny_fraction, dtype):
@@ -429,6 +447,27 @@ def test_fixed_factor_fits_report_the_start_they_really_used():
     assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5).options["init"] == "constant"
     W0 = np.full((12, 3), 0.5)
     assert nmfcli.fit(X, 3, fix_H=H, loss="kl", max_iter=5, W0=W0, init="custom").options["init"] == "custom"
+
+
+@pytest.mark.parametrize("n", [40, 600])  # short rows max against a 0-d zero, long ones against a row of zeros
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_sweeps_are_the_row_by_row_definition(n, dtype):
+    """The numpy sweep's prebuilt row operands give, bit for bit, A[t] ← max(0, Rs[t] − Gs[t]·A)
+    row after row, every sweep reading the rows already updated."""
+    from nmfcli.solvers import cd
+
+    rng = np.random.RandomState(0)
+    k = 6
+    B = rng.rand(k, 3 * k).astype(dtype)
+    Gs, Rs = cd._scaled(B @ B.T, (rng.rand(k, n) - 0.3).astype(dtype))
+    A = rng.rand(k, n).astype(dtype)
+    expected = A.copy()
+    for _ in range(3):
+        for t in range(k):
+            expected[t] = np.maximum(Rs[t] - Gs[t] @ expected, 0.0)
+    cd.inner_sweeps(A, Gs, Rs, 3, 0.0)
+    assert (A == 0).any() and (A > 0).any(), "the case must clip some entries and keep others"
+    assert np.array_equal(A, expected)
 
 
 def test_ehals_reaches_hals_objective_in_fewer_iterations():

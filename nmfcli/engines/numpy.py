@@ -30,7 +30,7 @@ def _on_product_threads(method, blas_when_sparse=False):
     """
     @functools.wraps(method)
     def run(self, *args):
-        if self.is_sparse and not blas_when_sparse or not self.is_sparse and self.X.size < SMALL_X:
+        if (self.is_sparse and not blas_when_sparse) or (not self.is_sparse and self.X.size < SMALL_X):
             return method(self, *args)
         with blas.product_threads():
             return method(self, *args)

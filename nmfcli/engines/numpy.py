@@ -43,16 +43,19 @@ class NumpyEngine(ArrayEngine):
     def __init__(self, X, dtype):
         super().__init__(X, dtype, np, scipy.sparse)
         self._buffers = {}
-        self._constants = {}
         self._tiny = None
         self._total = None
 
-    def _buffer(self, name, rows, cols, dtype):
-        """A C-ordered rows×cols work array kept between calls (its first rows·cols entries)."""
+    def _buffer(self, name, rows, cols, dtype, fill=None):
+        """A C-ordered rows×cols work array kept between calls (its first rows·cols entries).
+
+        With ``fill``, an array of that value, which callers only read.
+        """
         size = rows * cols
         buf = self._buffers.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(size, dtype=dtype)
+            buf = self._buffers[name] = (np.empty(size, dtype=dtype) if fill is None
+                                         else np.full(size, fill, dtype=dtype))
         return buf[:size].reshape(rows, cols)
 
     # A fit runs its BLAS calls on one thread, and only the products with X on the process's
@@ -129,16 +132,10 @@ class NumpyEngine(ArrayEngine):
         return total - self._sum_X_kept(), 0.0
 
     def _filled(self, value, like):
-        """An array of ``value`` shaped as the C-ordered block ``like``, kept between calls.
-
-        For np.maximum's floors: numpy's max against a scalar is not vectorised, against an
-        array it is (90 against 18 µs for 115,000 float32 entries).
-        """
-        key = (value, like.dtype)
-        buf = self._constants.get(key)
-        if buf is None or buf.size < like.size:
-            buf = self._constants[key] = np.full(like.size, value, dtype=like.dtype)
-        return buf[:like.size].reshape(like.shape)
+        """A kept array of ``value`` shaped as the 2-D block ``like``, for np.maximum's floors:
+        numpy's max against a scalar is not vectorised, against an array it is (90 against
+        18 µs for 115,000 float32 entries)."""
+        return self._buffer(("filled", value), like.shape[0], like.shape[1], like.dtype, fill=value)
 
     def _tiny_entries(self):
         """Rows and columns of X's entries in (0, EPSILON] (found once), or None when over 1% of X."""

@@ -543,6 +543,19 @@ class FitLoop:
         return dict(self.state), [float(v) for v in self.history], list(self.history_iter)
 
 
+def _k_major(eng, W, H):
+    """(Wᵀ, H, inner-sweep limits) for the hals family: both factors k-major, C-ordered copies.
+
+    The inner-sweep budget depends on the shape only (not on nnz), so sparse and
+    dense copies of the same X follow the same iterates.
+    """
+    Wt = eng.contiguous_copy(W.T)
+    H = eng.contiguous_copy(H)
+    m, n = eng.shape
+    k = H.shape[0]
+    return Wt, H, (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+
+
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """The outer loop of hals and cd.
 
@@ -552,13 +565,7 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     measured every cd.CHECK_EVERY iterations.
     """
     solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
-    Wt = eng.contiguous_copy(W.T)
-    H = eng.contiguous_copy(H)
-    m, n = eng.shape
-    k = H.shape[0]
-    # The inner-sweep budget depends on the shape only (not on nnz), so sparse and
-    # dense copies of the same X follow the same iterates.
-    inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+    Wt, H, inner = _k_major(eng, W, H)
     run = FitLoop(resume, {"violation_init": None})
     HHt = None
     cache = {}
@@ -589,11 +596,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
     The stopping test is hals's, measured on plain HALS iterations.
     """
     max_iter, tol = options["max_iter"], options["tol"]
-    Wt = eng.contiguous_copy(W.T)
-    H = eng.contiguous_copy(H)
-    m, n = eng.shape
-    k = H.shape[0]
-    inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+    Wt, H, inner = _k_major(eng, W, H)
     run = FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
     if resume is not None and resume.get("W_before") is not None:
         Wt_before = eng.contiguous_copy(eng.asarray(resume["W_before"]).T)

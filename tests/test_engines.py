@@ -366,7 +366,7 @@ def test_hals_reads_from_the_device_only_for_its_stopping_test(solver, monkeypat
     # The strict engine runs the solvers' host-side inner loop (a read per sweep); the CuPy
     # engine stops its sweeps on the device. Stand in for that with two sweeps, no reads.
     monkeypatch.setattr(cd, "inner_sweeps", lambda A, Gs, Rs, max_inner, delta: [
-        cd._scaled_sweep(A, Gs, Rs) for _ in range(2)])
+        cd._sweeper(A, Gs, Rs)() for _ in range(2)])
 
     def reads_in(max_iter):
         reads.clear()

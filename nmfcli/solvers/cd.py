@@ -203,13 +203,9 @@ def _scaled(G, R):
     return G * inverse - xp.eye(G.shape[0], dtype=G.dtype), R * inverse
 
 
-def _scaled_sweep(A, Gs, Rs):
-    """Row by row, A[t] ← max(0, Rs[t] − Gs[t]·A) (Gs with a zero diagonal but for flat rows)."""
-    _sweeper(A, Gs, Rs)()
-
-
 def _sweeper(A, Gs, Rs):
-    """A function that runs ``_scaled_sweep(A, Gs, Rs)``, for the inner sweeps that share A, Gs and Rs."""
+    """A function that sweeps A in place, row by row: A[t] ← max(0, Rs[t] − Gs[t]·A) (Gs with a
+    zero diagonal but for flat rows). Made once for the inner sweeps that share A, Gs and Rs."""
     if not isinstance(A, np.ndarray):
         xp = namespace(A)
 

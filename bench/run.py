@@ -264,15 +264,21 @@ def run_sklearn(X, k, loss):
             "error": float(model.reconstruction_err_)}, W, model.components_
 
 
-def run_nmfcli_default(X, k, loss):
-    """nmfcli's default fit; a no-op callback records when each iteration ended."""
-    import nmfcli
-
+def _iteration_stamps():
+    """(stamps, callback): the callback appends (iteration, elapsed s) to stamps and lets the fit go on."""
     stamps = []
 
     def record(info):
         stamps.append((info.iteration, info.elapsed_s))
 
+    return stamps, record
+
+
+def run_nmfcli_default(X, k, loss):
+    """nmfcli's default fit; a no-op callback records when each iteration ended."""
+    import nmfcli
+
+    stamps, record = _iteration_stamps()
     t0 = time.perf_counter()
     result = nmfcli.fit(X, k, loss=loss, seed=0, callback=record)
     elapsed = time.perf_counter() - t0
@@ -294,11 +300,7 @@ def run_nmfcli_hals(X, k):
     iterations that test the stop (2, 10, 20: 1 in 10 of a long fit, 3 in 20 here) count."""
     import nmfcli
 
-    stamps = []
-
-    def record(info):
-        stamps.append((info.iteration, info.elapsed_s))
-
+    stamps, record = _iteration_stamps()
     nmfcli.fit(X, k, solver="hals", seed=0, max_iter=HALS_ITERATIONS, tol=0.0, callback=record)
     return float(np.median(np.diff([t for _, t in stamps])))
 
@@ -380,7 +382,7 @@ def bench_config(case, k, loss, dtype, repeats, log):
         "case": case, "label": label, "shape": [m, n],
         "sparse": bool(sp.issparse(X)), "nnz": int(X.nnz) if sp.issparse(X) else m * n,
         "k": k, "loss": loss, "dtype": dtype,
-        "sklearn_solver": LOSS_SOLVER[loss], "nmfcli_solver": "ehals" if loss == "frobenius" else "mu",
+        "sklearn_solver": LOSS_SOLVER[loss], "nmfcli_solver": last["res_d"].options["solver"],
         "sklearn": {"time_s": sk_time, "n_iter": sk_runs[-1]["n_iter"], "error": sk_err,
                     "per_iter_s": sk_time / max(sk_runs[-1]["n_iter"], 1), "runs": sk_runs},
         "nmfcli_default": {"time_s": nd_time, "n_iter": nd_runs[-1]["n_iter"],

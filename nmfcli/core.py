@@ -648,9 +648,11 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     H = eng.contiguous_copy(H) if update_H_ else H
     run = FitLoop(resume, {})
     if not run.resumed:
-        error_at_init = beta_divergence(eng, W, H, beta, square_root=True)
+        divergence = beta_divergence(eng, W, H, beta)
+        error_at_init = _error_of(divergence)
         run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
-        run.record(0, _objective(eng, W, H, beta, reg))
+        run.record(0, _objective(eng, W, H, beta, reg, divergence))
+    measured = None  # (iteration, divergence there): the last test's, which _result reuses
     cache = {}
     for n_iter in range(run.first, max_iter + 1):
         if update_W_:
@@ -659,15 +661,22 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             mu.update_H(eng, W, H, beta, l1_H, l2_H, gamma)
         done = False
         if n_iter % mu.CHECK_EVERY == 0:
-            error = beta_divergence(eng, W, H, beta, square_root=True)
-            run.record(n_iter, _objective(eng, W, H, beta, reg, divergence=0.5 * error**2))
-            done = mu.converged(run.state, error, tol)
+            measured = (n_iter, beta_divergence(eng, W, H, beta))
+            run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
+            done = mu.converged(run.state, _error_of(measured[1]), tol)
         ask = None if callback is None else (
             lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, W, H,
                           lambda: _checkpoint(eng, n_iter, W, H, run)))
         if run.finish_iteration(n_iter, done, ask):
             break
-    return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run))
+    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
+    return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run),
+                   divergence)
+
+
+def _error_of(divergence):
+    """scikit-learn's reconstruction error √(2·D) (``beta_divergence(..., square_root=True)``)."""
+    return float(np.sqrt(2 * max(divergence, 0.0)))
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
@@ -706,14 +715,10 @@ def _objective(eng, W, H, beta, reg, divergence=None):
     return float(float(divergence) + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H))
 
 
-def _result(eng, W, H, run, options, beta, reg, start, ckpt):
-    divergence = beta_divergence(eng, W, H, beta)
-    metrics = {
-        "objective": _objective(eng, W, H, beta, reg, divergence),
-        "beta_divergence": float(divergence),
-        "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
-        "relative_error": relative_error_of(eng, W, H),
-    }
+def _result(eng, W, H, run, options, beta, reg, start, ckpt, divergence=None):
+    """The FitResult; ``divergence``: D(X ‖ WH) at these factors when the loop has just measured it."""
+    errors = _error_metrics(eng, W, H, beta, divergence)
+    metrics = {"objective": _objective(eng, W, H, beta, reg, errors["beta_divergence"]), **errors}
     W = eng.to_host(W)
     H = eng.to_host(H)
     return FitResult(
@@ -723,9 +728,21 @@ def _result(eng, W, H, run, options, beta, reg, start, ckpt):
     )
 
 
-def relative_error_of(eng, W, H):
+def _error_metrics(eng, W, H, beta, divergence=None):
+    """beta_divergence, reconstruction_error (√(2·D)) and relative_error (‖X − WH‖ / ‖X‖).
+
+    ``divergence``: D at these factors, when already known. For Frobenius, D is
+    ½‖X − WH‖² itself, so the relative error needs no second pass over X.
+    """
+    if divergence is None:
+        divergence = beta_divergence(eng, W, H, beta)
+    squared = 2.0 * max(divergence, 0.0) if beta == 2 else squared_error(eng, W, H)
     norm_X = np.sqrt(eng.sqnorm())
-    return float(np.sqrt(squared_error(eng, W, H)) / norm_X) if norm_X else 0.0
+    return {
+        "beta_divergence": float(divergence),
+        "reconstruction_error": _error_of(divergence),
+        "relative_error": float(np.sqrt(squared) / norm_X) if norm_X else 0.0,
+    }
 
 
 # --------------------------------------------------------------------------- transform & co
@@ -789,13 +806,7 @@ def metrics(X, W, H, loss="frobenius"):
             f"X ({_shape(X)}) does not match W ({_shape(W)}) times H ({_shape(H)})"
         )
     eng = get_engine("numpy", X, X.dtype)
-    divergence = beta_divergence(eng, W, H, beta)
-    return {
-        "beta": beta,
-        "beta_divergence": float(divergence),
-        "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
-        "relative_error": relative_error_of(eng, W, H),
-    }
+    return {"beta": beta, **_error_metrics(eng, W, H, beta)}
 
 
 def versions():

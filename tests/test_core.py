@@ -339,6 +339,31 @@ def test_objective_history_matches_direct_computation(solver):
     assert all(b <= a * (1 + 1e-12) for a, b in zip(r.history, r.history[1:]))
 
 
+@pytest.mark.parametrize("loss,solver,max_iter,make", [
+    *((loss, solver, max_iter, make) for make in (dense, sparse) for loss, solver, max_iter in [
+        ("kl", "mu", 20),  # stops on an iteration whose divergence the loop measured (and reuses)
+        ("kl", "mu", 17),  # stops between two measured iterations
+        ("frobenius", "mu", 20),
+        ("frobenius", "ehals", 12),
+        ("frobenius", "cd", 12),
+    ]),
+    ("is", "mu", 30, lambda *a: dense(*a) + 0.1),  # Itakura-Saito refuses zeros
+])
+def test_reported_metrics_are_those_of_the_returned_factors(loss, solver, max_iter, make):
+    X = make(12, 50, 30)
+    r = nmfcli.fit(X, 4, loss=loss, solver=solver, tol=0, max_iter=max_iter, init="random")
+    beta = {"kl": 1, "is": 0, "frobenius": 2}[loss]
+    Xd = X.toarray() if sp.issparse(X) else X
+    expected = sk_nmf._beta_divergence(Xd, r.W, r.H, beta)
+    assert r.n_iter == max_iter
+    assert r.metrics["beta_divergence"] == pytest.approx(expected, rel=1e-9)
+    assert r.metrics["reconstruction_error"] == pytest.approx(np.sqrt(2 * expected), rel=1e-9)
+    assert r.metrics["relative_error"] == pytest.approx(
+        np.linalg.norm(Xd - r.W @ r.H) / np.linalg.norm(Xd), rel=1e-9)
+    if solver == "mu" and max_iter % 10 == 0:
+        assert r.history[-1] == pytest.approx(r.metrics["objective"], rel=1e-12)
+
+
 def test_exact_recovery_of_low_rank_data():
     """A separable X = WH (W and H contain an identity block) has a unique NMF, which must be found."""
     rng = np.random.RandomState(12)

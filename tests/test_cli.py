@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -302,6 +303,29 @@ def test_help_version_and_exit_codes():
         text = run_nmf(command, "--help", check=0).stdout
         assert "Example" in text and f"nmf {command}" in text
     assert "pseudo-inverse" in run_nmf("transform", "--help", check=0).stdout
+
+
+def test_top_level_help_and_version_load_no_numerical_library():
+    """`nmf --help` and `--version` answer without importing the commands (scipy alone took 0.3 s),
+    and list every command with the one-line help the command itself carries."""
+    probe = (
+        "import sys, io, contextlib\n"
+        "from nmfcli.cli import run\n"
+        "for args in (['--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert run(args) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'h5py', 'rich'}))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+    from nmfcli.cli import SHORT_HELP, cli
+
+    top = run_nmf("--help", check=0).stdout
+    for name in cli.list_commands(None):
+        command = cli.get_command(None, name)
+        assert command.short_help == SHORT_HELP[name]
+        assert re.search(rf"^\s+{name}\s+{re.escape(SHORT_HELP[name])}$", top, re.M), name
+    assert set(cli.commands) == set(SHORT_HELP)
 
 
 def test_fit_options_reach_the_core(tmp_path):

@@ -32,7 +32,38 @@ Exit codes:
 """
 
 
+# The subcommands and their one-line help. The commands themselves (and numpy, scipy, h5py
+# behind them) are imported when one is run or asked for its help, so `nmf --help` and
+# `nmf --version` answer at once (0.6 s -> 0.1 s here; most of it was importing scipy).
+SHORT_HELP = {
+    "fit": "Factor INPUT into non-negative W (m x k) and H (k x n).",
+    "transform": "Activations of new rows for fixed components (exact NNLS).",
+    "reconstruct": "W·H from W and H files (or a model), and its error.",
+    "inspect": "Describe a matrix, a model or a report.",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are registered (nmfcli.cli.commands.register) on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(SHORT_HELP)
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in SHORT_HELP and cmd_name not in self.commands:
+            from nmfcli.cli import commands
+
+            commands.register(self)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SHORT_HELP[name]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 @click.group(
+    cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
 )
@@ -48,10 +79,6 @@ def cli():
       nmf transform new.csv --model docs.nmf/model.h5 > mix.csv
     """
 
-
-from nmfcli.cli import commands as _commands  # noqa: E402  (registers fit/transform/reconstruct/inspect)
-
-_commands.register(cli)
 
 
 def _quiet_stdout() -> None:

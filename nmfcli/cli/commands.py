@@ -68,10 +68,16 @@ Examples:
 
 
 def register(cli):
-    cli.command("fit", help=fit_mod.FIT_HELP)(fit_mod.fit_options(fit_mod.fit_command))
-    cli.command("transform", help=TRANSFORM_HELP)(transform_command)
-    cli.command("reconstruct", help=RECONSTRUCT_HELP)(reconstruct_command)
-    cli.command("inspect", help=INSPECT_HELP)(inspect_command)
+    """Add the subcommands to the `nmf` group (the one-line helps are the group's: nmfcli.cli.SHORT_HELP)."""
+    from nmfcli.cli import SHORT_HELP
+
+    for name, help_text, command in (
+        ("fit", fit_mod.FIT_HELP, fit_mod.fit_options(fit_mod.fit_command)),
+        ("transform", TRANSFORM_HELP, transform_command),
+        ("reconstruct", RECONSTRUCT_HELP, reconstruct_command),
+        ("inspect", INSPECT_HELP, inspect_command),
+    ):
+        cli.command(name, help=help_text, short_help=SHORT_HELP[name])(command)
 
 
 # --------------------------------------------------------------------------- transform

@@ -16,7 +16,7 @@ from nmfcli.engines import get_engine
 from nmfcli.errors import DataError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, mu
-from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, squared_error
+from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "mu")
@@ -649,7 +649,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     run = FitLoop(resume, {})
     if not run.resumed:
         divergence = beta_divergence(eng, W, H, beta)
-        error_at_init = _error_of(divergence)
+        error_at_init = reconstruction_error(divergence)
         run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
         run.record(0, _objective(eng, W, H, beta, reg, divergence))
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
@@ -663,7 +663,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         if n_iter % mu.CHECK_EVERY == 0:
             measured = (n_iter, beta_divergence(eng, W, H, beta))
             run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
-            done = mu.converged(run.state, _error_of(measured[1]), tol)
+            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
         ask = None if callback is None else (
             lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, W, H,
                           lambda: _checkpoint(eng, n_iter, W, H, run)))
@@ -672,11 +672,6 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run),
                    divergence)
-
-
-def _error_of(divergence):
-    """scikit-learn's reconstruction error √(2·D) (``beta_divergence(..., square_root=True)``)."""
-    return float(np.sqrt(2 * max(divergence, 0.0)))
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
@@ -740,7 +735,7 @@ def _error_metrics(eng, W, H, beta, divergence=None):
     norm_X = np.sqrt(eng.sqnorm())
     return {
         "beta_divergence": float(divergence),
-        "reconstruction_error": _error_of(divergence),
+        "reconstruction_error": reconstruction_error(divergence),
         "relative_error": float(np.sqrt(squared) / norm_X) if norm_X else 0.0,
     }
 

@@ -35,6 +35,7 @@ from nmfcli.errors import DataError, UnavailableError, UsageError
 from nmfcli.init import nndsvd_factors
 from nmfcli.io import RowBlock, row_source, row_writer
 from nmfcli.solvers import cd, mu
+from nmfcli.solvers.losses import reconstruction_error
 from nmfcli.solvers.nnls import nnls
 
 MISSING = "engine 'dask' needs dask.distributed; install it with: pip install 'nmfcli[dask]'"
@@ -442,7 +443,7 @@ class _Run:
         metrics = {
             "objective": float(divergence) + s["penalty_W"] + cd.penalty(H, l1_H, l2_H),
             "beta_divergence": float(divergence),
-            "reconstruction_error": float(np.sqrt(2 * max(divergence, 0.0))),
+            "reconstruction_error": reconstruction_error(divergence),
             "relative_error": float(np.sqrt(s["squared_error"]) / np.sqrt(self.sqnorm)) if self.sqnorm else 0.0,
         }
         W_out = self.finish_W(W, transposed)
@@ -572,7 +573,7 @@ class _Run:
         run = self.core.FitLoop(resume, {})
         if not run.resumed:
             divergence, penalty_W = self.divergence(W, H)
-            error_at_init = float(np.sqrt(2 * max(divergence, 0.0)))
+            error_at_init = reconstruction_error(divergence)
             run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
             run.record(0, float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H))
         for n_iter in range(run.first, max_iter + 1):
@@ -589,7 +590,7 @@ class _Run:
             done = False
             if n_iter % mu.CHECK_EVERY == 0:
                 divergence, penalty_W = self.divergence(W, H)
-                error = float(np.sqrt(2 * max(divergence, 0.0)))
+                error = reconstruction_error(divergence)
                 run.record(n_iter, 0.5 * error**2 + penalty_W + cd.penalty(H, l1_H, l2_H))
                 done = mu.converged(run.state, error, tol)
             else:

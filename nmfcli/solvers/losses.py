@@ -47,13 +47,17 @@ def squared_error(engine, W, H):
     return total
 
 
-def beta_divergence(engine, W, H, beta, square_root=False):
+def reconstruction_error(divergence):
+    """scikit-learn's reconstruction error √(2·D) (its ``_beta_divergence(..., square_root=True)``)."""
+    return float(np.sqrt(2 * max(divergence, 0.0)))
+
+
+def beta_divergence(engine, W, H, beta):
     """D_beta(X ‖ WH), equal to scikit-learn's ``_beta_divergence``."""
     xp = namespace(W)
     beta = float(beta)
     if beta == 2:
-        res = squared_error(engine, W, H) / 2.0
-        return float(np.sqrt(2 * res)) if square_root else res
+        return squared_error(engine, W, H) / 2.0
 
     if engine.is_sparse:
         res = _divergence_terms(xp, engine.X.data, engine.WH_at_X(W, H), beta)
@@ -71,8 +75,6 @@ def beta_divergence(engine, W, H, beta, square_root=False):
         res += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
     elif beta == 0:
         res -= float(np.prod(engine.shape))
-    if square_root:
-        return float(np.sqrt(2 * max(res, 0.0)))
     return res
 
 

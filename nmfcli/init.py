@@ -10,8 +10,9 @@ identical factors.
 
 import numpy as np
 import scipy.linalg as linalg
+import scipy.sparse as sp
 
-from nmfcli.engines import blas
+from nmfcli.engines import blas, sparse_products
 
 INITS = ("nndsvda", "nndsvd", "nndsvdar", "random", "custom")
 
@@ -92,17 +93,31 @@ def randomized_svd(M, k, seed, n_oversamples=10):
     if M.dtype == np.float32:
         Q = Q.astype(np.float32, copy=False)
     normalizer = _lu if n_iter > 2 else (lambda a: a)
+    times, times_T = _products(M)
     for _ in range(n_iter):
-        Q = normalizer(_product(M, Q))
-        Q = normalizer(_product(M.T, Q))
-    Q, _ = linalg.qr(_product(M, Q), mode="economic", check_finite=False)
-    B = np.asarray(_product(Q.T, M)) if not hasattr(M, "tocsr") else np.asarray(_product(M.T, Q).T)
+        Q = normalizer(times(Q))
+        Q = normalizer(times_T(Q))
+    Q, _ = linalg.qr(times(Q), mode="economic", check_finite=False)
+    B = np.asarray(_product(Q.T, M)) if not sp.issparse(M) else np.asarray(times_T(Q).T)
     Uhat, s, Vt = linalg.svd(B, full_matrices=False, lapack_driver="gesdd")
     U = Q @ Uhat
     U, Vt = _svd_flip(U, Vt, u_based=not transpose)
     if transpose:
         return Vt[:k, :].T, s[:k], U[:, :k].T
     return U[:, :k], s[:k], Vt[:k, :]
+
+
+def _products(M):
+    """(V ↦ M·V, V ↦ Mᵀ·V). Sparse M's products with a CSR matrix's rows run on threads
+    (engines/sparse_products.py); those summing over its rows stay one scipy call, whose
+    order of summation is scikit-learn's, so the factors stay the same bit for bit."""
+    if not sp.issparse(M):
+        return (lambda V: _product(M, V)), (lambda V: _product(M.T, V))
+    if M.format == "csr":
+        products = sparse_products.SparseProducts(M)
+        return products.XV, (lambda V: products.XtV(V, blocks=1))
+    products = sparse_products.SparseProducts(M.T.tocsr())  # M CSC: Mᵀ is CSR without a copy
+    return (lambda V: products.XtV(V, blocks=1)), products.XV
 
 
 def _product(A, B):

@@ -117,19 +117,30 @@ class ArrayEngine:
     # --- the products with X ------------------------------------------------
     def XHt(self, H):
         """X·Hᵀ, shape (m, k)."""
+        if self.is_sparse:
+            return self.sparse_XV(H.T)
         return self.X @ H.T
 
     def HXt(self, H):
         """H·Xᵀ, shape (k, m), C-ordered: the k-major form the HALS sweeps read row by row."""
         if self.is_sparse:
-            return self.contiguous_copy((self.X @ H.T).T)
+            return self.contiguous_copy(self.sparse_XV(H.T).T)
         return H @ self.X.T
 
     def WtX(self, W):
         """Wᵀ·X, shape (k, n), C-ordered; W may be given as the transposed view of Wᵀ."""
         if self.is_sparse:
-            return self.contiguous_copy((self.X.T @ W).T)
+            return self.contiguous_copy(self.sparse_XtV(W).T)
         return W.T @ self.X
+
+    def sparse_XV(self, V, values=None):
+        """X·V for sparse X and dense V; with ``values``, the matrix of X's pattern holding
+        them instead of X's (the numpy engine spreads these two products over threads)."""
+        return (self.X if values is None else self.sparse_like_X(values)) @ V
+
+    def sparse_XtV(self, V, values=None):
+        """Xᵀ·V for sparse X and dense V; ``values`` as in sparse_XV."""
+        return (self.X if values is None else self.sparse_like_X(values)).T @ V
 
     # --- elementwise terms for beta-divergences ---------------------------------
     def WH_at_X(self, W, H):
@@ -183,8 +194,8 @@ class ArrayEngine:
         denominator = None if beta == 1 else xp.zeros(shape, dtype=W.dtype)
         if self.is_sparse:
             ratio = x_times_power(xp, self.X.data, self.WH_at_X(W, H), beta)
-            R = self.sparse_like_X(ratio)
-            numerator = R @ H.T if side == "W" else self.contiguous_copy((R.T @ W).T)
+            numerator = (self.sparse_XV(H.T, ratio) if side == "W"
+                         else self.contiguous_copy(self.sparse_XtV(W, ratio).T))
         for rows in row_blocks(m, n):
             if self.is_sparse and denominator is None:
                 break

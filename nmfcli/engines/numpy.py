@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse
 import scipy.special
 
-from nmfcli.engines import blas
+from nmfcli.engines import blas, sparse_products
 from nmfcli.engines.array_api import ArrayEngine
 from nmfcli.solvers.losses import EPSILON, row_blocks
 
@@ -45,6 +45,7 @@ class NumpyEngine(ArrayEngine):
         self._buffers = {}
         self._tiny = None
         self._total = None
+        self._products = None
 
     def _buffer(self, name, rows, cols, dtype, fill=None):
         """A C-ordered rows×cols work array kept between calls (its first rows·cols entries).
@@ -84,23 +85,42 @@ class NumpyEngine(ArrayEngine):
     # (beta != 1 on sparse X forms W·H in dense row blocks)
     mu_products = _on_product_threads(ArrayEngine.mu_products, blas_when_sparse=True)
 
+    def sparse_XV(self, V, values=None):
+        return self._sparse_products().XV(V, values)
+
+    def sparse_XtV(self, V, values=None):
+        return self._sparse_products().XtV(V, values)
+
+    def _sparse_products(self):
+        if self._products is None:
+            self._products = sparse_products.SparseProducts(self.X)
+        return self._products
+
     def WH_at_X(self, W, H):
         if not self.is_sparse:
             return super().WH_at_X(W, H)
         # ArrayEngine's gathers, with the two nnz-sized temporaries in kept buffers (fresh
         # ones cost page faults on every call, as in mu_products below). mode="clip" lets
         # take write into out directly; every index is in range, so it clips nothing.
+        # The entries are split among the process's threads (numpy's take and ufuncs release
+        # the GIL); each entry's sum runs in the same order, so the bits do not change.
         rows, cols = self._entry_indices()
         nnz = rows.shape[0]
         Wt = np.ascontiguousarray(W.T)
         a = self._buffer("gather_W", 1, nnz, W.dtype)[0]
         b = self._buffer("gather_H", 1, nnz, W.dtype)[0]
-        out = np.take(Wt[0], rows)
-        out *= np.take(H[0], cols, out=b, mode="clip")
-        for t in range(1, W.shape[1]):
-            np.take(Wt[t], rows, out=a, mode="clip")
-            a *= np.take(H[t], cols, out=b, mode="clip")
-            out += a
+        out = np.empty(nnz, dtype=W.dtype)
+
+        def entries(span):
+            start, stop = span
+            i, j, o, x, y = rows[start:stop], cols[start:stop], out[start:stop], a[start:stop], b[start:stop]
+            np.take(Wt[0], i, out=o, mode="clip")
+            o *= np.take(H[0], j, out=y, mode="clip")
+            for t in range(1, W.shape[1]):
+                np.take(Wt[t], i, out=x, mode="clip")
+                x *= np.take(H[t], j, out=y, mode="clip")
+                o += x
+        sparse_products.on_threads(entries, sparse_products.spans(nnz, nnz * W.shape[1]))
         return out
 
     def divergence_sums(self, W, H, beta):

@@ -52,8 +52,10 @@ SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
 print how to resume and exit 130/143. A resumed fit ends bit-identical to an
 uninterrupted one.
 
-Threads: the products with X use the BLAS threads the process has
-(OPENBLAS_NUM_THREADS, default every core); the many small steps run on one.
+Threads: the products with X (dense or sparse) use as many threads as the
+BLAS has (OPENBLAS_NUM_THREADS, default every core); the many small steps
+run on one. Sparse results do not depend on the count; dense ones can
+differ in the last bits, as the BLAS's own sums do.
 """
 
 

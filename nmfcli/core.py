@@ -490,7 +490,8 @@ class FitLoop:
     the solver's test, else let the callback stop it.
     """
 
-    def __init__(self, resume, state):
+    def __init__(self, resume, state, callback=None, max_iter=None, start=None):
+        self.callback, self.max_iter, self.start = callback, max_iter, start
         self.state = dict(state)
         self.history, self.history_iter, self.first = [], [], 1
         if resume is not None:
@@ -529,6 +530,13 @@ class FitLoop:
             return True
         return False
 
+    def end_iteration(self, eng, n_iter, done, W, H, save):
+        """finish_iteration, asking the callback given at construction (if any) with this
+        iteration's factors; ``save()`` makes the checkpoint the callback may ask for."""
+        ask = None if self.callback is None else (
+            lambda: _call(self.callback, n_iter, self.max_iter, self.floats(eng), self.start, W, H, save))
+        return self.finish_iteration(n_iter, done, ask)
+
     def floats(self, eng):
         """The history as floats: the values still on a device come back in one transfer."""
         pending = [i for i in range(self._on_host, len(self.history)) if not isinstance(self.history[i], float)]
@@ -566,7 +574,7 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """
     solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
     Wt, H, inner = _k_major(eng, W, H)
-    run = FitLoop(resume, {"violation_init": None})
+    run = FitLoop(resume, {"violation_init": None}, callback, max_iter, start)
     HHt = None
     cache = {}
     for n_iter in range(run.first, max_iter + 1):
@@ -578,10 +586,7 @@ def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
             violation, objective = cd.hals_iteration(eng, Wt, H, reg, cache, inner, check)
             done = cd.hals_converged(run.state, violation, tol)
         run.record(n_iter, objective)
-        ask = None if callback is None else (
-            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, Wt.T, H,
-                          lambda: _checkpoint(eng, n_iter, Wt.T, H, run)))
-        if run.finish_iteration(n_iter, done, ask):
+        if run.end_iteration(eng, n_iter, done, Wt.T, H, lambda: _checkpoint(eng, n_iter, Wt.T, H, run)):
             break
     W = eng.contiguous_copy(Wt.T)
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run))
@@ -597,7 +602,8 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """
     max_iter, tol = options["max_iter"], options["tol"]
     Wt, H, inner = _k_major(eng, W, H)
-    run = FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
+    run = FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0},
+                  callback, max_iter, start)
     if resume is not None and resume.get("W_before") is not None:
         Wt_before = eng.contiguous_copy(eng.asarray(resume["W_before"]).T)
         H_before = eng.asarray(resume["H_before"])
@@ -629,9 +635,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
         def save(n_iter=n_iter, Wt=Wt, H=H, Wt_before=Wt_before, H_before=H_before):
             return _checkpoint(eng, n_iter, Wt.T, H, run, W_before=Wt_before.T, H_before=H_before)
 
-        ask = None if callback is None else (
-            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, Wt.T, H, save))
-        if run.finish_iteration(n_iter, done, ask):
+        if run.end_iteration(eng, n_iter, done, Wt.T, H, save):
             break
     W = eng.contiguous_copy(Wt.T)
     return _result(eng, W, H, run, options, beta, reg, start,
@@ -646,7 +650,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     gamma = mu.gamma_for(beta)
     W = eng.contiguous_copy(W) if update_W_ else W
     H = eng.contiguous_copy(H) if update_H_ else H
-    run = FitLoop(resume, {})
+    run = FitLoop(resume, {}, callback, max_iter, start)
     if not run.resumed:
         divergence = beta_divergence(eng, W, H, beta)
         error_at_init = reconstruction_error(divergence)
@@ -664,10 +668,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             measured = (n_iter, beta_divergence(eng, W, H, beta))
             run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
             done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
-        ask = None if callback is None else (
-            lambda: _call(callback, n_iter, max_iter, run.floats(eng), start, W, H,
-                          lambda: _checkpoint(eng, n_iter, W, H, run)))
-        if run.finish_iteration(n_iter, done, ask):
+        if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run),

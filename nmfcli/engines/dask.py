@@ -590,9 +590,8 @@ class _Run:
             done = False
             if n_iter % mu.CHECK_EVERY == 0:
                 divergence, penalty_W = self.divergence(W, H)
-                error = reconstruction_error(divergence)
-                run.record(n_iter, 0.5 * error**2 + penalty_W + cd.penalty(H, l1_H, l2_H))
-                done = mu.converged(run.state, error, tol)
+                run.record(n_iter, float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H))
+                done = mu.converged(run.state, reconstruction_error(divergence), tol)
             else:
                 self.tasks_per_iteration.append(blocks.tasks - tasks)
             if run.finish_iteration(n_iter, done, self.ask(run, n_iter, W, H, False)):

@@ -4,7 +4,8 @@ X·V must be scipy's product bit for bit whatever the thread count; Xᵀ·V must
 on the thread count and must equal scipy's product to rounding; a fit on sparse X must
 not depend on the thread count either; and the NNDSVD start must stay scikit-learn's,
 bit for bit. The products split only above MIN_WORK, which these tests set to 0 so
-that small matrices take the threaded path.
+that small matrices take the threaded path. The pool they run on (engines/threads.py)
+is the exact solve's too.
 """
 
 import threading
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from sklearn.decomposition import _nmf as sk_nmf
 
 import nmfcli
-from nmfcli.engines import sparse_products
+from nmfcli.engines import sparse_products, threads
 from nmfcli.engines.sparse_products import SparseProducts
 from nmfcli.init import nndsvd_factors
 
@@ -96,7 +97,7 @@ def test_sparse_fit_does_not_depend_on_the_thread_count(always_split, monkeypatc
     X = random_csr(120, 80, 0.2, 3)
     fits = []
     for workers in (1, 3):
-        monkeypatch.setattr(sparse_products, "_workers", lambda requested, w=workers: w)
+        monkeypatch.setattr(threads, "count", lambda requested=None, w=workers: w)
         fits.append(nmfcli.fit(X, 5, solver=solver, loss=loss, max_iter=30, tol=0))
     np.testing.assert_array_equal(fits[0].W, fits[1].W)
     np.testing.assert_array_equal(fits[0].H, fits[1].H)
@@ -107,7 +108,7 @@ def test_sparse_fit_does_not_depend_on_the_thread_count(always_split, monkeypatc
 @pytest.mark.parametrize("shape", [(300, 120), (120, 300)])
 @pytest.mark.parametrize("init", ["nndsvd", "nndsvda", "nndsvdar"])
 def test_threaded_start_on_sparse_X_is_sklearns_bit_for_bit(always_split, monkeypatch, shape, init):
-    monkeypatch.setattr(sparse_products, "_workers", lambda requested: 2)
+    monkeypatch.setattr(threads, "count", lambda requested=None: 2)
     X = random_csr(*shape, 0.1, 4)
     W1, H1 = sk_nmf._initialize_nmf(X, 6, init=init, random_state=7)
     W2, H2 = nndsvd_factors(X, 6, init, 7)
@@ -129,3 +130,16 @@ def test_scipys_public_products_serve_when_its_loops_are_missing_or_changed(monk
     finally:
         monkeypatch.undo()
         sparse_products._loops_work.cache_clear()
+
+
+def test_a_task_on_the_pool_runs_its_own_threaded_work_in_place():
+    # Tasks that waited for tasks of the same pool could wait for ever once every thread is taken.
+    inner = []
+
+    def task(i):
+        threads.run(lambda j: inner.append((i, j, threading.current_thread().name)), range(3), 2)
+
+    threads.run(task, range(4), 2)
+    assert sorted((i, j) for i, j, _ in inner) == [(i, j) for i in range(4) for j in range(3)]
+    names = {(i, name) for i, _, name in inner}
+    assert all(sum(1 for i2, _ in names if i2 == i) == 1 for i in range(4))  # each task's work on its thread

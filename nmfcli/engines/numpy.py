@@ -1,6 +1,5 @@
 """The numpy engine: dense ndarrays and scipy.sparse CSR matrices on the CPU."""
 
-import concurrent.futures
 import contextlib
 import functools
 
@@ -8,7 +7,7 @@ import numpy as np
 import scipy.sparse
 import scipy.special
 
-from nmfcli.engines import blas, sparse_products
+from nmfcli.engines import blas, sparse_products, threads
 from nmfcli.engines.array_api import ArrayEngine
 from nmfcli.solvers.losses import EPSILON, row_blocks
 
@@ -72,12 +71,7 @@ class NumpyEngine(ArrayEngine):
     def map_chunks(self, f, chunks):
         # The exact solve's batches of small LAPACK calls release the GIL: a thread per BLAS
         # thread the process was given (OPENBLAS_NUM_THREADS=1 keeps it on one core).
-        workers = min(len(chunks), blas.outer_thread_count())
-        if workers <= 1:
-            return super().map_chunks(f, chunks)
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(f, chunks):
-                pass
+        threads.run(f, chunks, blas.outer_thread_count())
 
     XHt = _on_product_threads(ArrayEngine.XHt)
     HXt = _on_product_threads(ArrayEngine.HXt)

@@ -19,14 +19,12 @@ On 2 cores, 20000×10000 with 2·10⁶ nonzeros times 10 columns: 15-18 ms eithe
 in one scipy call, 9 ms on two threads.
 """
 
-import concurrent.futures
 import functools
-import threading
 
 import numpy as np
 import scipy.sparse as sp
 
-from nmfcli.engines import blas
+from nmfcli.engines import threads
 
 try:  # scipy's compiled loops, which scipy.sparse's own products call (checked before use)
     from scipy.sparse._sparsetools import csc_matvecs, csr_matvecs
@@ -40,9 +38,6 @@ MIN_WORK = 1 << 21
 # Xᵀ·V's blocks: at most MAX_BLOCKS (so at most as many threads), and no more buffers than
 # leave their total size under X's nonzeros (a wide V over few nonzeros gets fewer blocks).
 MAX_BLOCKS = 8
-
-_pools = {}
-_pools_lock = threading.Lock()
 
 
 class SparseProducts:
@@ -76,7 +71,8 @@ class SparseProducts:
             csr_matvecs(stop - start, n, c, X.indptr[start:stop + 1], X.indices, data, V.ravel(),
                         out[start:stop].ravel())
 
-        _run(rows, row_blocks(X.indptr, _workers(workers)), _workers(workers))
+        workers = threads.count(workers)
+        threads.run(rows, row_blocks(X.indptr, workers), workers)
         return out
 
     def XtV(self, V, values=None, workers=None, blocks=None):
@@ -105,7 +101,7 @@ class SparseProducts:
             csc_matvecs(n, stop - start, c, X.indptr[start:stop + 1], X.indices, data,
                         V[start:stop].ravel(), Y.ravel())
 
-        _run(partial, range(len(blocks)), _workers(workers))
+        threads.run(partial, range(len(blocks)), threads.count(workers))
         for Y in buffers[1:]:
             out += Y
         return out
@@ -158,36 +154,11 @@ def row_blocks(indptr, count):
 def spans(length, work, workers=None):
     """[start, stop) ranges splitting range(length) evenly, one a thread when ``work`` (its
     multiply-adds) is at least MIN_WORK, else one."""
-    count = _workers(workers) if work >= MIN_WORK else 1
+    count = threads.count(workers) if work >= MIN_WORK else 1
     bounds = np.linspace(0, length, max(1, min(count, length)) + 1).astype(np.int64).tolist()
     return list(zip(bounds[:-1], bounds[1:]))
 
 
 def on_threads(f, items, workers=None):
     """f(item) for every item, on up to ``workers`` threads (default: the fit's BLAS thread count)."""
-    _run(f, items, _workers(workers))
-
-
-def _workers(workers):
-    return blas.outer_thread_count() if workers is None else workers
-
-
-def _run(f, items, workers):
-    """f(item) for every item, on up to ``workers`` threads."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            f(item)
-        return
-    for _ in _pool(min(workers, len(items))).map(f, items):
-        pass
-
-
-def _pool(workers):
-    """A pool of ``workers`` threads, kept for the next product (a thread costs ~0.1 ms to start)."""
-    with _pools_lock:
-        pool = _pools.get(workers)
-        if pool is None:
-            pool = _pools[workers] = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix="nmfcli-sparse")
-        return pool
+    threads.run(f, items, threads.count(workers))

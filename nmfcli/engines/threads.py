@@ -1,0 +1,38 @@
+"""Kept pools of Python threads for the numpy engine's work that releases the GIL: scipy.sparse's
+loops, numpy's gathers and ufuncs, and the exact solve's batches of LAPACK calls."""
+
+import concurrent.futures
+import threading
+
+from nmfcli.engines import blas
+
+_PREFIX = "nmfcli-pool"
+_pools = {}
+_pools_lock = threading.Lock()
+
+
+def count(workers=None):
+    """``workers``, or by default the BLAS thread count the fit began with (blas.outer_thread_count)."""
+    return blas.outer_thread_count() if workers is None else workers
+
+
+def run(f, items, workers):
+    """f(item) for every item, on up to ``workers`` threads (in this thread when one, or when
+    this thread is already one of a pool's, whose tasks could otherwise wait for each other)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1 or threading.current_thread().name.startswith(_PREFIX):
+        for item in items:
+            f(item)
+        return
+    for _ in pool(min(workers, len(items))).map(f, items):
+        pass
+
+
+def pool(workers):
+    """A pool of ``workers`` threads, kept for the next call (a thread costs ~0.1 ms to start)."""
+    with _pools_lock:
+        executor = _pools.get(workers)
+        if executor is None:
+            executor = _pools[workers] = concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix=_PREFIX)
+        return executor

@@ -32,9 +32,10 @@ except ImportError:  # pragma: no cover - a scipy that moved them: its public pr
     csr_matvecs = csc_matvecs = None
 
 # Products of fewer multiply-adds (nonzeros × columns of V) run as one scipy call on one
-# thread: below this, the threads cost about what they save (a 2535×3677 TF-IDF matrix with
-# 68,599 nonzeros: k = 10 0.5 ms either way, k = 50 2.6 -> 1.7 ms).
-MIN_WORK = 1 << 21
+# thread: below this (a few ms of work), what two threads save is within what they cost and
+# what the shared VM's second core gives or takes from one run to the next (a 2535×3677
+# TF-IDF matrix with 68,599 nonzeros, k = 50: 2.4 ms on one thread, 1.7 or 2.7 on two).
+MIN_WORK = 1 << 23
 # Xᵀ·V's blocks: at most MAX_BLOCKS (so at most as many threads), and no more buffers than
 # leave their total size under X's nonzeros (a wide V over few nonzeros gets fewer blocks).
 MAX_BLOCKS = 8

@@ -143,3 +143,23 @@ def test_a_task_on_the_pool_runs_its_own_threaded_work_in_place():
     assert sorted((i, j) for i, j, _ in inner) == [(i, j) for i in range(4) for j in range(3)]
     names = {(i, name) for i, _, name in inner}
     assert all(sum(1 for i2, _ in names if i2 == i) == 1 for i in range(4))  # each task's work on its thread
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_pools_of_its_own(always_split):
+    # The parent's pool threads do not exist in a forked child: using the inherited pool hung.
+    import multiprocessing
+
+    X = random_csr(400, 300, 0.1, 6)
+    V = np.ones((300, 4))
+    SparseProducts(X).XV(V, workers=2)  # the parent now keeps a pool of two threads
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_threaded_product_in_child, (X, V))
+        got = result.get(timeout=30)
+    np.testing.assert_array_equal(got, X @ V)
+
+
+def _threaded_product_in_child(X, V):
+    sparse_products.MIN_WORK = 0
+    return SparseProducts(X).XV(V, workers=2)

@@ -2,6 +2,7 @@
 loops, numpy's gathers and ufuncs, and the exact solve's batches of LAPACK calls."""
 
 import concurrent.futures
+import os
 import threading
 
 from nmfcli.engines import blas
@@ -9,6 +10,18 @@ from nmfcli.engines import blas
 _PREFIX = "nmfcli-pool"
 _pools = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools():
+    # A forked child has none of the parent's threads: a pool it inherited would take tasks and
+    # never run them (multiprocessing's fork after a fit in the parent would hang).
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def count(workers=None):

@@ -70,7 +70,7 @@ class NumpyEngine(ArrayEngine):
     def map_chunks(self, f, chunks):
         # The exact solve's batches of small LAPACK calls release the GIL: a thread per BLAS
         # thread the process was given (OPENBLAS_NUM_THREADS=1 keeps it on one core).
-        threads.run(f, chunks, blas.outer_thread_count())
+        threads.run(f, chunks)
 
     XHt = _on_product_threads(ArrayEngine.XHt)
     HXt = _on_product_threads(ArrayEngine.HXt)
@@ -113,7 +113,7 @@ class NumpyEngine(ArrayEngine):
                 np.take(Wt[t], i, out=x, mode="clip")
                 x *= np.take(H[t], j, out=y, mode="clip")
                 o += x
-        sparse_products.on_threads(entries, sparse_products.spans(nnz, nnz * W.shape[1]))
+        threads.run(entries, sparse_products.spans(nnz, nnz * W.shape[1]))
         return out
 
     def divergence_sums(self, W, H, beta):

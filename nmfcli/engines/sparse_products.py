@@ -102,7 +102,7 @@ class SparseProducts:
             csc_matvecs(n, stop - start, c, X.indptr[start:stop + 1], X.indices, data,
                         V[start:stop].ravel(), Y.ravel())
 
-        threads.run(partial, range(len(blocks)), threads.count(workers))
+        threads.run(partial, range(len(blocks)), workers)
         for Y in buffers[1:]:
             out += Y
         return out
@@ -158,8 +158,3 @@ def spans(length, work, workers=None):
     count = threads.count(workers) if work >= MIN_WORK else 1
     bounds = np.linspace(0, length, max(1, min(count, length)) + 1).astype(np.int64).tolist()
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def on_threads(f, items, workers=None):
-    """f(item) for every item, on up to ``workers`` threads (default: the fit's BLAS thread count)."""
-    threads.run(f, items, threads.count(workers))

@@ -29,9 +29,11 @@ def count(workers=None):
     return blas.outer_thread_count() if workers is None else workers
 
 
-def run(f, items, workers):
-    """f(item) for every item, on up to ``workers`` threads (in this thread when one, or when
-    this thread is already one of a pool's, whose tasks could otherwise wait for each other)."""
+def run(f, items, workers=None):
+    """f(item) for every item, on up to ``workers`` threads (default: count()); in this thread
+    when one, or when this thread is already one of a pool's, whose tasks could otherwise wait
+    for each other."""
+    workers = count(workers)
     items = list(items)
     if workers <= 1 or len(items) <= 1 or threading.current_thread().name.startswith(_PREFIX):
         for item in items:

@@ -436,12 +436,12 @@ class _Run:
         return self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
 
     def result(self, W, H, run, checkpoint, transposed):
-        l1_W, l1_H, l2_W, l2_H = self.reg
+        l1_W, _, l2_W, _ = self.reg
         s = self.blocks.reduce(self.blocks.map(chunked.divergence, W, H=self.blocks.scatter(H), beta=self.beta,
                                                l1_W=l1_W, l2_W=l2_W, transposed=transposed, squared=True))
         divergence = s["divergence"] if self.beta != 2 else s["squared_error"] / 2.0
         metrics = {
-            "objective": float(divergence) + s["penalty_W"] + cd.penalty(H, l1_H, l2_H),
+            "objective": self.objective(divergence, s["penalty_W"], H),
             "beta_divergence": float(divergence),
             "reconstruction_error": reconstruction_error(divergence),
             "relative_error": float(np.sqrt(s["squared_error"]) / np.sqrt(self.sqnorm)) if self.sqnorm else 0.0,
@@ -556,6 +556,11 @@ class _Run:
         s["pg"] = pg
         return Wt, s
 
+    def objective(self, divergence, penalty_W, H):
+        """The divergence plus both factors' penalties (W's summed over its blocks): core._objective's."""
+        _, l1_H, _, l2_H = self.reg
+        return float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H)
+
     # ---- multiplicative updates
     def divergence(self, W, H):
         l1_W, _, l2_W, _ = self.reg
@@ -567,7 +572,7 @@ class _Run:
         """core._mu_loop with update_W per block and the H update from products reduced over blocks."""
         blocks, options, beta = self.blocks, self.options, self.beta
         max_iter, tol = options["max_iter"], options["tol"]
-        l1_W, l1_H, l2_W, l2_H = self.reg
+        l1_W, _, l2_W, _ = self.reg
         update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
         gamma = mu.gamma_for(beta)
         run = self.core.FitLoop(resume, {})
@@ -575,7 +580,7 @@ class _Run:
             divergence, penalty_W = self.divergence(W, H)
             error_at_init = reconstruction_error(divergence)
             run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
-            run.record(0, float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H))
+            run.record(0, self.objective(divergence, penalty_W, H))
         for n_iter in range(run.first, max_iter + 1):
             tasks = blocks.tasks
             res = blocks.map(chunked.mu_step, W, H=blocks.scatter(H), beta=beta, l1_W=l1_W, l2_W=l2_W,
@@ -590,7 +595,7 @@ class _Run:
             done = False
             if n_iter % mu.CHECK_EVERY == 0:
                 divergence, penalty_W = self.divergence(W, H)
-                run.record(n_iter, float(divergence) + penalty_W + cd.penalty(H, l1_H, l2_H))
+                run.record(n_iter, self.objective(divergence, penalty_W, H))
                 done = mu.converged(run.state, reconstruction_error(divergence), tol)
             else:
                 self.tasks_per_iteration.append(blocks.tasks - tasks)

@@ -335,12 +335,7 @@ def fit(
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
-    if solver == "ehals" and requested_solver == "auto":
-        solver = eng.default_frobenius_solver
-        if resume is not None and resume.get("W_before") is None:
-            solver = "hals"  # a checkpoint from before ehals, when auto ran hals: go on as it was
-    elif solver == "ehals" and not eng.runs_ehals:
-        raise UsageError(f"solver 'ehals' does not run on the {eng.name} engine yet; use solver 'hals'")
+    solver = engine_solver(requested_solver, solver, eng, resume)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
@@ -378,18 +373,15 @@ def fit(
         return result
 
 
-def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol, in_memory=True):
+def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     """The checks of fit's options that need no data (every engine's): (loss name, beta, solver).
 
-    ``in_memory``: False for the blockwise loops (Dask, out-of-core), which run hals but not ehals."""
+    "auto" becomes "ehals" for the Frobenius loss; ``engine_solver`` then has the engine's say."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
-        solver = ("ehals" if in_memory else "hals") if beta == 2 else "mu"
+        solver = "ehals" if beta == 2 else "mu"
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
-    if solver == "ehals" and not in_memory:
-        raise UsageError("solver 'ehals' runs on the numpy engine in memory; "
-                         "use solver 'hals' with the dask engine or --chunk-rows")
     if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(
             f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
@@ -400,6 +392,20 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol, in_me
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise UsageError(f"tol must be a number >= 0; got {tol!r}")
     return loss_name, beta, solver
+
+
+def engine_solver(requested, solver, engine, resume=None):
+    """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
+    ``runs_ehals`` and ``where``): "auto" takes the engine's Frobenius default, and an
+    asked-for ehals is refused where the engine does not run it. ``solver`` is check_options'.
+    """
+    if solver == "ehals" and requested == "auto":
+        if resume is not None and resume.get("W_before") is None:
+            return "hals"  # a checkpoint from before ehals, when auto ran hals: go on as it was
+        return engine.default_frobenius_solver
+    if solver == "ehals" and not engine.runs_ehals:
+        raise UsageError(f"solver 'ehals' does not run {engine.where}; use solver 'hals'")
+    return solver
 
 
 def check_init(init, k, shape, W0, H0, fix_W, fix_H):

@@ -533,11 +533,21 @@ def test_ehals_rejects_a_step_that_raises_the_objective(monkeypatch):
 
 
 def test_auto_is_ehals_in_memory_and_hals_blockwise():
-    assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4)[2] == "ehals"
-    assert core.check_options("frobenius", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "hals"
-    assert core.check_options("kl", "auto", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)[2] == "mu"
-    with pytest.raises(UsageError, match="solver 'ehals' runs on the numpy engine in memory"):
-        core.check_options("frobenius", "ehals", 0.0, "same", 0.0, 10, 1e-4, in_memory=False)
+    from nmfcli.engines.dask import Blockwise
+
+    def solver_on(engine, loss, solver):
+        return core.engine_solver(solver, core.check_options(loss, solver, 0.0, "same", 0.0, 10, 1e-4)[2], engine)
+
+    numpy_engine = core.get_engine("numpy", np.ones((2, 2)), np.float64)
+    assert solver_on(numpy_engine, "frobenius", "auto") == "ehals"
+    assert solver_on(Blockwise, "frobenius", "auto") == "hals"
+    assert solver_on(Blockwise, "kl", "auto") == "mu"
+    assert solver_on(Blockwise, "frobenius", "hals") == "hals"
+    with pytest.raises(UsageError, match=r"^solver 'ehals' does not run on the dask engine or out of core "
+                                         r"\(--chunk-rows\); use solver 'hals'$"):
+        solver_on(Blockwise, "frobenius", "ehals")
+    with pytest.raises(UsageError, match="does not run on the dask engine"):  # before any data is read
+        core.fit("no-such-file.h5::/X", 2, solver="ehals", engine_options={"chunk_rows": 10})
     with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)
 

@@ -49,7 +49,7 @@ def test_engine_matches_numpy_float64(engine, solver, beta, alpha):
     namespaces = set()
     if engine == "cupy" and solver == "ehals":
         # Refused on the GPU until a run explains its wrong objectives there (see CupyEngine).
-        with pytest.raises(UsageError, match="solver 'ehals' does not run on the cupy engine yet"):
+        with pytest.raises(UsageError, match="^solver 'ehals' does not run on the cupy engine; use solver 'hals'$"):
             nmfcli.fit(X, 4, engine=engine, **kw)
         return
     got = nmfcli.fit(X, 4, engine=engine, callback=lambda info: namespaces.add(

@@ -86,9 +86,15 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
-    # What solver "auto" runs for the Frobenius loss on this engine, and whether ehals runs here.
+    # What solver "auto" runs for the Frobenius loss on this engine, and whether ehals runs
+    # here (core.engine_solver; the blockwise loops answer the same questions).
     default_frobenius_solver = "ehals"
     runs_ehals = True
+
+    @property
+    def where(self):
+        """Where this engine's fits run, for messages ("on the numpy engine")."""
+        return f"on the {self.name} engine"
 
     # The inner HALS sweeps (cd.block_sweeps' ``sweeps``); None: the solvers' own, row by row.
     # The CuPy engine fuses each sweep into one kernel and stops them on the device.

@@ -43,6 +43,15 @@ FAN_IN = 8
 DELTA = 0.1  # the inner stopping rule of accelerated HALS, as in cd.hals_iteration
 
 
+class Blockwise:
+    """What the blockwise loop (this engine's, and the numpy engine's out of core) runs, for
+    core.engine_solver: hals for "auto" under the Frobenius loss, and not ehals."""
+
+    default_frobenius_solver = "hals"
+    runs_ehals = False
+    where = "on the dask engine or out of core (--chunk-rows)"
+
+
 def _distributed():
     """The distributed module, or UnavailableError with the install hint."""
     try:
@@ -301,8 +310,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
 
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    loss_name, beta, solver = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol,
-                                                 in_memory=False)
+    loss_name, beta, checked = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
+    solver = core.engine_solver(solver, checked, Blockwise)
 
     with _session(scheduler, workers, memory_limit) as client:
         blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)

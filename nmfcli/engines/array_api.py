@@ -10,6 +10,7 @@ import types
 
 import numpy as np
 
+from nmfcli.engines.sparse_products import with_values
 from nmfcli.errors import UsageError
 from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, row_blocks
 
@@ -142,11 +143,11 @@ class ArrayEngine:
     def sparse_XV(self, V, values=None):
         """X·V for sparse X and dense V; with ``values``, the matrix of X's pattern holding
         them instead of X's (the numpy engine spreads these two products over threads)."""
-        return (self.X if values is None else self.sparse_like_X(values)) @ V
+        return (self.X if values is None else with_values(self.X, values)) @ V
 
     def sparse_XtV(self, V, values=None):
         """Xᵀ·V for sparse X and dense V; ``values`` as in sparse_XV."""
-        return (self.X if values is None else self.sparse_like_X(values)).T @ V
+        return (self.X if values is None else with_values(self.X, values)).T @ V
 
     # --- elementwise terms for beta-divergences ---------------------------------
     def WH_at_X(self, W, H):
@@ -178,11 +179,6 @@ class ArrayEngine:
     def divergence_sums(self, W, H, beta):
         """For dense X: (the divergence's terms on X's entries, Σ (WH)^β) (losses.beta_divergence)."""
         return dense_divergence_sums(self, W, H, beta)
-
-    def sparse_like_X(self, values):
-        """A CSR matrix with X's pattern and the given values at its nonzeros."""
-        X = self.X
-        return self.sparse.csr_matrix((values, X.indices, X.indptr), shape=X.shape)
 
     def mu_products(self, W, H, beta, side):
         """The two products of a multiplicative update for beta != 2.

@@ -112,10 +112,7 @@ class SparseProducts:
                 and V.dtype == data.dtype and data.shape == self.X.data.shape)
 
     def _matrix(self, values):
-        if values is None:
-            return self.X
-        X = self.X
-        return type(X)((values, X.indices, X.indptr), shape=X.shape)
+        return self.X if values is None else with_values(self.X, values)
 
     def _buffers(self, count, rows, cols, dtype):
         key = (cols, np.dtype(dtype))
@@ -124,6 +121,12 @@ class SparseProducts:
             kept = kept + [np.empty((rows, cols), dtype=dtype) for _ in range(count - len(kept))]
             self._partials[key] = kept
         return kept[:count]
+
+
+def with_values(X, values):
+    """A matrix of X's format and pattern (sharing its index arrays) holding ``values`` at its
+    nonzeros; for scipy.sparse and cupyx.scipy.sparse alike."""
+    return type(X)((values, X.indices, X.indptr), shape=X.shape)
 
 
 @functools.cache

@@ -385,3 +385,23 @@ def test_float32_input_stays_float32_end_to_end(tmp_path):
     np.testing.assert_array_equal(W, expected.W)
     run_nmf("fit", "x.npy", "-k", "3", "-q", "--dtype", "float64", "-o", "f64", cwd=tmp_path, check=0)
     assert np.load(tmp_path / "f64" / "W.npy").dtype == np.float64
+
+
+@pytest.mark.parametrize("delay_s, shown", [(0.0, True), (3600.0, False)])
+def test_progress_display_counts_rows_and_waits_for_slow_work(monkeypatch, delay_s, shown):
+    """The bar of the exact solve (transform, fit with a fixed factor) counts rows; with a
+    delay (transform's: a second) quick work leaves nothing on the terminal."""
+    import io
+
+    from rich.console import Console
+
+    from nmfcli.cli.terminal import ProgressDisplay, Terminal
+
+    term = Terminal()
+    term.tty = True
+    screen = io.StringIO()
+    monkeypatch.setattr(term, "console", lambda stderr=True: Console(file=screen, force_terminal=True, width=100))
+    with ProgressDisplay(term, 0, "nmf transform", delay_s=delay_s) as bar:
+        for done in (4096, 8192, 10000):
+            bar.solved(done, 10000, "rows")
+    assert ("rows 10000/10000" in screen.getvalue()) == shown, screen.getvalue()

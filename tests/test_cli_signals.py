@@ -178,3 +178,22 @@ def test_closed_stdout_ends_quietly(tmp_path):
                        executable="/bin/bash", cwd=tmp_path, env=nmf_env(), capture_output=True, text=True,
                        timeout=120)
     assert "Traceback" not in p.stderr
+
+
+def test_signal_during_the_exact_solve_stops_it_and_writes_nothing(tmp_path):
+    """A fixed basis (Frobenius) is one exact solve, without iterations or a checkpoint: a
+    signal stops it at the next block of rows, and the output folder is not left behind."""
+    rng = np.random.default_rng(1)
+    H = rng.random((30, 100))
+    np.save(tmp_path / "basis.npy", H)
+    np.save(tmp_path / "x.npy", rng.random((30000, 30)) @ H)
+    p = start_nmf("fit", "x.npy", "--fix-H", "basis.npy", "-o", "out", "-v", cwd=tmp_path)
+    first = p.stderr.readline().decode()  # -v off a terminal: a line per tenth of the rows
+    assert first.startswith("solved ") and "/30000 rows" in first, first
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    stderr = stderr.decode()
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr and stdout == b""
+    assert "of 30000 rows of the exact solve; nothing written" in stderr
+    assert not (tmp_path / "out").exists()

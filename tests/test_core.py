@@ -220,6 +220,37 @@ def test_float32_transform_reaches_the_float64_optimum():
     assert error(W32) <= error(W64) * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_exact_solve_in_blocks_reports_progress_and_gives_the_same_bits(monkeypatch, sparse):
+    rng = np.random.RandomState(4)
+    H = rng.rand(6, 25)
+    X = rng.rand(230, 25) * (rng.rand(230, 25) < 0.6)
+    X = sp.csr_matrix(X) if sparse else X
+    whole = nmfcli.transform(X, H)
+    monkeypatch.setattr(core, "MIN_SOLVE_BLOCK", 17)
+    seen = []
+    blocks = nmfcli.transform(X, H, progress=lambda done, total: seen.append((done, total)))
+    assert np.array_equal(blocks, whole), "each row is its own problem: blocks cannot change a bit"
+    assert np.abs(whole - np.array([scipy_nnls(H.T, x)[0] for x in (X.toarray() if sparse else X)])).max() <= 1e-8
+    assert len(seen) == 14 and seen[-1] == (230, 230)  # ceil(230 / 17) blocks of 17 rows
+    assert all(total == 230 for _, total in seen) and [d for d, _ in seen] == sorted({d for d, _ in seen})
+    # W fixed: H's columns, n of them
+    seen.clear()
+    fixed_W = nmfcli.fit(X, 6, fix_W=whole, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (25, 25) and len(seen) == 2
+    assert np.array_equal(fixed_W.H, nmfcli.fit(X, 6, fix_W=whole).H)
+
+
+def test_transform_progress_counts_iterations_for_other_losses():
+    rng = np.random.RandomState(5)
+    H = rng.rand(4, 15) + 0.1
+    X = rng.rand(40, 15) + 0.1
+    seen = []
+    W = nmfcli.transform(X, H, loss="kl", max_iter=30, tol=0, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 30) for i in range(1, 31)]
+    assert np.array_equal(W, nmfcli.transform(X, H, loss="kl", max_iter=30, tol=0))
+
+
 def test_transform_is_not_the_pseudo_inverse_projection():
     rng = np.random.RandomState(1)
     H = rng.rand(5, 12)

@@ -13,7 +13,9 @@ from nmfcli import core, errors, summary
 from nmfcli import io as nio
 from nmfcli.cli import fit as fit_mod
 from nmfcli.cli import shared
-from nmfcli.cli.terminal import Terminal
+from nmfcli.cli.terminal import ProgressDisplay, Terminal
+
+TRANSFORM_BAR_DELAY_S = 1.0
 
 TRANSFORM_HELP = """Activations W (m x k) of new rows INPUT (m x n) for fixed components H.
 
@@ -136,10 +138,14 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
             "the new data must have the model's columns"
         )
     shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
-    with shared.naming_files({"X ": input_path}):
-        W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss or model_loss,
+    loss = loss or model_loss
+    # A bar on a terminal once the solve has run a second: rows solved (Frobenius), else iterations.
+    unit = "rows" if summary.beta_of(loss) == 2 else "iter"
+    with shared.naming_files({"X ": input_path}), \
+            ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
+        W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
                            alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
-                           engine_options=engine_options)
+                           engine_options=engine_options, progress=lambda done, total: bar.solved(done, total, unit))
     if isinstance(W, str):
         return  # the engine wrote W to the output file block by block
     nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from nmfcli import core, errors, summary
 from nmfcli import io as nio
 from nmfcli.cli import shared
-from nmfcli.cli.terminal import FitProgress, SignalFlag, Terminal, fit_rows
+from nmfcli.cli.terminal import ProgressDisplay, SignalFlag, Terminal, fit_rows
 
 CHECKPOINT = "checkpoint.h5"
 # Options that change the iterates: a checkpoint resumes only under the same ones.
@@ -50,7 +50,8 @@ model.h5. Labels are not read from INPUT in this mode.
 
 SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
 print how to resume and exit 130/143. A resumed fit ends bit-identical to an
-uninterrupted one.
+uninterrupted one. A fixed factor under the Frobenius loss is one exact solve
+(no iterations, no checkpoint): the signal stops it and nothing is written.
 
 Threads: the products with X (dense or sparse) use as many threads as the
 BLAS has (OPENBLAS_NUM_THREADS, default every core); the many small steps
@@ -383,7 +384,7 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
              "H0": factors["H0"].path if "H0" in factors else None,
              "the checkpoint": resume_path}
 
-    with SignalFlag() as flag, FitProgress(term, max_iter, f"nmf fit k={k}") as progress:
+    with SignalFlag() as flag, ProgressDisplay(term, max_iter, f"nmf fit k={k}") as progress:
         def callback(info):
             progress.update(info)
             if flag.received is not None:
@@ -395,12 +396,21 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
                 written.append(ckpt_path)
             return None
 
+        what = "columns" if "fix_W" in factors else "rows"
+
+        def solved(done, total):  # the exact solve (a fixed factor, Frobenius): no iterations
+            progress.solved(done, total, what)
+            if flag.received is not None:
+                print(f"Interrupted after {done} of {total} {what} of the exact solve; nothing written "
+                      "(it keeps no checkpoint).", file=sys.stderr, flush=True)
+                raise SystemExit(flag.exit_code)
+
         kwargs = dict(fit_kwargs)
         if kwargs["solver"] is None:
             kwargs["solver"] = "auto"
         with shared.naming_files(files):
             result = core.fit(
-                X, k, max_iter=max_iter, callback=callback, resume=checkpoint,
+                X, k, max_iter=max_iter, callback=callback, progress=solved, resume=checkpoint,
                 W0=factors["W0"].X if "W0" in factors else None,
                 H0=factors["H0"].X if "H0" in factors else None,
                 fix_H=factors["fix_H"].X if "fix_H" in factors else None,

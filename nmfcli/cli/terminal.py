@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 VERBOSE_EVERY = 10  # off a terminal, --verbose logs one line per this many iterations
 
@@ -68,39 +69,57 @@ class Terminal:
             stream.flush()
 
 
-class FitProgress:
-    """Renders core.IterationInfo: a rich bar on a TTY, plain lines with --verbose off one."""
+class ProgressDisplay:
+    """Renders the core's progress: a rich bar on a TTY, plain lines with --verbose off one.
 
-    def __init__(self, term: Terminal, max_iter: int, label: str):
+    ``update(info)`` takes a core.IterationInfo; ``solved(done, total)`` the exact solve's
+    rows (or columns) solved, which has no iterations. ``delay_s``: the bar appears only
+    once the work has run that long, so quick runs (a small transform) leave no trace.
+    """
+
+    def __init__(self, term: Terminal, max_iter: int, label: str, delay_s: float = 0.0):
         self.term = term
         self.max_iter = max_iter
         self.label = label
+        self.delay_s = delay_s
         self._progress = None
         self._task = None
+        self._start = None
+        self._logged = 0  # the last tenth of an exact solve logged off a terminal
 
     def __enter__(self):
-        if self.term.tty and not self.term.quiet:
+        self._start = time.perf_counter()
+        if self.delay_s <= 0:
+            self._show()
+        return self
+
+    def _show(self):
+        if self._progress is None and self.term.tty and not self.term.quiet:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                TextColumn("iter {task.completed:>5.0f}/{task.total:.0f}"),
-                TextColumn("objective {task.fields[objective]}"),
-                TextColumn("change {task.fields[change]}"),
+                TextColumn("{task.fields[unit]} {task.completed:>5.0f}/{task.total:.0f}"),
+                TextColumn("{task.fields[detail]}"),
                 TimeElapsedColumn(),
                 console=self.term.console(),
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.max_iter, objective="-", change="-")
-        return self
+            self._task = self._progress.add_task(self.label, total=self.max_iter, unit="iter",
+                                                 detail="objective -  change -")
+        return self._progress
+
+    def _due(self) -> bool:
+        return self._progress is not None or time.perf_counter() - self._start >= self.delay_s
 
     def update(self, info) -> None:
         objective = "-" if info.objective is None else f"{info.objective:.6g}"
         change = "-" if info.relative_change is None else f"{info.relative_change:.2e}"
-        if self._progress is not None:
-            self._progress.update(self._task, completed=info.iteration, objective=objective, change=change)
+        if self._due() and self._show() is not None:
+            self._progress.update(self._task, completed=info.iteration, total=info.max_iter,
+                                  detail=f"objective {objective}  change {change}")
         elif self.term.verbose and (info.iteration == 1 or info.iteration % VERBOSE_EVERY == 0):
             print(
                 f"iteration {info.iteration}/{info.max_iter}  objective {objective}  "
@@ -108,6 +127,14 @@ class FitProgress:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def solved(self, done: int, total: int, what: str = "rows") -> None:
+        if self._due() and self._show() is not None:
+            self._progress.update(self._task, completed=done, total=total, unit=what, detail="")
+        elif self.term.verbose and (done == total or 10 * done // total > self._logged):
+            self._logged = 10 * done // total
+            print(f"solved {done}/{total} {what}  elapsed {time.perf_counter() - self._start:.2f}s",
+                  file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self._progress is not None:

@@ -254,7 +254,8 @@ def fit(
     k : int
         Number of components.
     solver : {"auto", "ehals", "hals", "cd", "mu"}, default "auto"
-        "auto" is "ehals" for the Frobenius loss ("hals" on the cupy and Dask engines
+        Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
+        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss ("hals" on the cupy and Dask engines
         and out of core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
         extrapolation (about half the iterations; the objective still never rises).
         "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
@@ -346,8 +347,9 @@ def fit(
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
 
+        exact = beta == 2 and (fix_H is not None or fix_W is not None)
         options = dict(
-            k=int(k), solver=solver, loss=loss_name, beta=beta,
+            k=int(k), solver=reported_solver(solver, beta, fix_W, fix_H), loss=loss_name, beta=beta,
             init=reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
             max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
             alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
@@ -355,7 +357,7 @@ def fit(
         )
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
-        if beta == 2 and (fix_H is not None or fix_W is not None):
+        if exact:
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
             result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
         else:
@@ -398,6 +400,12 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise UsageError(f"tol must be a number >= 0; got {tol!r}")
     return loss_name, beta, solver
+
+
+def reported_solver(solver, beta, fix_W, fix_H):
+    """The solver a result names: "nnls" for the exact solve that a fixed factor under the
+    Frobenius loss gets whatever solver was asked for, else the solver that ran."""
+    return "nnls" if beta == 2 and (fix_W is not None or fix_H is not None) else solver
 
 
 def engine_solver(requested, solver, engine, resume=None):

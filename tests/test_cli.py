@@ -230,6 +230,7 @@ def test_fix_H_returns_H_bit_identical_and_transform_agrees(tmp_path):
     assert np.array_equal(np.load(tmp_path / "o" / "W.npy"), core.fit(X, K, fix_H=H).W)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["stop_reason"] == "exact" and report["options"]["fixed"] == "H"
+    assert report["solver"] == report["options"]["solver"] == "nnls", "no HALS ran: the exact solve did"
     t = run_nmf("transform", "x.npy", "--components", "basis.npy", "-o", "t.npy", cwd=tmp_path, check=0)
     assert t.returncode == 0
     assert np.array_equal(np.load(tmp_path / "t.npy"), core.transform(X, H))

@@ -90,6 +90,7 @@ def test_fixed_factors(client, X):
     a = core.fit(X, 5, fix_H=H, alpha_W=0.01)
     b = core.fit(X, 5, fix_H=H, alpha_W=0.01, engine="dask", engine_options=options(client))
     assert b.stop_reason == "exact" and np.array_equal(b.H, H)
+    assert a.options["solver"] == b.options["solver"] == "nnls"
     np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
     a = core.fit(X, 5, fix_W=W)
     b = core.fit(X, 5, fix_W=W, engine="dask", engine_options=options(client))

@@ -322,7 +322,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         W0, H0, fix_W, fix_H = core.check_factors(k, shape, dtype, init, W0, H0, fix_W, fix_H)
 
         options = dict(
-            k=int(k), solver=solver, loss=loss_name, beta=beta,
+            k=int(k), solver=core.reported_solver(solver, beta, fix_W, fix_H), loss=loss_name, beta=beta,
             init=core.reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
             max_iter=int(max_iter), tol=float(tol), alpha_W=float(alpha_W),
             alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 import nmfcli
+from nmfcli import core
 from nmfcli.errors import UnavailableError, UsageError
 
 
@@ -108,6 +109,16 @@ def test_generic_sparse_path_matches_numpy(solver, beta):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_generic_exact_solve_in_blocks_gives_the_same_bits(monkeypatch):
+    # The blocks that a progress callback brings, on the array-API engine's path (CuPy's).
+    X, H = data(), nmfcli.fit(data(), 5, max_iter=30).H
+    whole = nmfcli.transform(X, H, engine="array-api-numpy")
+    monkeypatch.setattr(core, "MIN_SOLVE_BLOCK", 7)
+    seen = []
+    blocks = nmfcli.transform(X, H, engine="array-api-numpy", progress=lambda done, total: seen.append(done))
+    assert np.array_equal(blocks, whole) and len(seen) > 2 and seen[-1] == X.shape[0]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 @pytest.mark.parametrize("solver,beta", SPARSE_CASES)
@@ -138,6 +149,11 @@ def test_cupy_exact_transform_matches_numpy_and_scipy(sparse):
     got = nmfcli.transform(X, H, engine="cupy")
     ref = nmfcli.transform(X, H)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
+    with pytest.MonkeyPatch.context() as patch:  # in blocks, as with a progress bar
+        patch.setattr(core, "MIN_SOLVE_BLOCK", 7)
+        seen = []
+        blocks = nmfcli.transform(X, H, engine="cupy", progress=lambda done, total: seen.append(done))
+    assert np.array_equal(blocks, got) and seen[-1] == X.shape[0]
     dense = X.toarray() if sparse else X
     for i in (0, 7, 29):
         np.testing.assert_allclose(got[i], scipy_nnls(H.T, dense[i])[0], rtol=1e-6, atol=1e-8)

@@ -100,7 +100,8 @@ def fit_options(f):
         click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Write OUTDIR/checkpoint.h5 every N iterations."),
         click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-                     help="Stop after this long (stop_reason 'time'; outputs and a checkpoint are written)."),
+                     help="Stop after this long (stop_reason 'time'; outputs and a checkpoint are written). "
+                          "Not for the exact solve of a fixed factor (Frobenius), which has no partial result."),
         click.option("--strict", is_flag=True,
                      help=f"Exit {errors.EXIT_NOT_CONVERGED} if the fit did not converge (after writing outputs)."),
         click.option("--lock/--no-lock", default=True, show_default=True,

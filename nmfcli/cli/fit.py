@@ -256,11 +256,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     if term.tty and not quiet:
         term.table(f"nmf fit {input_path} -> {outdir}", fit_rows(report))
     elif not quiet:
-        term.say(
-            f"wrote {outdir}{os.sep}: k={report['k']}, {report['n_iter']} iterations, "
-            f"{'converged' if report['converged'] else 'not converged'} ({report['stop_reason']}), "
-            f"relative error {report['relative_error']:.6g}"
-        )
+        how = ("solved exactly (nnls)" if report["stop_reason"] == "exact" else
+               f"{report['n_iter']} iterations, {'converged' if report['converged'] else 'not converged'} "
+               f"({report['stop_reason']})")
+        term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}")
     if result.stop_reason == "time" and not quiet:
         term.say(f"time budget reached; continue with: {_resume_command(ckpt_path)}")
     if flag.received is not None:
@@ -385,7 +384,12 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
              "H0": factors["H0"].path if "H0" in factors else None,
              "the checkpoint": resume_path}
 
-    with SignalFlag() as flag, ProgressDisplay(term, max_iter, f"nmf fit k={k}") as progress:
+    what = "columns" if "fix_W" in factors else "rows"
+    exact = core.reported_solver(None, summary.beta_of(fit_kwargs["loss"]), factors.get("fix_W"),
+                                 factors.get("fix_H")) == "nnls"
+    count = (matrix.shape[1] if what == "columns" else matrix.shape[0]) if exact else max_iter
+    with SignalFlag() as flag, \
+            ProgressDisplay(term, count, f"nmf fit k={k}", unit=what if exact else "iter") as progress:
         def callback(info):
             progress.update(info)
             if flag.received is not None:
@@ -396,8 +400,6 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
                 nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix), force=True)
                 written.append(ckpt_path)
             return None
-
-        what = "columns" if "fix_W" in factors else "rows"
 
         def solved(done, total):  # the exact solve (a fixed factor, Frobenius): no iterations
             progress.solved(done, total, what)

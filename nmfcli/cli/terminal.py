@@ -77,9 +77,10 @@ class ProgressDisplay:
     once the work has run that long, so quick runs (a small transform) leave no trace.
     """
 
-    def __init__(self, term: Terminal, max_iter: int, label: str, delay_s: float = 0.0):
+    def __init__(self, term: Terminal, max_iter: int, label: str, delay_s: float = 0.0, unit: str = "iter"):
         self.term = term
         self.max_iter = max_iter
+        self.unit = unit
         self.label = label
         self.delay_s = delay_s
         self._progress = None
@@ -107,8 +108,8 @@ class ProgressDisplay:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.max_iter, unit="iter",
-                                                 detail="objective -  change -")
+            self._task = self._progress.add_task(self.label, total=self.max_iter, unit=self.unit,
+                                                 detail="objective -  change -" if self.unit == "iter" else "")
         return self._progress
 
     def _due(self) -> bool:
@@ -179,8 +180,8 @@ def fit_rows(report: dict) -> list[tuple[str, str]]:
         ("k", report["k"]),
         ("shape", " x ".join(str(s) for s in report["shape"])),
         ("solver / loss", f"{report['solver']} / {report['loss']}"),
-        ("iterations", report["n_iter"]),
-        ("converged", f"{report['converged']} ({report['stop_reason']})"),
+        *([("converged", "True (one exact solve, no iterations)")] if report["stop_reason"] == "exact" else
+          [("iterations", report["n_iter"]), ("converged", f"{report['converged']} ({report['stop_reason']})")]),
         ("objective", f"{report['objective']:.6g}"),
         ("relative error", f"{report['relative_error']:.6g}"),
         ("reconstruction error", f"{report['reconstruction_error']:.6g}"),

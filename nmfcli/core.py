@@ -298,8 +298,8 @@ def fit(
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations
         to report: called after each block of the free factor's rows (fix_H) or
-        columns (fix_W), ``done`` of ``total`` solved. The result is the same with it or
-        without. Not used by the Dask engine or out of core.
+        columns (fix_W), ``done`` of ``total`` solved (on the Dask engine and out of core:
+        after each block of X's rows). The result is the same with it or without.
 
     Returns
     -------
@@ -314,7 +314,7 @@ def fit(
         return fit_blocks(
             X, k, solver=solver, loss=loss, init=init, seed=seed, max_iter=max_iter, tol=tol,
             alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, W0=W0, H0=H0, fix_W=fix_W,
-            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, **engine_options,
+            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, progress=progress, **engine_options,
         )
     if engine == "dask":
         # The Dask engine runs its own blockwise loop over the same solver kernels.
@@ -323,7 +323,8 @@ def fit(
         return fit_dask(
             X, k, solver=solver, loss=loss, init=init, seed=seed, max_iter=max_iter, tol=tol,
             alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio, W0=W0, H0=H0, fix_W=fix_W,
-            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, **(engine_options or {}),
+            fix_H=fix_H, dtype=dtype, callback=callback, resume=resume, progress=progress,
+            **(engine_options or {}),
         )
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
@@ -800,20 +801,19 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     below ``tol``.
 
     ``progress(done, total)``, if given, is called as the work goes: rows solved of X's
-    rows (Frobenius), or iterations of ``max_iter`` (other losses). Not used by the
-    Dask engine or out of core.
+    rows (Frobenius), or iterations of ``max_iter`` (other losses).
     """
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy: row blocks read one at a time in this process (see fit).
         from nmfcli.engines.chunked import transform_blocks
 
         return transform_blocks(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
-                                max_iter=max_iter, tol=tol, **engine_options)
+                                max_iter=max_iter, tol=tol, progress=progress, **engine_options)
     if engine == "dask":
         from nmfcli.engines.dask import transform_dask
 
         return transform_dask(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
-                              max_iter=max_iter, tol=tol, **(engine_options or {}))
+                              max_iter=max_iter, tol=tol, progress=progress, **(engine_options or {}))
     X = _as_matrix(X, dtype)
     H = np.asarray(H)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:
@@ -821,15 +821,21 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
             f"X has {X.shape[1]} columns but the components have "
             f"{H.shape[1] if H.ndim == 2 else 'no'} columns; they must match"
         )
-    callback = None
-    if progress is not None:
-        def callback(info):
-            progress(info.iteration, info.max_iter)
-
     result = fit(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
                  l1_ratio=l1_ratio, fix_H=H, dtype=X.dtype, engine=engine,
-                 max_iter=max_iter, tol=tol, callback=callback, progress=progress)
+                 max_iter=max_iter, tol=tol, callback=iteration_progress(progress), progress=progress)
     return result.W
+
+
+def iteration_progress(progress):
+    """A fit callback that reports each iteration to progress(done, max_iter) and never stops
+    the fit (transform's, for the losses that iterate); None for None."""
+    if progress is None:
+        return None
+
+    def callback(info):
+        progress(info.iteration, info.max_iter)
+    return callback
 
 
 def reconstruct(W, H):

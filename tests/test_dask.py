@@ -108,6 +108,16 @@ def test_transform_is_exact_block_by_block(client, X):
                                rtol=TOL, atol=TOL)
 
 
+def test_exact_solve_reports_the_blocks_as_the_cluster_finishes_them(client, X):
+    from nmfcli.engines.dask import transform_dask
+
+    H = core.fit(X, 5, max_iter=20).H
+    seen = []
+    W = transform_dask(X, H, progress=lambda done, total: seen.append((done, total)), **options(client))
+    assert [d for d, _ in seen] == [75, 150, 225, 300] and {t for _, t in seen} == {300}
+    np.testing.assert_allclose(W, core.transform(X, H), rtol=TOL, atol=TOL)
+
+
 def test_hdf5_read_lazily_on_the_workers_and_W_written_in_blocks(client, X, tmp_path):
     path = tmp_path / "x.h5"
     with h5py.File(path, "w") as f:

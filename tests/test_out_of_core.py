@@ -85,6 +85,19 @@ def test_transform_block_by_block(X, h5_path):
                                core.transform(X, H), rtol=TOL, atol=TOL)
 
 
+def test_block_by_block_exact_solve_reports_each_block_in_order(X, h5_path):
+    H = core.fit(X, 5, max_iter=20).H
+    seen = []
+    W = core.transform(h5_path, H, engine_options={"chunk_rows": 70},
+                       progress=lambda done, total: seen.append((done, total)))
+    m = X.shape[0]
+    assert [d for d, _ in seen] == [*range(70, m, 70), m] and {t for _, t in seen} == {m}
+    assert np.array_equal(W, core.transform(h5_path, H, engine_options={"chunk_rows": 70}))
+    seen.clear()  # W fixed: H's columns are one solve, reported when done
+    core.fit(h5_path, 5, fix_W=W, engine_options={"chunk_rows": 70}, progress=lambda *p: seen.append(p))
+    assert seen == [(X.shape[1], X.shape[1])]
+
+
 def test_cluster_options_are_refused(X):
     with pytest.raises(UsageError, match=r"^engine option 'scheduler' needs engine 'dask'"):
         core.fit(X, 3, engine_options={"chunk_rows": 50, "scheduler": "tcp://x:1"})

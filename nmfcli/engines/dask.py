@@ -141,12 +141,19 @@ class _Blocks:
     def row_slices(self):
         return [slice(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
-    def map(self, func, *per_block, **same):
-        """func(source_b, dtype, *per_block_b, **same) on every block: a list of futures."""
+    def map(self, func, *per_block, on_submit=None, **same):
+        """func(source_b, dtype, *per_block_b, **same) on every block: a list of futures.
+
+        ``on_submit(b)`` is called after block b's task is submitted (on the serial client:
+        after it ran)."""
         self.tasks += len(self.sources)
-        return [self.client.submit(func, src, self.dtype, *args, pure=False, **same)
-                for src, *args in zip(self.sources, *per_block)] if per_block else \
-               [self.client.submit(func, src, self.dtype, pure=False, **same) for src in self.sources]
+        futures = []
+        for b, (src, *args) in enumerate(zip(self.sources, *per_block) if per_block else
+                                         ((src,) for src in self.sources)):
+            futures.append(self.client.submit(func, src, self.dtype, *args, pure=False, **same))
+            if on_submit is not None:
+                on_submit(b)
+        return futures
 
     def each(self, func, *per_block, **same):
         """func(*per_block_b, **same) on every block, without X."""
@@ -279,8 +286,8 @@ class _LazyFactor:
 def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_iter=200, tol=1e-4,
              alpha_W=0.0, alpha_H="same", l1_ratio=0.0, W0=None, H0=None, fix_W=None, fix_H=None,
              dtype=None, callback=None, resume=None, scheduler=None, workers=None, chunk_rows=None,
-             memory_limit=None, output=None, persist=None):
-    """:func:`nmfcli.core.fit` on a Dask cluster; the same arguments, result and callback protocol.
+             memory_limit=None, output=None, persist=None, progress=None):
+    """:func:`nmfcli.core.fit` on a Dask cluster; the same arguments, result, callback and progress protocol.
 
     Parameters beyond core.fit's (the engine_options)
     -------------------------------------------------
@@ -330,7 +337,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
         )
         run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
-                   callback, start, core, output)
+                   callback, start, core, output, progress)
         transposed = solver != "mu"  # hals/cd keep Wᵀ blocks (k×m_b), mu keeps W blocks (m_b×k)
 
         if beta == 2 and (fix_H is not None or fix_W is not None):
@@ -357,7 +364,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
 
 
 def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, max_iter=1000,
-                   tol=1e-8, **engine_options):
+                   tol=1e-8, progress=None, **engine_options):
     """:func:`nmfcli.core.transform` block by block: W ≥ 0 for fixed components H (exact for Frobenius).
 
     Returns W (m×k), or the ``output`` spec it was written to.
@@ -365,17 +372,21 @@ def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=N
     H = np.asarray(H)
     if H.ndim != 2:
         raise DataError(f"the components must be a 2-D matrix; got {H.ndim}-D")
+    from nmfcli import core
+
     result = fit_dask(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
-                      l1_ratio=l1_ratio, fix_H=H, dtype=dtype, max_iter=max_iter, tol=tol, **engine_options)
+                      l1_ratio=l1_ratio, fix_H=H, dtype=dtype, max_iter=max_iter, tol=tol,
+                      callback=core.iteration_progress(progress), progress=progress, **engine_options)
     return result.W
 
 
 class _Run:
     """One fit on the cluster: the loops of core, with X's products and W's update done per block."""
 
-    def __init__(self, blocks, options, reg, beta, sqnorm, callback, start, core, output):
+    def __init__(self, blocks, options, reg, beta, sqnorm, callback, start, core, output, progress=None):
         self.blocks, self.options, self.reg, self.beta = blocks, options, reg, beta
         self.sqnorm, self.callback, self.start, self.core, self.output = sqnorm, callback, start, core, output
+        self.progress = progress
         self.tasks_per_iteration = []
 
     # ---- factors
@@ -470,7 +481,11 @@ class _Run:
         l1_W, l1_H, l2_W, l2_H = self.reg
         if fix_H is not None:
             G, _ = cd.gram_and_cross_from(fix_H @ fix_H.T, None, 0.0, l2_W)
-            res = blocks.map(chunked.nnls_rows, H=blocks.scatter(fix_H), G=G, l1_W=l1_W)
+            serial = isinstance(blocks.client, chunked.SerialClient)
+            res = blocks.map(chunked.nnls_rows, H=blocks.scatter(fix_H), G=G, l1_W=l1_W,
+                             on_submit=self._block_solved if self.progress and serial else None)
+            if self.progress and not serial:
+                self._report_solved(res)
             W = blocks.pick(res, 0)
             n_iter = max(blocks.client.gather(blocks.pick(res, 1)))
             del res
@@ -479,7 +494,22 @@ class _Run:
         s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
         G, R = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
         H, n_iter = nnls(G, R)
+        if self.progress:
+            self.progress(H.shape[1], H.shape[1])
         return self.result(Wt, H, self.core.FitLoop.exact(n_iter), {}, True)
+
+    def _block_solved(self, index):
+        """progress after block ``index``'s exact solve on the serial client, which solves the blocks in order."""
+        self.progress(self.blocks.offsets[index + 1], self.blocks.shape[0])
+
+    def _report_solved(self, futures):
+        """progress(rows solved, m) as a cluster finishes the blocks' exact solves, in any order."""
+        rows = [b - a for a, b in zip(self.blocks.offsets[:-1], self.blocks.offsets[1:])]
+        index = {future.key: i for i, future in enumerate(futures)}
+        done = 0
+        for future in _distributed().as_completed(futures):
+            done += rows[index[future.key]]
+            self.progress(done, self.blocks.shape[0])
 
     # ---- hals and cd
     def cd_loop(self, Wt, H, resume):

@@ -406,3 +406,15 @@ def test_progress_display_counts_rows_and_waits_for_slow_work(monkeypatch, delay
         for done in (4096, 8192, 10000):
             bar.solved(done, 10000, "rows")
     assert ("rows 10000/10000" in screen.getvalue()) == shown, screen.getvalue()
+
+
+def test_a_fit_stopped_by_max_iter_says_what_to_do(tmp_path):
+    np.save(tmp_path / "x.npy", low_rank(M, N))
+    p = run_nmf("fit", "x.npy", "-k", "3", "--max-iter", "3", "-o", "a", cwd=tmp_path, check=0)
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("wrote a/: k=3, 3 iterations, not converged (max_iter)")
+    assert lines[1:] == ["note: stopped at --max-iter 3 before the tol 0.0001 test was met; raise --max-iter to go "
+                         "on (--strict turns this into exit 3 for alerting)"]
+    # tol 0 asks for max_iter iterations: nothing to say
+    p = run_nmf("fit", "x.npy", "-k", "3", "--max-iter", "3", "--tol", "0", "-o", "b", cwd=tmp_path, check=0)
+    assert len(p.stderr.splitlines()) == 1

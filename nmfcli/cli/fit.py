@@ -262,6 +262,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}")
     if result.stop_reason == "time" and not quiet:
         term.say(f"time budget reached; continue with: {_resume_command(ckpt_path)}")
+    if result.stop_reason == "max_iter" and not strict and not quiet and tol > 0:
+        term.say(f"note: stopped at --max-iter {max_iter} before the tol {tol:g} test was met; raise --max-iter "
+                 f"to go on (--strict turns this into exit {errors.EXIT_NOT_CONVERGED} for alerting)")
     if flag.received is not None:
         raise SystemExit(flag.exit_code)
     if strict and not result.converged:

@@ -255,11 +255,11 @@ def fit(
         Number of components.
     solver : {"auto", "ehals", "hals", "cd", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
-        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss ("hals" on the cupy and Dask engines
-        and out of core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
-        extrapolation (about half the iterations; the objective still never rises).
-        "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
-        multiplicative updates.
+        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss ("hals"
+        on the cupy and Dask engines and out of core) and "mu" otherwise. "hals" is
+        accelerated HALS, "ehals" the same with extrapolation (about half the iterations;
+        the objective still never rises). "cd" is scikit-learn's coordinate descent (same
+        iterates), "mu" its multiplicative updates.
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
         The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2).
     init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
@@ -348,7 +348,6 @@ def fit(
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
 
-        exact = beta == 2 and (fix_H is not None or fix_W is not None)
         options = dict(
             k=int(k), solver=reported_solver(solver, beta, fix_W, fix_H), loss=loss_name, beta=beta,
             init=reported_init(init, beta, fix_W, fix_H, W0, H0), seed=seed,
@@ -358,7 +357,7 @@ def fit(
         )
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
-        if exact:
+        if options["solver"] == "nnls":
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
             result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
         else:

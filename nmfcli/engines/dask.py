@@ -340,7 +340,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
                    callback, start, core, output, progress)
         transposed = solver != "mu"  # hals/cd keep Wᵀ blocks (k×m_b), mu keeps W blocks (m_b×k)
 
-        if beta == 2 and (fix_H is not None or fix_W is not None):
+        if options["solver"] == "nnls":
             return run.exact(fix_W, fix_H)
         if resume is not None:
             H = np.array(resume["H"], dtype=dtype)

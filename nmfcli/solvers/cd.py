@@ -302,8 +302,9 @@ def hals_iteration(engine, Wt, H, reg, cache, inner, check=False, delta=0.1):
 # ehals: HALS with extrapolation (Ang & Gillis 2019, "Accelerating nonnegative matrix
 # factorization algorithms using extrapolation"). Each iteration starts from the
 # last accepted factors pushed further along their last step, max(0, A + β(A − A_before)),
-# and runs one HALS iteration from there; the result is kept only if the objective
-# fell, so the objective never rises. β grows by GAMMA after a kept step (up to a cap
+# and runs one HALS iteration from there; the result is kept only if the objective did
+# not rise (beyond the rounding of its evaluation, ε‖X‖², core._ehals_loop), so the
+# objective never rises beyond that. β grows by GAMMA after a kept step (up to a cap
 # that grows by GAMMA_BAR, at most 1) and falls by ETA after a rejected one, whose
 # cap becomes the β that failed. The iterations that measure the projected gradient
 # (hals_check_due) are plain HALS, so the measure comes from the products they compute.

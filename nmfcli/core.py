@@ -515,12 +515,10 @@ def _nnls_in_blocks(eng, G, R, progress):
     if progress is None or p == 0:
         return nnls(G, R, map_chunks=eng.map_chunks)
     size = max(MIN_SOLVE_BLOCK, -(-p // SOLVE_BLOCKS))
-    out, n_iter = None, 0
+    out, n_iter = eng.xp.empty(R.shape, dtype=R.dtype), 0  # nnls returns R's dtype
     for start in range(0, p, size):
         stop = min(start + size, p)
         part, passes = nnls(G, R[:, start:stop], map_chunks=eng.map_chunks)
-        if out is None:
-            out = eng.xp.empty(R.shape, dtype=part.dtype)
         out[:, start:stop] = part
         n_iter = max(n_iter, passes)
         progress(stop, p)

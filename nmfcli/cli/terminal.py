@@ -77,9 +77,9 @@ class ProgressDisplay:
     once the work has run that long, so quick runs (a small transform) leave no trace.
     """
 
-    def __init__(self, term: Terminal, max_iter: int, label: str, delay_s: float = 0.0, unit: str = "iter"):
+    def __init__(self, term: Terminal, total: int, label: str, delay_s: float = 0.0, unit: str = "iter"):
         self.term = term
-        self.max_iter = max_iter
+        self.total = total  # the bar's length until an update says otherwise (max_iter, or rows)
         self.unit = unit
         self.label = label
         self.delay_s = delay_s
@@ -108,7 +108,7 @@ class ProgressDisplay:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.max_iter, unit=self.unit,
+            self._task = self._progress.add_task(self.label, total=self.total, unit=self.unit,
                                                  detail="objective -  change -" if self.unit == "iter" else "")
         return self._progress
 

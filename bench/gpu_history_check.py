@@ -27,7 +27,7 @@ def cases():
 
 def main():
     bad = 0
-    cupy_engine.CupyEngine.runs_ehals = True  # for this diagnosis only
+    cupy_engine.CupyEngine.runs_extrapolated = True  # for this diagnosis only
     for name, (X, k) in cases().items():
         for solver in ("hals", "ehals"):
             ref = nmfcli.fit(X, k, solver=solver, max_iter=12, tol=0).history

@@ -19,7 +19,7 @@ from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
 from nmfcli.solvers.nnls import nnls
 
-SOLVERS = ("ehals", "hals", "cd", "mu")
+SOLVERS = ("ehals", "hals", "cd", "emu", "mu")
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
 DEFAULT_SEED = 0
@@ -253,15 +253,19 @@ def fit(
         Non-negative, finite data. Sparse input stays sparse.
     k : int
         Number of components.
-    solver : {"auto", "ehals", "hals", "cd", "mu"}, default "auto"
+    solver : {"auto", "ehals", "hals", "cd", "emu", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
-        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss ("hals"
-        on the cupy and Dask engines and out of core) and "mu" otherwise. "hals" is
-        accelerated HALS, "ehals" the same with extrapolation (about half the iterations;
-        the objective never rises beyond its rounding). "cd" is scikit-learn's coordinate
-        descent (same iterates), "mu" its multiplicative updates.
+        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss, "emu"
+        for Kullback-Leibler ("hals" and "mu" on the cupy and Dask engines and out of core)
+        and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with extrapolation
+        (about half the iterations; the objective never rises beyond its rounding). "cd" is
+        scikit-learn's coordinate descent (same iterates), "mu" its multiplicative updates,
+        and "emu" those with extrapolation (KL only; a third to a half of the iterations; a
+        bound on the divergence never rises beyond its rounding). With a fixed factor, "emu"
+        runs "mu".
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
-        The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2).
+        The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2,
+        "emu" for 1).
     init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
         None picks "nndsvda" when k <= min(m, n), else "random" (as scikit-learn).
         "custom" needs W0 and H0 (or the fixed factor and the other initial one).
@@ -366,12 +370,12 @@ def fit(
                 if W.shape != (m, k) or H.shape != (k, n):
                     raise DataError("the checkpoint's factors do not match the data and k")
             else:
-                W, H = _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H)
+                W, H = _initial_factors(eng, X, k, init, seed, options["solver"], W0, H0, fix_W, fix_H)
             if fix_W is not None:
                 W = fix_W
             if fix_H is not None:
                 H = fix_H
-            loop = {"mu": _mu_loop, "ehals": _ehals_loop}.get(solver, _cd_loop)
+            loop = {"mu": _mu_loop, "emu": _emu_loop, "ehals": _ehals_loop}.get(options["solver"], _cd_loop)
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         # The fixed factor is handed back as given, not as a device round trip.
         if fix_W is not None:
@@ -384,16 +388,19 @@ def fit(
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     """The checks of fit's options that need no data (every engine's): (loss name, beta, solver).
 
-    "auto" becomes "ehals" for the Frobenius loss; ``engine_solver`` then has the engine's say."""
+    "auto" becomes "ehals" for the Frobenius loss, "emu" for Kullback-Leibler and "mu" for
+    the other losses; ``engine_solver`` then has the engine's say."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
-        solver = "ehals" if beta == 2 else "mu"
+        solver = "ehals" if beta == 2 else "emu" if beta == 1 else "mu"
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
     if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(
             f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
         )
+    if solver == "emu" and beta != 1:
+        raise UsageError(f"solver 'emu' minimises the kl loss only; use solver 'mu' for loss '{loss_name}'")
     _check_penalties(alpha_W, alpha_H, l1_ratio)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
@@ -403,22 +410,34 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
 
 
 def reported_solver(solver, beta, fix_W, fix_H):
-    """The solver a result names: "nnls" for the exact solve that a fixed factor under the
-    Frobenius loss gets whatever solver was asked for, else the solver that ran."""
-    return "nnls" if beta == 2 and (fix_W is not None or fix_H is not None) else solver
+    """The solver a result names, which is the one that runs: with a fixed factor, "nnls" (the
+    exact solve) under the Frobenius loss whatever solver was asked for, and "mu" for "emu"
+    (one free factor has no bound to keep extrapolated steps by); else ``solver``."""
+    if fix_W is None and fix_H is None:
+        return solver
+    return "nnls" if beta == 2 else "mu" if solver == "emu" else solver
+
+
+# The extrapolated solvers and the plain ones they extrapolate.
+PLAIN = {"ehals": "hals", "emu": "mu"}
 
 
 def engine_solver(requested, solver, engine, resume=None):
     """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
-    ``runs_ehals`` and ``where``): "auto" takes the engine's Frobenius default, and an
-    asked-for ehals is refused where the engine does not run it. ``solver`` is check_options'.
+    ``runs_extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and
+    mu for KL where the engine does not run the extrapolated solvers, which are refused
+    there when asked for. ``solver`` is check_options'.
     """
-    if solver == "ehals" and requested == "auto":
+    if solver in PLAIN and requested == "auto":
         if resume is not None and resume.get("W_before") is None:
-            return "hals"  # a checkpoint from before ehals, when auto ran hals: go on as it was
-        return engine.default_frobenius_solver
-    if solver == "ehals" and not engine.runs_ehals:
-        raise UsageError(f"solver 'ehals' does not run {engine.where}; use solver 'hals'")
+            # A checkpoint of the plain solver ("auto" ran hals before ehals and mu before
+            # emu): go on as it was.
+            return PLAIN[solver]
+        if solver == "ehals":
+            return engine.default_frobenius_solver
+        return solver if engine.runs_extrapolated else PLAIN[solver]
+    if solver in PLAIN and not engine.runs_extrapolated:
+        raise UsageError(f"solver '{solver}' does not run {engine.where}; use solver '{PLAIN[solver]}'")
     return solver
 
 
@@ -721,6 +740,73 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run),
                    divergence)
+
+
+def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
+    """Multiplicative updates with extrapolation (KL only): ehals's scheme on mu.
+
+    Each iteration starts from the factors pushed along their last step in log coordinates,
+    A·(A / A_before)^β (mu.extrapolate), and runs one mu iteration (W, then H) from there.
+    The H update's own ratio X / WH gives, for one float32 log pass, the divergence at
+    (W_new, H_start), which bounds the divergence at the new iterate from above (a
+    multiplicative update never raises it). The step is kept unless that bound rose above
+    the lowest kept so far by more than the rounding of its logs (2⁻²⁴ per unit of X, with
+    room: slack below); a rejected step keeps the current iterate, shrinks β, and the next
+    iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on
+    the exact divergence of the current iterate), and so is the history.
+    """
+    max_iter, tol = options["max_iter"], options["tol"]
+    l1_W, l1_H, l2_W, l2_H = reg
+    W, H = eng.contiguous_copy(W), eng.contiguous_copy(H)
+    run = FitLoop(resume, {"beta": mu.EMU_BETA_START, "beta_cap": 1.0, "bound": None},
+                  callback, max_iter, start)
+    if not run.resumed:
+        divergence = beta_divergence(eng, W, H, beta)
+        error_at_init = reconstruction_error(divergence)
+        run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
+        run.record(0, _objective(eng, W, H, beta, reg, divergence))
+    if resume is not None and resume.get("W_before") is not None:
+        W_before, H_before = eng.contiguous_copy(eng.asarray(resume["W_before"])), eng.asarray(resume["H_before"])
+    else:
+        W_before, H_before = cd.copy_into(None, W), cd.copy_into(None, H)
+    slack = 8 * float(np.finfo(np.float32).eps) * eng.sum_X()
+    measured = None  # (iteration, divergence there): the last test's, which _result reuses
+    for n_iter in range(run.first, max_iter + 1):
+        bound = run.state["bound"]
+        plain = bound is None
+        if plain:
+            W_next, H_next = cd.copy_into(W_before, W), cd.copy_into(H_before, H)
+        else:
+            b = run.state["beta"]
+            W_next, H_next = mu.extrapolate(W, W_before, b), mu.extrapolate(H, H_before, b)
+        mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, 1.0, {}, False)
+        penalties = cd.penalty(W_next, l1_W, l2_W) + cd.penalty(H_next, 0.0, l2_H)
+        next_bound = mu.update_H(eng, W_next, H_next, beta, l1_H, l2_H, 1.0, bound=True) + penalties
+        # plain mu never raises the bound (but for the L2 penalty, whose update is scikit-learn's
+        # heuristic): a plain step is always kept, so a rejection cannot repeat forever
+        accepted = plain or next_bound <= bound + slack
+        if not plain:
+            cd.ehals_beta(run.state, accepted)
+        if accepted:
+            W_before, W, H_before, H = W, W_next, H, H_next
+            run.state["bound"] = float(next_bound if plain else min(next_bound, bound))
+        else:
+            W_before, H_before = cd.copy_into(W_next, W), cd.copy_into(H_next, H)
+            run.state["bound"] = None
+        done = False
+        if n_iter % mu.CHECK_EVERY == 0:
+            measured = (n_iter, beta_divergence(eng, W, H, beta))
+            run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
+            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
+
+        def save(n_iter=n_iter, W=W, H=H, W_before=W_before, H_before=H_before):
+            return _checkpoint(eng, n_iter, W, H, run, W_before=W_before, H_before=H_before)
+
+        if run.end_iteration(eng, n_iter, done, W, H, save):
+            break
+    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
+    return _result(eng, W, H, run, options, beta, reg, start,
+                   _checkpoint(eng, run.n_iter, W, H, run, W_before=W_before, H_before=H_before), divergence)
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):

@@ -342,7 +342,7 @@ def test_fit_options_reach_the_core(tmp_path):
         H = f["X"][()]
     assert H.dtype == np.float32 and np.array_equal(H, expected.H) and np.array_equal(W, expected.W)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["solver"] == "mu" and report["loss"] == "kl" and report["beta"] == 1.0
+    assert report["solver"] == "emu" and report["loss"] == "kl" and report["beta"] == 1.0
     assert report["options"]["dtype"] == "float32" and report["n_iter"] == 50 and report["stop_reason"] == "max_iter"
 
 

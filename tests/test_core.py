@@ -296,14 +296,14 @@ def test_mu_with_fixed_basis_keeps_it_bit_identical():
 
 def test_sparse_equals_dense():
     Xs = sparse(7, 60, 40, 0.2)
-    for solver, loss in (("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("mu", 1.5)):
+    for solver, loss in (("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("emu", 1), ("mu", 1.5)):
         a = nmfcli.fit(Xs, 4, solver=solver, loss=loss, max_iter=60)
         b = nmfcli.fit(Xs.toarray(), 4, solver=solver, loss=loss, max_iter=60)
         assert rel(a.W, b.W) < 1e-9 and rel(a.H, b.H) < 1e-9, (solver, loss)
         assert a.n_iter == b.n_iter
 
 
-@pytest.mark.parametrize("solver,loss", [("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("mu", 0)])
+@pytest.mark.parametrize("solver,loss", [("hals", 2), ("cd", 2), ("mu", 2), ("mu", 1), ("emu", 1), ("mu", 0)])
 def test_float32_stays_float32(solver, loss):
     X = (dense(8) + 0.1).astype(np.float32)
     r = nmfcli.fit(X, 3, solver=solver, loss=loss, max_iter=30)
@@ -323,7 +323,7 @@ def test_same_seed_same_bits():
         assert not np.array_equal(a.W, c.W)
 
 
-@pytest.mark.parametrize("solver,loss", [("ehals", 2), ("hals", 2), ("cd", 2), ("mu", 1)])
+@pytest.mark.parametrize("solver,loss", [("ehals", 2), ("hals", 2), ("cd", 2), ("mu", 1), ("emu", 1)])
 def test_resume_is_bit_identical(solver, loss):
     X = dense(10, 50, 40) + 0.01
     full = nmfcli.fit(X, 4, solver=solver, loss=loss, tol=0, max_iter=40)
@@ -374,6 +374,8 @@ def test_objective_history_matches_direct_computation(solver):
     *((loss, solver, max_iter, make) for make in (dense, sparse) for loss, solver, max_iter in [
         ("kl", "mu", 20),  # stops on an iteration whose divergence the loop measured (and reuses)
         ("kl", "mu", 17),  # stops between two measured iterations
+        ("kl", "emu", 20),
+        ("kl", "emu", 17),
         ("frobenius", "mu", 20),
         ("frobenius", "ehals", 12),
         ("frobenius", "cd", 12),
@@ -391,7 +393,7 @@ def test_reported_metrics_are_those_of_the_returned_factors(loss, solver, max_it
     assert r.metrics["reconstruction_error"] == pytest.approx(np.sqrt(2 * expected), rel=1e-9)
     assert r.metrics["relative_error"] == pytest.approx(
         np.linalg.norm(Xd - r.W @ r.H) / np.linalg.norm(Xd), rel=1e-9)
-    if solver == "mu" and max_iter % 10 == 0:
+    if solver in ("mu", "emu") and max_iter % 10 == 0:
         assert r.history[-1] == pytest.approx(r.metrics["objective"], rel=1e-12)
 
 
@@ -439,7 +441,7 @@ def test_zeros_with_itakura_saito_refused():
     (dict(k=0), "k must be a positive integer; got 0"),
     (dict(k=5, init="nndsvda"), "k=5 is larger than min(rows, columns) = 3, which init 'nndsvda' needs; "
                 "use a smaller k or init 'random'"),
-    (dict(k=2, solver="xx"), "solver must be one of ehals, hals, cd, mu; got 'xx'"),
+    (dict(k=2, solver="xx"), "solver must be one of ehals, hals, cd, emu, mu; got 'xx'"),
     (dict(k=2, solver="cd", loss="kl"),
      "solver 'cd' minimises the Frobenius loss only; use solver 'mu' for loss 'kl'"),
     (dict(k=2, loss="banana"),
@@ -594,6 +596,163 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
         core.fit("no-such-file.h5::/X", 2, solver="ehals", engine_options={"chunk_rows": 10})
     with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)
+    # KL: emu where the engine runs the extrapolated solvers, mu elsewhere (the cupy engine too)
+    assert solver_on(numpy_engine, "kl", "auto") == "emu"
+    assert solver_on(numpy_engine, "is", "auto") == "mu"
+
+    class NoExtrapolation:
+        default_frobenius_solver, runs_extrapolated, where = "hals", False, "on the test engine"
+
+    assert solver_on(NoExtrapolation, "kl", "auto") == "mu"
+    with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the dask engine or out of core "
+                                         r"\(--chunk-rows\); use solver 'mu'$"):
+        solver_on(Blockwise, "kl", "emu")
+    with pytest.raises(UsageError, match=r"^solver 'emu' minimises the kl loss only; use solver 'mu' for loss 'is'$"):
+        core.check_options("is", "emu", 0.0, "same", 0.0, 10, 1e-4)
+
+
+def test_a_mu_checkpoint_resumes_under_auto_as_mu():
+    """auto ran mu for KL before emu existed; its checkpoints (no W_before) go on as mu, bit for bit."""
+    X = dense(10, 50, 40) + 0.01
+    full = nmfcli.fit(X, 4, loss="kl", solver="mu", tol=0, max_iter=30)
+    saved = {}
+
+    def stop_at_12(info):
+        if info.iteration == 12:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    nmfcli.fit(X, 4, loss="kl", solver="mu", tol=0, max_iter=30, callback=stop_at_12)
+    assert "W_before" not in saved
+    resumed = nmfcli.fit(X, 4, loss="kl", tol=0, max_iter=30, resume=saved)
+    assert resumed.options["solver"] == "mu"
+    assert np.array_equal(resumed.W, full.W) and resumed.history == full.history
+
+
+def test_emu_with_a_fixed_factor_runs_mu():
+    """One free factor leaves emu no bound to judge its steps by: it runs (and reports) mu."""
+    X = dense(5, 40, 30) + 0.01
+    H = np.random.RandomState(3).rand(4, 30)
+    mu_fit = nmfcli.fit(X, 4, loss="kl", solver="mu", fix_H=H, max_iter=50)
+    for solver in ("auto", "emu"):
+        r = nmfcli.fit(X, 4, loss="kl", solver=solver, fix_H=H, max_iter=50)
+        assert r.options["solver"] == "mu" and r.options["init"] == "constant"
+        assert np.array_equal(r.W, mu_fit.W) and r.n_iter == mu_fit.n_iter
+
+
+def kl_objective_plus_sum(X, W, H, reg):
+    """D_KL(X ‖ WH) + ΣX + the penalties, by scikit-learn's divergence: what emu's bound bounds."""
+    l1_W, l1_H, l2_W, l2_H = reg
+    Xd = X.toarray() if sp.issparse(X) else X
+    penalties = l1_W * W.sum() + l1_H * H.sum() + 0.5 * (l2_W * (W * W).sum() + l2_H * (H * H).sum())
+    return sk_nmf._beta_divergence(Xd, W, H, 1) + Xd.sum() + penalties
+
+
+@pytest.mark.parametrize("make,alpha,l1_ratio", [(dense, 0.0, 0.0), (sparse, 0.0, 0.0), (dense, 0.02, 1.0)])
+def test_emu_bound_is_above_the_objective_and_never_rises(make, alpha, l1_ratio):
+    """Every kept step's bound (from the H update's own ratio, less what the step is sure to
+    gain) is at least the exact objective of the iterate it keeps, and the bounds fall."""
+    X = make(6, 60, 45)
+    reg = core.regularization(X.shape, alpha, "same", l1_ratio)
+    slack = 8 * np.finfo(np.float32).eps * X.sum()
+    seen = []
+
+    def check(info):
+        bound = info.checkpoint()["solver_state"]["bound"]
+        if bound is not None:
+            exact = kl_objective_plus_sum(X, info.W, info.H, reg)
+            assert exact <= bound + slack, (info.iteration, exact, bound)
+            seen.append(bound)
+
+    r = nmfcli.fit(X, 5, loss="kl", solver="emu", tol=0, max_iter=80, alpha_W=alpha, l1_ratio=l1_ratio,
+                   callback=check)
+    assert r.n_iter == 80 and len(seen) >= 70
+    assert all(b <= a + slack for a, b in zip(seen, seen[1:]))
+    # and the bound is tight: within 1% of the objective's distance to its value at the end
+    exact = kl_objective_plus_sum(X, r.W, r.H, reg)
+    assert seen[-1] - exact <= 0.01 * (seen[0] - exact)
+
+
+def test_emu_reaches_mu_divergence_in_fewer_iterations():
+    """The extrapolation must pay: from the same start, emu gets to mu's 150-iteration divergence
+    in at most half the iterations (divergences are measured every 10th iteration)."""
+    X = dense(3, 120, 80) + 0.01
+    target = nmfcli.fit(X, 8, loss="kl", solver="mu", tol=0, max_iter=150).history[-1]
+    r = nmfcli.fit(X, 8, loss="kl", solver="emu", tol=0, max_iter=150,
+                   callback=lambda info: "target" if info.objective is not None and info.objective <= target else None)
+    assert r.stop_reason == "target" and r.n_iter <= 75, r.n_iter
+
+
+def test_emu_rejects_a_step_that_raises_the_bound(monkeypatch):
+    """Extrapolating to constant factors (from which mu stays rank one): every such step is
+    rejected, the iterate kept, β shrunk, and the next step is plain mu; so 20 iterations of
+    emu are 10 of mu, bit for bit."""
+    from nmfcli.solvers import mu
+
+    betas = []
+
+    def far_off(A, before, beta):
+        betas.append(beta)
+        before[...] = float(A.mean())
+        return before
+
+    monkeypatch.setattr(mu, "extrapolate", far_off)
+    X = dense(4, 60, 50) + 0.01
+    r = nmfcli.fit(X, 5, loss="kl", solver="emu", tol=0, max_iter=20)
+    plain = nmfcli.fit(X, 5, loss="kl", solver="mu", tol=0, max_iter=10)
+    assert len(betas) == 2 * 10  # iterations 2, 4, ..., 20; W and H each time
+    assert np.array_equal(r.W, plain.W) and np.array_equal(r.H, plain.H)
+    assert betas[2] < betas[0], "a rejected step shrinks the extrapolation"
+
+
+def test_kl_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_by():
+    from nmfcli.solvers import mu
+
+    rng = np.random.RandomState(8)
+    X = rng.rand(30, 20) * (rng.rand(30, 20) > 0.3)
+    W, H = rng.rand(30, 4), rng.rand(4, 20)
+    H[0, :3] = 0.0  # zeros of H stay zero, and gain nothing
+    eng = core.get_engine("numpy", X, np.float64)
+    for l1 in (0.0, 0.5):
+        before = sk_nmf._beta_divergence(X, W, H, 1) + l1 * H.sum()
+        numerator, _ = eng.mu_products(W, H, 1, "H")
+        gain = mu._kl_gain(np, H, numerator, W.sum(axis=0)[:, None] + l1)
+        H_next = H.copy()
+        bound = mu.update_H(eng, W, H_next, 1, l1, 0.0, 1.0, bound=True)
+        after = sk_nmf._beta_divergence(X, W, H_next, 1) + l1 * H_next.sum()
+        assert gain > 0 and before - after >= gain * (1 - 1e-9), (before - after, gain)
+        assert bound == pytest.approx(before - gain + X.sum(), rel=1e-6)  # float32 logs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_x_log_sum_is_the_sum_to_float32_rounding(dtype):
+    rng = np.random.RandomState(2)
+    X = (rng.rand(70, 50) * (rng.rand(70, 50) > 0.4)).astype(dtype)
+    WH = (rng.rand(70, 50) + 0.2).astype(dtype)
+    ratio = X / WH
+    exact = float(np.sum(X[X > 0].astype(np.float64) * np.log(ratio[X > 0].astype(np.float64))))
+    scale = float(np.sum(X, dtype=np.float64))
+    for engine in ("numpy", "array-api-numpy"):
+        eng = core.get_engine(engine, X, dtype)
+        got = eng.x_log_sum(X, ratio.copy())
+        assert abs(got - exact) <= 2.0**-22 * scale, (engine, got, exact)
+    Xs = sp.csr_matrix(X)
+    got = core.get_engine("numpy", Xs, dtype).x_log_sum(Xs.data, Xs.data / WH[Xs.nonzero()])
+    assert abs(got - exact) <= 2.0**-22 * scale
+
+
+def test_emu_extrapolation_moves_along_the_last_step_in_log_coordinates():
+    from nmfcli.solvers import mu
+
+    xps = pytest.importorskip("array_api_strict")
+    A = np.array([[1.0, 2.0, 0.0, 3.0, 5.0], [4.0, 0.0, 1e-300, 1.0, 1.0]])
+    before = np.array([[0.5, 2.0, 1.0, 0.0, 50.0], [1.0, 0.0, 1.0, 1.0, 1.0]])
+    expected = A * np.clip(np.where(before > 0, A / np.where(before > 0, before, 1.0), 1.0), 0.5, 2.0) ** 0.4
+    # doubled (clipped from 4 to 2), kept, a zero stays zero, before = 0 keeps A, halved (from 0.1)
+    np.testing.assert_allclose(mu.extrapolate(A, before.copy(), 0.4), expected, rtol=1e-6)  # float32 inside
+    strict = mu.extrapolate(xps.asarray(A.copy()), xps.asarray(before.copy()), 0.4)
+    np.testing.assert_array_equal(np.asarray(strict), mu.extrapolate(A, before.copy(), 0.4))  # the same steps
+    assert expected[0, 2] == 0.0 and expected[1, 1] == 0.0 and expected[0, 3] == 3.0
 
 
 def test_a_checkpoint_from_before_ehals_resumes_under_auto_as_hals():

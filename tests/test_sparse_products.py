@@ -92,7 +92,7 @@ def test_products_run_in_blocks_on_the_pool(always_split, monkeypatch):
 
 
 @pytest.mark.parametrize("solver,loss", [("ehals", "frobenius"), ("hals", "frobenius"), ("cd", "frobenius"),
-                                         ("mu", "frobenius"), ("mu", "kl")])
+                                         ("mu", "frobenius"), ("mu", "kl"), ("emu", "kl")])
 def test_sparse_fit_does_not_depend_on_the_thread_count(always_split, monkeypatch, solver, loss):
     X = random_csr(120, 80, 0.2, 3)
     fits = []

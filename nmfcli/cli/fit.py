@@ -67,8 +67,9 @@ def fit_options(f):
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
         click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
-                     help="auto: ehals for frobenius (hals with --engine cupy/dask or --chunk-rows), mu "
-                          "otherwise. ehals is hals with extrapolation; cd and mu are scikit-learn's."),
+                     help="auto: ehals for frobenius, emu for kl (hals and mu with --engine cupy/dask or "
+                          "--chunk-rows), mu otherwise. ehals and emu are hals and mu with extrapolation; "
+                          "cd and mu are scikit-learn's."),
         click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
                      help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
         click.option("--init", type=shared.INIT_CHOICE, default=None,
@@ -77,7 +78,7 @@ def fit_options(f):
         click.option("--max-iter", type=int, default=core.DEFAULT_MAX_ITER, show_default=True),
         click.option("--tol", type=float, default=core.DEFAULT_TOL, show_default=True,
                      help="Stopping tolerance. hals, ehals: projected gradient below TOL times its value at "
-                          "iteration 2, tested every 10 iterations; cd: scikit-learn's test; mu: the error fell "
+                          "iteration 2, tested every 10 iterations; cd: scikit-learn's test; mu, emu: the error fell "
                           "by less than TOL times its first value over 10 iterations. 0 runs to --max-iter."),
         click.option("--alpha-W", "alpha_W", type=float, default=0.0, show_default=True, help="Penalty on W."),
         click.option("--alpha-H", "alpha_H", type=shared.AlphaHType(), default="same", show_default=True,

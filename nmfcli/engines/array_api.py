@@ -37,6 +37,7 @@ class ArrayEngine:
         self.X = X
         self.shape = tuple(X.shape)
         self._sqnorm = None
+        self._sum = None
         self._rows = None
         self._cols = None
 
@@ -87,10 +88,11 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
-    # What solver "auto" runs for the Frobenius loss on this engine, and whether ehals runs
-    # here (core.engine_solver; the blockwise loops answer the same questions).
+    # What solver "auto" runs for the Frobenius loss on this engine, and whether the
+    # extrapolated solvers (ehals, emu) run here (core.engine_solver; the blockwise loops
+    # answer the same questions).
     default_frobenius_solver = "ehals"
-    runs_ehals = True
+    runs_extrapolated = True
 
     @property
     def where(self):
@@ -107,6 +109,12 @@ class ArrayEngine:
             f(chunk)
 
     # --- whole-X reductions ----------------------------------------------------
+    def sum_X(self):
+        """Σ X, computed once (one scalar copied to the host)."""
+        if self._sum is None:
+            self._sum = float(self.xp.sum(self.data()))
+        return self._sum
+
     def sqnorm(self):
         """‖X‖², computed once (one scalar copied to the host)."""
         if self._sqnorm is None:
@@ -180,13 +188,16 @@ class ArrayEngine:
         """For dense X: (the divergence's terms on X's entries, Σ (WH)^β) (losses.beta_divergence)."""
         return dense_divergence_sums(self, W, H, beta)
 
-    def mu_products(self, W, H, beta, side):
+    def mu_products(self, W, H, beta, side, log_sum=False):
         """The two products of a multiplicative update for beta != 2.
 
         side "W": ([X ⊙ (WH)^(β−2)]·Hᵀ, (WH)^(β−1)·Hᵀ); side "H": Wᵀ·[...] likewise.
         The second is None for β = 1 (it is then a column or row sum of a factor).
         W·H is clamped below at EPSILON as scikit-learn does, and it is formed one row
         block at a time, so no m×n temporary exists for dense X.
+
+        With ``log_sum`` (β = 1 only), a third value: Σ X ⊙ log(X / WH) over X's entries,
+        from the ratio the update forms anyway, its log taken in float32 (see x_log_sum).
         """
         xp = self.xp
         k = W.shape[1]
@@ -194,10 +205,15 @@ class ArrayEngine:
         shape = (m, k) if side == "W" else (k, n)
         numerator = xp.zeros(shape, dtype=W.dtype)
         denominator = None if beta == 1 else xp.zeros(shape, dtype=W.dtype)
+        if log_sum and beta != 1:
+            raise ValueError("log_sum is for beta = 1 only")
+        logs = 0.0
         if self.is_sparse:
             ratio = x_times_power(xp, self.X.data, self.WH_at_X(W, H), beta)
             numerator = (self.sparse_XV(H.T, ratio) if side == "W"
                          else self.contiguous_copy(self.sparse_XtV(W, ratio).T))
+            if log_sum:
+                logs = self.x_log_sum(self.X.data, ratio)
         for rows in row_blocks(m, n):
             if self.is_sparse and denominator is None:
                 break
@@ -208,13 +224,29 @@ class ArrayEngine:
                     numerator[rows, :] = ratio @ H.T
                 else:
                     numerator = numerator + W[rows, :].T @ ratio
+                if log_sum:
+                    logs += self.x_log_sum(self.X[rows, :], ratio)
             if denominator is not None:
                 WH = self._power_block(WH, beta)
                 if side == "W":
                     denominator[rows, :] = WH @ H.T
                 else:
                     denominator = denominator + W[rows, :].T @ WH
+        if log_sum:
+            return numerator, denominator, logs
         return numerator, denominator
+
+    def x_log_sum(self, X, ratio):
+        """Σ X ⊙ log(ratio) for a block (or X's values) and the ratio X / WH there, as a float.
+
+        The log is taken in float32, where it is 3-5× cheaper than in float64 (numpy's float64
+        log is not vectorised without AVX-512), after raising the ratio to float32's smallest
+        normal number, so a zero of X adds 0. Each term is off by about 2⁻²⁴·X: emu compares
+        these sums with that much slack (core._emu_loop). ``ratio`` may be overwritten.
+        """
+        xp = self.xp
+        logs = xp.log(xp.maximum(xp.astype(ratio, xp.float32), TINY32))
+        return float(xp.sum(X * xp.astype(logs, X.dtype)))
 
     # The three block-sized steps of mu_products; the numpy engine does them in buffers it keeps.
     def _WH_block(self, W, H, rows):
@@ -230,6 +262,9 @@ class ArrayEngine:
         if beta < 1:
             WH = self.xp.maximum(WH, EPSILON)
         return WH ** (beta - 1)
+
+
+TINY32 = float(np.finfo(np.float32).tiny)
 
 
 def x_times_power(xp, X, WH, beta):

@@ -13,6 +13,14 @@ from nmfcli.solvers.losses import EPSILON
 from nmfcli.solvers.xp import namespace
 
 CHECK_EVERY = 10
+# emu's extrapolation (extrapolate): the first step's β, and the most an entry's last step
+# (its ratio to the one before) is taken to have been, up or down. Measured on digits, faces
+# and pydoc TF-IDF at k = 10-50 (iterations to scikit-learn's divergence, against mu's
+# 50-200): without the limit, β₀ = 0.5 took 230 on digits k = 30 (mu 200), as entries
+# falling fast were pushed towards zero, which multiplicative steps leave only slowly;
+# limits of 10, 3, 2 and 1.5 gave 150, 110, 90 and 80 there, and 2 cost nothing elsewhere.
+EMU_BETA_START = 0.3
+EMU_MAX_RATIO = 2.0
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
@@ -66,21 +74,49 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
         W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
 
 
-def update_H(engine, W, H, beta, l1, l2, gamma):
-    """One multiplicative update of H (k×n), in place."""
+def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
+    """One multiplicative update of H (k×n), in place.
+
+    With ``bound`` (β = 1 only), returns an upper bound of D(X ‖ WH) + ΣX + l1·ΣH at the
+    updated H: the divergence where the update started, measured on its own ratio X / WH
+    (the log in float32: engine.x_log_sum), less what the step is sure to gain (_kl_gain).
+    """
     xp = namespace(H)
+    result = None
     if beta == 2:
         numerator = engine.WtX(W)
         denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
-        numerator, denominator = engine.mu_products(W, H, beta, "H")
+        products = engine.mu_products(W, H, beta, "H", log_sum=True) if bound else \
+            engine.mu_products(W, H, beta, "H")
+        numerator, denominator = products[0], products[1]
         if beta == 1:
             W_sum = xp.sum(W, axis=0)
+            if bound:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
+                result = products[2] + float(xp.sum(W_sum * xp.sum(H, axis=1))) + l1 * float(xp.sum(H))
             W_sum = xp.where(W_sum == 0, 1.0, W_sum)
             denominator = W_sum[:, None]
+            if bound and not l2 > 0:
+                result -= _kl_gain(xp, H, numerator, denominator + l1)
     _apply(xp, H, numerator, denominator, l1, l2, gamma)
     if beta <= 1:
         H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
+    return result
+
+
+def _kl_gain(xp, H, numerator, denominator):
+    """What the KL multiplicative step H' = H·δ, δ = numerator / denominator, is sure to lower
+    D(X ‖ WH) + l1·ΣH by (denominator = Σ W[:, t] + l1): Σ denominator·H·(δ·log δ − δ + 1) ≥ 0.
+
+    From Jensen's inequality, the majorisation the update minimises (Lee & Seung 2001):
+    D(H') ≤ D(H) − Σ H·(Wᵀ(X/WH))·log(H'/H) + Σ denominator·(H' − H), and H·(Wᵀ(X/WH)) is
+    denominator·H' for this step. Computed on k×n entries only.
+    """
+    # = Σ H·numerator·log δ − Σ H·numerator + Σ denominator·H, in fewer passes; a zero of δ
+    # is a zero of H·numerator, so raising δ to the smallest normal number changes nothing.
+    weighted = H * numerator
+    log_delta = xp.log(xp.maximum(numerator / denominator, xp.finfo(H.dtype).smallest_normal))
+    return float(xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator[:, 0] * xp.sum(H, axis=1)))
 
 
 def _apply(xp, A, numerator, denominator, l1, l2, gamma):
@@ -94,3 +130,28 @@ def _apply(xp, A, numerator, denominator, l1, l2, gamma):
     if gamma != 1:
         delta = delta**gamma
     A *= delta
+
+
+def extrapolate(A, before, beta):
+    """A·r^β with r = A / before clipped to [1/EMU_MAX_RATIO, EMU_MAX_RATIO], written over
+    ``before`` (returned): emu's extrapolation, along the last step in log coordinates, which
+    is how a multiplicative update moves. Zeros stay zero, as under the updates themselves,
+    and no entry becomes negative; where ``before`` is 0 the entry is kept (r = 1)."""
+    if isinstance(A, np.ndarray):
+        # In float32 (the extrapolated point needs no more precision), as exp(β·log): about
+        # 6 ns an entry against 15 for float64's power. The other namespaces below do the same.
+        ratio = np.empty(A.shape, np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(A, before, out=ratio, casting="same_kind")
+            ratio[before == 0] = 1.0
+            np.clip(ratio, np.float32(1 / EMU_MAX_RATIO), np.float32(EMU_MAX_RATIO), out=ratio)
+            np.log(ratio, out=ratio)
+            ratio *= np.float32(beta)
+            np.exp(ratio, out=ratio)
+        return np.multiply(A, ratio, out=before)
+    xp = namespace(A)
+    positive = before > 0
+    ratio = xp.astype(xp.where(positive, A / xp.where(positive, before, 1.0), 1.0), xp.float32)
+    ratio = xp.exp(beta * xp.log(xp.clip(ratio, 1 / EMU_MAX_RATIO, EMU_MAX_RATIO)))
+    before[...] = A * xp.astype(ratio, A.dtype)
+    return before

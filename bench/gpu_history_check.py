@@ -1,11 +1,13 @@
-"""Diagnosis for the next GPU run: the objective history of hals and ehals on CuPy against the numpy engine.
+"""Diagnosis for the next GPU run: the objective history of hals, ehals, mu and emu on CuPy
+against the numpy engine.
 
 On an H100, ehals on CuPy recorded objectives of ~1e-31 in the iterations that
 recorded its sweep graphs (bench/README.md, "The ehals anomaly"). This prints the
 first iterations' objectives of each solver on the numpy engine and on CuPy with
-graphs on and off (ehals forced on, although the engine refuses it by default),
-and says which differ from the numpy engine's by more than 1e-6, so one run shows
-whether graphs, ehals, or both are involved. Exit status 1 if any differs.
+graphs on and off (ehals and emu forced on, although the engine refuses them by
+default; emu has not run on a GPU yet), and says which differ from the numpy engine's
+by more than 1e-6, so one run shows whether graphs, the extrapolated solvers, or both
+are involved. Exit status 1 if any differs.
 """
 
 import sys
@@ -29,12 +31,15 @@ def main():
     bad = 0
     cupy_engine.CupyEngine.runs_extrapolated = True  # for this diagnosis only
     for name, (X, k) in cases().items():
-        for solver in ("hals", "ehals"):
-            ref = nmfcli.fit(X, k, solver=solver, max_iter=12, tol=0).history
+        # mu and emu record the divergence every 10th iteration: 40 give four values
+        for solver, loss, iterations in (("hals", "frobenius", 12), ("ehals", "frobenius", 12),
+                                         ("mu", "kl", 40), ("emu", "kl", 40)):
+            ref = nmfcli.fit(X, k, solver=solver, loss=loss, max_iter=iterations, tol=0).history
             print(f"{name} {solver} numpy      ", " ".join(f"{v:.6g}" for v in ref))
             for graph in (False, True):
                 cupy_engine.GRAPH = graph
-                got = nmfcli.fit(X, k, solver=solver, engine="cupy", max_iter=12, tol=0).history
+                got = nmfcli.fit(X, k, solver=solver, loss=loss, engine="cupy", max_iter=iterations,
+                                 tol=0).history
                 wrong = [i + 1 for i, (a, b) in enumerate(zip(got, ref)) if abs(a - b) > 1e-6 * abs(b)]
                 bad += bool(wrong)
                 print(f"{name} {solver} cupy graph={graph!s:5}", " ".join(f"{v:.6g}" for v in got),

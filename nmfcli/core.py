@@ -20,6 +20,7 @@ from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, re
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "emu", "mu")
+EMU_BETAS = (1.0, 0.0)  # the losses emu runs: KL and Itakura-Saito (its bound, mu.update_H)
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
 DEFAULT_SEED = 0
@@ -256,16 +257,16 @@ def fit(
     solver : {"auto", "ehals", "hals", "cd", "emu", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
         the result's options name "nnls". "auto" is "ehals" for the Frobenius loss, "emu"
-        for Kullback-Leibler ("hals" and "mu" on the cupy and Dask engines and out of core)
-        and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with extrapolation
-        (about half the iterations; the objective never rises beyond its rounding). "cd" is
-        scikit-learn's coordinate descent (same iterates), "mu" its multiplicative updates,
-        and "emu" those with extrapolation (KL only; a third to a half of the iterations; a
-        bound on the divergence never rises beyond its rounding). With a fixed factor, "emu"
-        runs "mu".
+        for Kullback-Leibler and Itakura-Saito ("hals" and "mu" on the cupy and Dask engines
+        and out of core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
+        extrapolation (about half the iterations; the objective never rises beyond its
+        rounding). "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
+        multiplicative updates, and "emu" those with extrapolation (KL and Itakura-Saito; a
+        quarter to a half of the iterations; a bound on the objective never rises beyond its
+        rounding). With a fixed factor, "emu" runs "mu".
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
         The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2,
-        "emu" for 1).
+        "emu" for 1 and 0).
     init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
         None picks "nndsvda" when k <= min(m, n), else "random" (as scikit-learn).
         "custom" needs W0 and H0 (or the fixed factor and the other initial one).
@@ -392,15 +393,15 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     the other losses; ``engine_solver`` then has the engine's say."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
-        solver = "ehals" if beta == 2 else "emu" if beta == 1 else "mu"
+        solver = "ehals" if beta == 2 else "emu" if beta in EMU_BETAS else "mu"
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
     if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(
             f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
         )
-    if solver == "emu" and beta != 1:
-        raise UsageError(f"solver 'emu' minimises the kl loss only; use solver 'mu' for loss '{loss_name}'")
+    if solver == "emu" and beta not in EMU_BETAS:
+        raise UsageError(f"solver 'emu' minimises the kl and is losses only; use solver 'mu' for loss '{loss_name}'")
     _check_penalties(alpha_W, alpha_H, l1_ratio)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
@@ -743,17 +744,17 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
 
 def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
-    """Multiplicative updates with extrapolation (KL only): ehals's scheme on mu.
+    """Multiplicative updates with extrapolation (KL and Itakura-Saito): ehals's scheme on mu.
 
     Each iteration starts from the factors pushed along their last step in log coordinates,
-    A·(A / A_before)^β (mu.extrapolate), and runs one mu iteration (W, then H) from there.
-    The H update's own ratio X / WH gives, for one float32 log pass, the divergence at
-    (W_new, H_start), which bounds the divergence at the new iterate from above (a
-    multiplicative update never raises it). The step is kept unless that bound rose above
-    the lowest kept so far by more than the rounding of its logs (2⁻²⁴ per unit of X, with
-    room: slack below); a rejected step keeps the current iterate, shrinks β, and the next
-    iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on
-    the exact divergence of the current iterate), and so is the history.
+    A·(A / A_before)^β with the ratio clipped (mu.extrapolate), and runs one mu iteration
+    (W, then H) from there. The H update's own arrays give, for one float32 log pass, the
+    divergence where it starts, at (W_new, H_start); less what the H step is sure to gain,
+    that bounds the objective of the new iterate from above (mu.update_H). The step is kept
+    unless that bound rose above the lowest kept so far by more than the rounding of its logs
+    (slack below); a rejected step keeps the current iterate, shrinks β, and the next
+    iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on the
+    exact divergence of the current iterate), and so is the history.
     """
     max_iter, tol = options["max_iter"], options["tol"]
     l1_W, l1_H, l2_W, l2_H = reg
@@ -769,7 +770,11 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         W_before, H_before = eng.contiguous_copy(eng.asarray(resume["W_before"])), eng.asarray(resume["H_before"])
     else:
         W_before, H_before = cd.copy_into(None, W), cd.copy_into(None, H)
-    slack = 8 * float(np.finfo(np.float32).eps) * eng.sum_X()
+    # the bound's size, the constant it carries (mu.update_H): its float32 logs round by about
+    # 2⁻²⁴ of it
+    scale = eng.sum_X() if beta == 1 else float(np.prod(eng.shape))
+    slack = 8 * float(np.finfo(np.float32).eps) * scale
+    gamma = mu.gamma_for(beta)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
     for n_iter in range(run.first, max_iter + 1):
         bound = run.state["bound"]
@@ -779,9 +784,9 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         else:
             b = run.state["beta"]
             W_next, H_next = mu.extrapolate(W, W_before, b), mu.extrapolate(H, H_before, b)
-        mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, 1.0, {}, False)
+        mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, gamma, {}, False)
         penalties = cd.penalty(W_next, l1_W, l2_W) + cd.penalty(H_next, 0.0, l2_H)
-        next_bound = mu.update_H(eng, W_next, H_next, beta, l1_H, l2_H, 1.0, bound=True) + penalties
+        next_bound = mu.update_H(eng, W_next, H_next, beta, l1_H, l2_H, gamma, bound=True) + penalties
         # plain mu never raises the bound (but for the L2 penalty, whose update is scikit-learn's
         # heuristic): a plain step is always kept, so a rejection cannot repeat forever
         accepted = plain or next_bound <= bound + slack

@@ -381,6 +381,7 @@ def test_objective_history_matches_direct_computation(solver):
         ("frobenius", "cd", 12),
     ]),
     ("is", "mu", 30, lambda *a: dense(*a) + 0.1),  # Itakura-Saito refuses zeros
+    ("is", "emu", 30, lambda *a: dense(*a) + 0.1),
 ])
 def test_reported_metrics_are_those_of_the_returned_factors(loss, solver, max_iter, make):
     X = make(12, 50, 30)
@@ -598,7 +599,8 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)
     # KL: emu where the engine runs the extrapolated solvers, mu elsewhere (the cupy engine too)
     assert solver_on(numpy_engine, "kl", "auto") == "emu"
-    assert solver_on(numpy_engine, "is", "auto") == "mu"
+    assert solver_on(numpy_engine, "is", "auto") == "emu"
+    assert solver_on(numpy_engine, 1.5, "auto") == "mu"
 
     class NoExtrapolation:
         default_frobenius_solver, runs_extrapolated, where = "hals", False, "on the test engine"
@@ -607,8 +609,9 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the dask engine or out of core "
                                          r"\(--chunk-rows\); use solver 'mu'$"):
         solver_on(Blockwise, "kl", "emu")
-    with pytest.raises(UsageError, match=r"^solver 'emu' minimises the kl loss only; use solver 'mu' for loss 'is'$"):
-        core.check_options("is", "emu", 0.0, "same", 0.0, 10, 1e-4)
+    with pytest.raises(UsageError, match=r"^solver 'emu' minimises the kl and is losses only; use solver 'mu' "
+                                         r"for loss 'beta=0\.5'$"):
+        core.check_options(0.5, "emu", 0.0, "same", 0.0, 10, 1e-4)
 
 
 def test_a_mu_checkpoint_resumes_under_auto_as_mu():
@@ -640,36 +643,42 @@ def test_emu_with_a_fixed_factor_runs_mu():
         assert np.array_equal(r.W, mu_fit.W) and r.n_iter == mu_fit.n_iter
 
 
-def kl_objective_plus_sum(X, W, H, reg):
-    """D_KL(X ‖ WH) + ΣX + the penalties, by scikit-learn's divergence: what emu's bound bounds."""
+def objective_plus_constant(X, W, H, beta, reg):
+    """D_β(X ‖ WH) + the penalties + ΣX (KL) or m·n (Itakura-Saito), by scikit-learn's
+    divergence: what emu's bound bounds."""
     l1_W, l1_H, l2_W, l2_H = reg
     Xd = X.toarray() if sp.issparse(X) else X
     penalties = l1_W * W.sum() + l1_H * H.sum() + 0.5 * (l2_W * (W * W).sum() + l2_H * (H * H).sum())
-    return sk_nmf._beta_divergence(Xd, W, H, 1) + Xd.sum() + penalties
+    constant = Xd.sum() if beta == 1 else Xd.size
+    return sk_nmf._beta_divergence(Xd, W, H, beta) + constant + penalties
 
 
-@pytest.mark.parametrize("make,alpha,l1_ratio", [(dense, 0.0, 0.0), (sparse, 0.0, 0.0), (dense, 0.02, 1.0)])
-def test_emu_bound_is_above_the_objective_and_never_rises(make, alpha, l1_ratio):
-    """Every kept step's bound (from the H update's own ratio, less what the step is sure to
+@pytest.mark.parametrize("make,loss,alpha,l1_ratio", [
+    (dense, "kl", 0.0, 0.0), (sparse, "kl", 0.0, 0.0), (dense, "kl", 0.02, 1.0),
+    (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0), (lambda *a: dense(*a) + 0.1, "is", 0.02, 1.0),
+])
+def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_ratio):
+    """Every kept step's bound (from the H update's own arrays, less what the step is sure to
     gain) is at least the exact objective of the iterate it keeps, and the bounds fall."""
     X = make(6, 60, 45)
+    beta = {"kl": 1, "is": 0}[loss]
     reg = core.regularization(X.shape, alpha, "same", l1_ratio)
-    slack = 8 * np.finfo(np.float32).eps * X.sum()
+    slack = 8 * np.finfo(np.float32).eps * (X.sum() if beta == 1 else X.shape[0] * X.shape[1])
     seen = []
 
     def check(info):
         bound = info.checkpoint()["solver_state"]["bound"]
         if bound is not None:
-            exact = kl_objective_plus_sum(X, info.W, info.H, reg)
+            exact = objective_plus_constant(X, info.W, info.H, beta, reg)
             assert exact <= bound + slack, (info.iteration, exact, bound)
             seen.append(bound)
 
-    r = nmfcli.fit(X, 5, loss="kl", solver="emu", tol=0, max_iter=80, alpha_W=alpha, l1_ratio=l1_ratio,
+    r = nmfcli.fit(X, 5, loss=loss, solver="emu", tol=0, max_iter=80, alpha_W=alpha, l1_ratio=l1_ratio,
                    callback=check)
     assert r.n_iter == 80 and len(seen) >= 70
     assert all(b <= a + slack for a, b in zip(seen, seen[1:]))
     # and the bound is tight: within 1% of the objective's distance to its value at the end
-    exact = kl_objective_plus_sum(X, r.W, r.H, reg)
+    exact = objective_plus_constant(X, r.W, r.H, beta, reg)
     assert seen[-1] - exact <= 0.01 * (seen[0] - exact)
 
 
@@ -724,8 +733,26 @@ def test_kl_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_
         assert bound == pytest.approx(before - gain + X.sum(), rel=1e-6)  # float32 logs
 
 
+def test_is_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_by():
+    from nmfcli.solvers import mu
+
+    rng = np.random.RandomState(9)
+    X = rng.rand(30, 20) + 0.05
+    W, H = rng.rand(30, 4), rng.rand(4, 20)
+    eng = core.get_engine("numpy", X, np.float64)
+    for l1 in (0.0, 0.5):
+        before = sk_nmf._beta_divergence(X, W, H, 0) + l1 * H.sum()
+        numerator, denominator = eng.mu_products(W, H, 0, "H")
+        gain = mu._is_gain(np, H, numerator, denominator + l1)
+        H_next = H.copy()
+        bound = mu.update_H(eng, W, H_next, 0, l1, 0.0, mu.gamma_for(0), bound=True)
+        after = sk_nmf._beta_divergence(X, W, H_next, 0) + l1 * H_next.sum()
+        assert gain > 0 and before - after >= gain * (1 - 1e-9), (before - after, gain)
+        assert bound == pytest.approx(before - gain + X.size, rel=1e-6)  # float32 logs
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_x_log_sum_is_the_sum_to_float32_rounding(dtype):
+def test_log_sum_is_the_sum_to_float32_rounding(dtype):
     rng = np.random.RandomState(2)
     X = (rng.rand(70, 50) * (rng.rand(70, 50) > 0.4)).astype(dtype)
     WH = (rng.rand(70, 50) + 0.2).astype(dtype)
@@ -734,10 +761,12 @@ def test_x_log_sum_is_the_sum_to_float32_rounding(dtype):
     scale = float(np.sum(X, dtype=np.float64))
     for engine in ("numpy", "array-api-numpy"):
         eng = core.get_engine(engine, X, dtype)
-        got = eng.x_log_sum(X, ratio.copy())
+        got = eng.log_sum(ratio.copy(), X)
         assert abs(got - exact) <= 2.0**-22 * scale, (engine, got, exact)
+        unweighted = float(np.sum(np.log(WH.astype(np.float64))))
+        assert abs(eng.log_sum(WH.copy()) - unweighted) <= 2.0**-22 * WH.size, engine
     Xs = sp.csr_matrix(X)
-    got = core.get_engine("numpy", Xs, dtype).x_log_sum(Xs.data, Xs.data / WH[Xs.nonzero()])
+    got = core.get_engine("numpy", Xs, dtype).log_sum(Xs.data / WH[Xs.nonzero()], Xs.data)
     assert abs(got - exact) <= 2.0**-22 * scale
 
 

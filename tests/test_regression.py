@@ -3,7 +3,8 @@
 From the same initial factors (nndsvda, seed 0 in both), nmfcli's default fit must end
 at most 0.1% above the error scikit-learn ends at: Frobenius (``ehals``, and plain
 ``hals``, the default of the Dask and out-of-core engines) against scikit-learn's ``cd``,
-KL (``emu``, and plain ``mu``, the default of those engines) against scikit-learn's ``mu``.
+KL and Itakura-Saito (``emu``, and plain ``mu``, the default of those engines) against
+scikit-learn's ``mu``.
 This guards the inner stopping rule of accelerated HALS, which a prototype showed can stall
 above the reference error on small data, and the extrapolations of ehals and emu. Speed is
 measured by ``bench/run.py``, not here.
@@ -86,6 +87,18 @@ def test_kl_fit_reaches_sklearn_mu_divergence(case, dtype, solver):
     ours = nmfcli.metrics(X.astype(np.float64), result.W, result.H, loss="kl")["reconstruction_error"]
     assert ours <= TOLERANCE * reference, (
         f"{result.options['solver']} (kl) ended at {ours:.6g} after {result.n_iter} iterations "
+        f"({result.stop_reason}); scikit-learn's mu at {reference:.6g}")
+
+
+@pytest.mark.parametrize("solver", ["auto", "mu"])
+def test_is_fit_reaches_sklearn_mu_divergence(solver):
+    X = digits() + 0.5  # Itakura-Saito needs X without zeros
+    reference = sklearn_error(X, 10, "mu", "itakura-saito")
+    result = nmfcli.fit(X, 10, loss="is", seed=0, solver=solver)
+    assert result.options["solver"] == ("emu" if solver == "auto" else solver)
+    ours = result.metrics["reconstruction_error"]
+    assert ours <= TOLERANCE * reference, (
+        f"{result.options['solver']} (is) ended at {ours:.6g} after {result.n_iter} iterations "
         f"({result.stop_reason}); scikit-learn's mu at {reference:.6g}")
 
 

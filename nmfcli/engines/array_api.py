@@ -188,7 +188,7 @@ class ArrayEngine:
         """For dense X: (the divergence's terms on X's entries, Σ (WH)^β) (losses.beta_divergence)."""
         return dense_divergence_sums(self, W, H, beta)
 
-    def mu_products(self, W, H, beta, side, log_sum=False):
+    def mu_products(self, W, H, beta, side, divergence=False):
         """The two products of a multiplicative update for beta != 2.
 
         side "W": ([X ⊙ (WH)^(β−2)]·Hᵀ, (WH)^(β−1)·Hᵀ); side "H": Wᵀ·[...] likewise.
@@ -196,8 +196,10 @@ class ArrayEngine:
         W·H is clamped below at EPSILON as scikit-learn does, and it is formed one row
         block at a time, so no m×n temporary exists for dense X.
 
-        With ``log_sum`` (β = 1 only), a third value: Σ X ⊙ log(X / WH) over X's entries,
-        from the ratio the update forms anyway, its log taken in float32 (see x_log_sum).
+        With ``divergence`` (β = 1 or 0 only), a third value: the divergence's terms over X's
+        entries at (W, H), from the arrays the update forms anyway, their logs in float32 (see
+        log_sum): Σ X·log(X/WH) for KL (the divergence is that + ΣWH − ΣX), Σ X/WH − log(X/WH)
+        for Itakura-Saito (the divergence is that − m·n).
         """
         xp = self.xp
         k = W.shape[1]
@@ -205,15 +207,17 @@ class ArrayEngine:
         shape = (m, k) if side == "W" else (k, n)
         numerator = xp.zeros(shape, dtype=W.dtype)
         denominator = None if beta == 1 else xp.zeros(shape, dtype=W.dtype)
-        if log_sum and beta != 1:
-            raise ValueError("log_sum is for beta = 1 only")
-        logs = 0.0
+        if divergence and beta not in (0, 1):
+            raise ValueError("divergence is for beta = 1 or 0 only")
+        terms = 0.0
         if self.is_sparse:
-            ratio = x_times_power(xp, self.X.data, self.WH_at_X(W, H), beta)
+            WH = self.WH_at_X(W, H)
+            ratio = x_times_power(xp, self.X.data, WH, beta)
             numerator = (self.sparse_XV(H.T, ratio) if side == "W"
                          else self.contiguous_copy(self.sparse_XtV(W, ratio).T))
-            if log_sum:
-                logs = self.x_log_sum(self.X.data, ratio)
+            if divergence:
+                terms = (self.log_sum(ratio, self.X.data) if beta == 1
+                         else self._is_terms(self.X.data, 1.0 / xp.maximum(WH, EPSILON)))
         for rows in row_blocks(m, n):
             if self.is_sparse and denominator is None:
                 break
@@ -224,29 +228,36 @@ class ArrayEngine:
                     numerator[rows, :] = ratio @ H.T
                 else:
                     numerator = numerator + W[rows, :].T @ ratio
-                if log_sum:
-                    logs += self.x_log_sum(self.X[rows, :], ratio)
+                if divergence and beta == 1:
+                    terms += self.log_sum(ratio, self.X[rows, :])
             if denominator is not None:
                 WH = self._power_block(WH, beta)
                 if side == "W":
                     denominator[rows, :] = WH @ H.T
                 else:
                     denominator = denominator + W[rows, :].T @ WH
-        if log_sum:
-            return numerator, denominator, logs
+                if divergence and not self.is_sparse:
+                    terms += self._is_terms(self.X[rows, :], WH)
+        if divergence:
+            return numerator, denominator, terms
         return numerator, denominator
 
-    def x_log_sum(self, X, ratio):
-        """Σ X ⊙ log(ratio) for a block (or X's values) and the ratio X / WH there, as a float.
+    def log_sum(self, values, weights=None):
+        """Σ weights ⊙ log(values) (Σ log(values) without weights) as a float; ``values`` may be overwritten.
 
         The log is taken in float32, where it is 3-5× cheaper than in float64 (numpy's float64
-        log is not vectorised without AVX-512), after raising the ratio to float32's smallest
-        normal number, so a zero of X adds 0. Each term is off by about 2⁻²⁴·X: emu compares
-        these sums with that much slack (core._emu_loop). ``ratio`` may be overwritten.
+        log is not vectorised without AVX-512), after raising the values to float32's smallest
+        normal number, so where a zero of X makes the ratio X/WH zero the weight X adds 0. Each
+        log is off by about 2⁻²⁴: emu compares these sums with that much slack (core._emu_loop).
         """
         xp = self.xp
-        logs = xp.log(xp.maximum(xp.astype(ratio, xp.float32), TINY32))
-        return float(xp.sum(X * xp.astype(logs, X.dtype)))
+        logs = xp.astype(xp.log(xp.maximum(xp.astype(values, xp.float32), TINY32)), values.dtype)
+        return float(xp.sum(logs if weights is None else weights * logs))
+
+    def _is_terms(self, X, inverse):
+        """Σ q − log q for q = X ⊙ inverse (inverse = 1 / max(WH, EPSILON)): the Itakura-Saito terms."""
+        q = X * inverse
+        return float(self.xp.sum(q)) - self.log_sum(q)
 
     # The three block-sized steps of mu_products; the numpy engine does them in buffers it keeps.
     def _WH_block(self, W, H, rows):

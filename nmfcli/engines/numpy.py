@@ -147,12 +147,12 @@ class NumpyEngine(ArrayEngine):
             total -= float(np.sum(scipy.special.xlogy(x, x / WH)))
         return total - self._sum_X_kept(), 0.0
 
-    def x_log_sum(self, X, ratio):
-        # ArrayEngine.x_log_sum in passes over kept buffers: the ratio in float32, its floor,
-        # its log, and a dot product (in float64 for float64 X, after the logs overwrite the
-        # ratio). The floor in float32, after the cast: np.maximum from float64 into float32
-        # is 2.5× slower than the two passes.
-        like = ratio if ratio.ndim == 2 else ratio.reshape(1, -1)
+    def log_sum(self, values, weights=None):
+        # ArrayEngine.log_sum in passes over kept buffers: the values in float32, their floor,
+        # their log, and a dot product or a sum (in float64 for float64 values, after the logs
+        # overwrite them). The floor in float32, after the cast: np.maximum from float64 into
+        # float32 is 2.5× slower than the two passes.
+        like = values if values.ndim == 2 else values.reshape(1, -1)
         if like.dtype == np.float32:
             logs = like
         else:
@@ -160,10 +160,18 @@ class NumpyEngine(ArrayEngine):
             np.copyto(logs, like, casting="same_kind")
         np.maximum(logs, self._filled(TINY32, logs), out=logs)
         np.log(logs, out=logs)
-        if X.dtype != np.float32:
+        if like.dtype != np.float32:
             np.copyto(like, logs)
             logs = like
-        return float(np.dot(X.ravel(), logs.ravel()))
+        if weights is None:
+            return float(np.sum(logs))
+        return float(np.dot(weights.ravel(), logs.ravel()))
+
+    def _is_terms(self, X, inverse):
+        # into the ratio block's buffer, free once the update's numerator is formed
+        q = self._buffer("ratio", inverse.shape[0], inverse.shape[1], inverse.dtype) if inverse.ndim == 2 else None
+        q = np.multiply(X, inverse, out=q)
+        return float(np.sum(q)) - self.log_sum(q)
 
     def _filled(self, value, like):
         """A kept array of ``value`` shaped as the 2-D block ``like``, for np.maximum's floors:

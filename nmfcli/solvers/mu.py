@@ -77,9 +77,10 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
 def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
     """One multiplicative update of H (k×n), in place.
 
-    With ``bound`` (β = 1 only), returns an upper bound of D(X ‖ WH) + ΣX + l1·ΣH at the
-    updated H: the divergence where the update started, measured on its own ratio X / WH
-    (the log in float32: engine.x_log_sum), less what the step is sure to gain (_kl_gain).
+    With ``bound`` (β = 1 or 0 only), returns an upper bound of D(X ‖ WH) + c + l1·ΣH at the
+    updated H, c = ΣX for KL and m·n for Itakura-Saito: the divergence where the update
+    started, measured on the arrays it forms anyway (the logs in float32:
+    engine.mu_products), less what the step is sure to gain (_kl_gain, _is_gain).
     """
     xp = namespace(H)
     result = None
@@ -87,17 +88,20 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
         numerator = engine.WtX(W)
         denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
-        products = engine.mu_products(W, H, beta, "H", log_sum=True) if bound else \
+        products = engine.mu_products(W, H, beta, "H", divergence=True) if bound else \
             engine.mu_products(W, H, beta, "H")
         numerator, denominator = products[0], products[1]
+        if bound:
+            result = products[2] + l1 * float(xp.sum(H))
         if beta == 1:
             W_sum = xp.sum(W, axis=0)
             if bound:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
-                result = products[2] + float(xp.sum(W_sum * xp.sum(H, axis=1))) + l1 * float(xp.sum(H))
+                result += float(xp.sum(W_sum * xp.sum(H, axis=1)))
             W_sum = xp.where(W_sum == 0, 1.0, W_sum)
             denominator = W_sum[:, None]
-            if bound and not l2 > 0:
-                result -= _kl_gain(xp, H, numerator, denominator + l1)
+        if bound and not l2 > 0:
+            gain = _kl_gain if beta == 1 else _is_gain
+            result -= gain(xp, H, numerator, denominator + l1)
     _apply(xp, H, numerator, denominator, l1, l2, gamma)
     if beta <= 1:
         H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
@@ -117,6 +121,20 @@ def _kl_gain(xp, H, numerator, denominator):
     weighted = H * numerator
     log_delta = xp.log(xp.maximum(numerator / denominator, xp.finfo(H.dtype).smallest_normal))
     return float(xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator[:, 0] * xp.sum(H, axis=1)))
+
+
+def _is_gain(xp, H, numerator, denominator):
+    """What the Itakura-Saito multiplicative step H' = H·r, r = (numerator / denominator)^½, is
+    sure to lower D(X ‖ WH) + l1·ΣH by (denominator = Wᵀ(1/WH) + l1): Σ denominator·H·(r − 1)².
+
+    The majorisation the update minimises (Févotte & Idier 2011): Jensen's inequality on the
+    convex part X/WH, the tangent on the concave part log WH, which give
+    D(H') ≤ D(H) + Σ [H²·numerator/H' − H·numerator + (H' − H)·denominator]; with
+    numerator = r²·denominator that is −Σ denominator·H·(r − 1)². On k×n entries only.
+    """
+    denominator = xp.where(denominator == 0, EPSILON, denominator)
+    r = xp.sqrt(numerator / denominator)
+    return float(xp.sum(denominator * H * (r - 1.0) ** 2))
 
 
 def _apply(xp, A, numerator, denominator, l1, l2, gamma):

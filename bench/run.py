@@ -601,7 +601,7 @@ def table_line(row):
     else:
         speed_s = f"{speed:.2f}x"
     cells = [
-        row["case"], str(row["k"]), "fro" if row["loss"] == "frobenius" else "kl",
+        row["case"], str(row["k"]), {"frobenius": "fro"}.get(row["loss"], row["loss"]),
         "f64" if row["dtype"] == "float64" else "f32",
         _fmt_time(sk["time_s"]), str(sk["n_iter"]), f"{sk['error']:.5g}",
         _fmt_time(nd["time_s"]), str(nd["n_iter"]), f"{nd['error']:.5g}",

@@ -389,8 +389,8 @@ def fit(
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     """The checks of fit's options that need no data (every engine's): (loss name, beta, solver).
 
-    "auto" becomes "ehals" for the Frobenius loss, "emu" for Kullback-Leibler and "mu" for
-    the other losses; ``engine_solver`` then has the engine's say."""
+    "auto" becomes "ehals" for the Frobenius loss, "emu" for Kullback-Leibler and
+    Itakura-Saito, and "mu" for the other losses; ``engine_solver`` then has the engine's say."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
         solver = "ehals" if beta == 2 else "emu" if beta in EMU_BETAS else "mu"
@@ -426,8 +426,8 @@ PLAIN = {"ehals": "hals", "emu": "mu"}
 def engine_solver(requested, solver, engine, resume=None):
     """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
     ``runs_extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and
-    mu for KL where the engine does not run the extrapolated solvers, which are refused
-    there when asked for. ``solver`` is check_options'.
+    mu instead of emu where the engine does not run the extrapolated solvers, which are
+    refused there when asked for. ``solver`` is check_options'.
     """
     if solver in PLAIN and requested == "auto":
         if resume is not None and resume.get("W_before") is None:

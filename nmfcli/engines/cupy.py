@@ -126,8 +126,8 @@ class CupyEngine(ArrayEngine):
     default_frobenius_solver = "hals"
     # ... and ehals is refused: on the H100 its recorded objectives were overwritten by graph
     # replays (the bug fixed in _record), and ehals decides on them. Until a GPU run confirms
-    # the fix (bench/gpu_history_check.py), it is not offered here, nor emu (KL), which has
-    # not run on a GPU yet: "auto" runs mu for KL.
+    # the fix (bench/gpu_history_check.py), it is not offered here, nor emu (KL and
+    # Itakura-Saito), which has not run on a GPU yet: "auto" runs mu for those.
     runs_extrapolated = False
 
     def __init__(self, X, dtype):

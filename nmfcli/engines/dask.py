@@ -45,8 +45,8 @@ DELTA = 0.1  # the inner stopping rule of accelerated HALS, as in cd.hals_iterat
 
 class Blockwise:
     """What the blockwise loop (this engine's, and the numpy engine's out of core) runs, for
-    core.engine_solver: hals for "auto" under the Frobenius loss, mu under KL, and neither
-    ehals nor emu."""
+    core.engine_solver: hals for "auto" under the Frobenius loss, mu under the others, and
+    neither ehals nor emu."""
 
     default_frobenius_solver = "hals"
     runs_extrapolated = False

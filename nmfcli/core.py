@@ -5,6 +5,7 @@ Inputs are validated once, here; the solvers trust them. Long fits report each
 iteration to an optional callback, which may ask the loop to stop.
 """
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "emu", "mu")
 EMU_BETAS = (1.0, 0.0)  # the losses emu runs: KL and Itakura-Saito (its bound, mu.update_H)
+SLACK_ROUNDINGS = 8  # emu's slack, in units of its bound's expected rounding (_emu_loop)
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
 DEFAULT_SEED = 0
@@ -263,7 +265,7 @@ def fit(
         rounding). "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
         multiplicative updates, and "emu" those with extrapolation (KL and Itakura-Saito; a
         quarter to a half of the iterations; a bound on the objective never rises beyond its
-        rounding). With a fixed factor, "emu" runs "mu".
+        rounding). With fix_W or fix_H, "auto" runs "mu" for those losses too.
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
         The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2,
         "emu" for 1 and 0).
@@ -348,7 +350,7 @@ def fit(
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
-    solver = engine_solver(requested_solver, solver, eng, resume)
+    solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
@@ -411,23 +413,20 @@ def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
 
 
 def reported_solver(solver, beta, fix_W, fix_H):
-    """The solver a result names, which is the one that runs: with a fixed factor, "nnls" (the
-    exact solve) under the Frobenius loss whatever solver was asked for, and "mu" for "emu"
-    (one free factor has no bound to keep extrapolated steps by); else ``solver``."""
-    if fix_W is None and fix_H is None:
-        return solver
-    return "nnls" if beta == 2 else "mu" if solver == "emu" else solver
+    """The solver a result names: "nnls" for the exact solve that a fixed factor under the
+    Frobenius loss gets whatever solver was asked for, else the solver that ran."""
+    return "nnls" if beta == 2 and (fix_W is not None or fix_H is not None) else solver
 
 
 # The extrapolated solvers and the plain ones they extrapolate.
 PLAIN = {"ehals": "hals", "emu": "mu"}
 
 
-def engine_solver(requested, solver, engine, resume=None):
+def engine_solver(requested, solver, engine, resume=None, fixed=False):
     """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
     ``runs_extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and
-    mu instead of emu where the engine does not run the extrapolated solvers, which are
-    refused there when asked for. ``solver`` is check_options'.
+    mu instead of emu where the engine does not run the extrapolated solvers (which are
+    refused there when asked for) or a factor is ``fixed``. ``solver`` is check_options'.
     """
     if solver in PLAIN and requested == "auto":
         if resume is not None and resume.get("W_before") is None:
@@ -436,6 +435,12 @@ def engine_solver(requested, solver, engine, resume=None):
             return PLAIN[solver]
         if solver == "ehals":
             return engine.default_frobenius_solver
+        if fixed:
+            # With a fixed factor (transform) emu pays its log pass for every single update:
+            # on KL transforms of 2000-20000 × 513 it reached mu's 100-iteration divergence
+            # 1.4-1.9× sooner but its 300-iteration one 1.1× later, and at transform's tol it
+            # saved 13% for a divergence 2e-6 higher. "auto" keeps mu there; "emu" can be asked.
+            return "mu"
         return solver if engine.runs_extrapolated else PLAIN[solver]
     if solver in PLAIN and not engine.runs_extrapolated:
         raise UsageError(f"solver '{solver}' does not run {engine.where}; use solver '{PLAIN[solver]}'")
@@ -494,10 +499,10 @@ def _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H):
     dtype = X.dtype
     if fix_H is not None and W0 is None:
         # scikit-learn's transform start: zeros for cd, √(mean/k) for mu (mu cannot leave 0).
-        value = np.sqrt(X.mean() / k) if solver == "mu" else 0.0
+        value = np.sqrt(X.mean() / k) if solver in ("mu", "emu") else 0.0
         return np.full((m, k), value, dtype=dtype), fix_H
     if fix_W is not None and H0 is None:
-        value = np.sqrt(X.mean() / k) if solver == "mu" else 0.0
+        value = np.sqrt(X.mean() / k) if solver in ("mu", "emu") else 0.0
         return fix_W, np.full((k, n), value, dtype=dtype)
     if init == "custom":
         return W0, H0
@@ -746,19 +751,22 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """Multiplicative updates with extrapolation (KL and Itakura-Saito): ehals's scheme on mu.
 
-    Each iteration starts from the factors pushed along their last step in log coordinates,
-    A·(A / A_before)^β with the ratio clipped (mu.extrapolate), and runs one mu iteration
-    (W, then H) from there. The H update's own arrays give, for one float32 log pass, the
-    divergence where it starts, at (W_new, H_start); less what the H step is sure to gain,
-    that bounds the objective of the new iterate from above (mu.update_H). The step is kept
+    Each iteration starts from the free factors pushed along their last step in log
+    coordinates, A·(A / A_before)^β with the ratio clipped (mu.extrapolate), and runs one mu
+    iteration (W, then H) from there. The last update's own arrays give, for one float32 log
+    pass, the divergence where it starts; less what its step is sure to gain, that bounds the
+    objective of the new iterate from above (mu.update_H, mu.update_W). The step is kept
     unless that bound rose above the lowest kept so far by more than the rounding of its logs
     (slack below); a rejected step keeps the current iterate, shrinks β, and the next
     iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on the
-    exact divergence of the current iterate), and so is the history.
+    exact divergence of the current iterate), and so is the history. With a fixed factor
+    (transform, --fix-H, --fix-W) the same runs on the free one.
     """
     max_iter, tol = options["max_iter"], options["tol"]
     l1_W, l1_H, l2_W, l2_H = reg
-    W, H = eng.contiguous_copy(W), eng.contiguous_copy(H)
+    free_W, free_H = options["fixed"] != "W", options["fixed"] != "H"
+    W = eng.contiguous_copy(W) if free_W else W
+    H = eng.contiguous_copy(H) if free_H else H
     run = FitLoop(resume, {"beta": mu.EMU_BETA_START, "beta_cap": 1.0, "bound": None},
                   callback, max_iter, start)
     if not run.resumed:
@@ -769,34 +777,53 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     if resume is not None and resume.get("W_before") is not None:
         W_before, H_before = eng.contiguous_copy(eng.asarray(resume["W_before"])), eng.asarray(resume["H_before"])
     else:
-        W_before, H_before = cd.copy_into(None, W), cd.copy_into(None, H)
-    # the bound's size, the constant it carries (mu.update_H): its float32 logs round by about
-    # 2⁻²⁴ of it
-    scale = eng.sum_X() if beta == 1 else float(np.prod(eng.shape))
-    slack = 8 * float(np.finfo(np.float32).eps) * scale
+        W_before = cd.copy_into(None, W) if free_W else W
+        H_before = cd.copy_into(None, H) if free_H else H
+    # a fixed factor has no step: its "before" is itself (and is not copied)
+    W_before, H_before = (W_before if free_W else W), (H_before if free_H else H)
+    # The bound's rounding: each of its float32 logs is off by about 2⁻²⁴, in no set direction,
+    # weighted by X's entry (KL) or 1 (Itakura-Saito), so the sum is off by about 2⁻²⁴ times
+    # the weights' norm. (A slack of 2⁻²⁰·ΣX, the rounding's worst case, let steps through
+    # that raised the objective by more than late iterations gain: a transform stalled at
+    # tol 1e-8 above what mu reached.)
+    scale = math.sqrt(eng.sqnorm() if beta == 1 else float(np.prod(eng.shape)))
+    slack = SLACK_ROUNDINGS * float(np.finfo(np.float32).eps) * scale
     gamma = mu.gamma_for(beta)
+    cache = {}  # products of a fixed H (update_W's)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
     for n_iter in range(run.first, max_iter + 1):
         bound = run.state["bound"]
         plain = bound is None
-        if plain:
-            W_next, H_next = cd.copy_into(W_before, W), cd.copy_into(H_before, H)
+        b = run.state["beta"]
+        W_next = W if not free_W else cd.copy_into(W_before, W) if plain else mu.extrapolate(W, W_before, b)
+        H_next = H if not free_H else cd.copy_into(H_before, H) if plain else mu.extrapolate(H, H_before, b)
+        # The last update of the iteration gives the bound (its l1 term included); the l2 terms
+        # are those of the point it starts from, and the other factor's penalties its own.
+        if free_H:
+            if free_W:
+                mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, gamma, cache, False)
+            penalties = cd.penalty(W_next, l1_W, l2_W) + cd.penalty(H_next, 0.0, l2_H)
+            next_bound = mu.update_H(eng, W_next, H_next, beta, l1_H, l2_H, gamma, bound=True) + penalties
         else:
-            b = run.state["beta"]
-            W_next, H_next = mu.extrapolate(W, W_before, b), mu.extrapolate(H, H_before, b)
-        mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, gamma, {}, False)
-        penalties = cd.penalty(W_next, l1_W, l2_W) + cd.penalty(H_next, 0.0, l2_H)
-        next_bound = mu.update_H(eng, W_next, H_next, beta, l1_H, l2_H, gamma, bound=True) + penalties
+            penalties = cd.penalty(H_next, l1_H, l2_H) + cd.penalty(W_next, 0.0, l2_W)
+            next_bound = mu.update_W(eng, W_next, H_next, beta, l1_W, l2_W, gamma, cache, True,
+                                     bound=True) + penalties
         # plain mu never raises the bound (but for the L2 penalty, whose update is scikit-learn's
         # heuristic): a plain step is always kept, so a rejection cannot repeat forever
         accepted = plain or next_bound <= bound + slack
         if not plain:
             cd.ehals_beta(run.state, accepted)
         if accepted:
-            W_before, W, H_before, H = W, W_next, H, H_next
+            if free_W:
+                W_before, W = W, W_next
+            if free_H:
+                H_before, H = H, H_next
             run.state["bound"] = float(next_bound if plain else min(next_bound, bound))
         else:
-            W_before, H_before = cd.copy_into(W_next, W), cd.copy_into(H_next, H)
+            if free_W:
+                W_before = cd.copy_into(W_next, W)
+            if free_H:
+                H_before = cd.copy_into(H_next, H)
             run.state["bound"] = None
         done = False
         if n_iter % mu.CHECK_EVERY == 0:

@@ -632,15 +632,23 @@ def test_a_mu_checkpoint_resumes_under_auto_as_mu():
     assert np.array_equal(resumed.W, full.W) and resumed.history == full.history
 
 
-def test_emu_with_a_fixed_factor_runs_mu():
-    """One free factor leaves emu no bound to judge its steps by: it runs (and reports) mu."""
-    X = dense(5, 40, 30) + 0.01
-    H = np.random.RandomState(3).rand(4, 30)
-    mu_fit = nmfcli.fit(X, 4, loss="kl", solver="mu", fix_H=H, max_iter=50)
-    for solver in ("auto", "emu"):
-        r = nmfcli.fit(X, 4, loss="kl", solver=solver, fix_H=H, max_iter=50)
-        assert r.options["solver"] == "mu" and r.options["init"] == "constant"
-        assert np.array_equal(r.W, mu_fit.W) and r.n_iter == mu_fit.n_iter
+@pytest.mark.parametrize("which", ["H", "W"])
+def test_emu_with_a_fixed_factor_extrapolates_the_free_one(which):
+    """transform's flow (KL against fixed components), asked for: emu reaches mu's 200-iteration
+    divergence in at most half the iterations, from mu's start, and the fixed factor comes back
+    bit-identical. "auto" runs mu there (see core.engine_solver)."""
+    X = dense(5, 80, 60) + 0.01
+    fixed = np.random.RandomState(3).rand(*((4, 60) if which == "H" else (80, 4)))
+    kw = {f"fix_{which}": fixed}
+    plain = nmfcli.fit(X, 4, loss="kl", solver="mu", tol=0, max_iter=200, **kw)
+    auto = nmfcli.fit(X, 4, loss="kl", tol=0, max_iter=200, **kw)
+    assert auto.options["solver"] == "mu" and np.array_equal(auto.W, plain.W) and np.array_equal(auto.H, plain.H)
+    target = plain.history[-1]
+    r = nmfcli.fit(X, 4, loss="kl", solver="emu", tol=0, max_iter=200, **kw,
+                   callback=lambda info: "target" if info.objective is not None and info.objective <= target else None)
+    assert r.options["solver"] == "emu" and r.options["init"] == "constant"
+    assert np.array_equal(r.H if which == "H" else r.W, fixed)
+    assert r.stop_reason == "target" and r.n_iter <= 100, r.n_iter
 
 
 def objective_plus_constant(X, W, H, beta, reg):
@@ -653,17 +661,21 @@ def objective_plus_constant(X, W, H, beta, reg):
     return sk_nmf._beta_divergence(Xd, W, H, beta) + constant + penalties
 
 
-@pytest.mark.parametrize("make,loss,alpha,l1_ratio", [
-    (dense, "kl", 0.0, 0.0), (sparse, "kl", 0.0, 0.0), (dense, "kl", 0.02, 1.0),
-    (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0), (lambda *a: dense(*a) + 0.1, "is", 0.02, 1.0),
+@pytest.mark.parametrize("make,loss,alpha,l1_ratio,fixed", [
+    (dense, "kl", 0.0, 0.0, None), (sparse, "kl", 0.0, 0.0, None), (dense, "kl", 0.02, 1.0, None),
+    (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0, None), (lambda *a: dense(*a) + 0.1, "is", 0.02, 1.0, None),
+    (dense, "kl", 0.02, 1.0, "H"), (sparse, "kl", 0.0, 0.0, "W"), (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0, "H"),
 ])
-def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_ratio):
-    """Every kept step's bound (from the H update's own arrays, less what the step is sure to
+def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_ratio, fixed):
+    """Every kept step's bound (from the last update's own arrays, less what its step is sure to
     gain) is at least the exact objective of the iterate it keeps, and the bounds fall."""
     X = make(6, 60, 45)
+    rng = np.random.RandomState(4)
+    kw = {"fix_H": rng.rand(5, 45)} if fixed == "H" else {"fix_W": rng.rand(60, 5)} if fixed == "W" else {}
     beta = {"kl": 1, "is": 0}[loss]
     reg = core.regularization(X.shape, alpha, "same", l1_ratio)
-    slack = 8 * np.finfo(np.float32).eps * (X.sum() if beta == 1 else X.shape[0] * X.shape[1])
+    Xd = X.toarray() if sp.issparse(X) else X
+    slack = core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
     seen = []
 
     def check(info):
@@ -674,7 +686,7 @@ def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_
             seen.append(bound)
 
     r = nmfcli.fit(X, 5, loss=loss, solver="emu", tol=0, max_iter=80, alpha_W=alpha, l1_ratio=l1_ratio,
-                   callback=check)
+                   callback=check, **kw)
     assert r.n_iter == 80 and len(seen) >= 70
     assert all(b <= a + slack for a, b in zip(seen, seen[1:]))
     # and the bound is tight: within 1% of the objective's distance to its value at the end

@@ -97,6 +97,7 @@ def test_fixed_factors(client, X):
     np.testing.assert_allclose(b.H, a.H, rtol=TOL, atol=TOL)
     a = core.fit(X, 5, fix_H=H, loss="kl", max_iter=20)
     b = core.fit(X, 5, fix_H=H, loss="kl", max_iter=20, engine="dask", engine_options=options(client))
+    assert b.options["solver"] == "mu"
     assert_same_fit(a, b)
 
 

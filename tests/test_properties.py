@@ -73,7 +73,7 @@ def test_emu_factors_are_non_negative_and_its_bound_never_rises(data, k, loss, a
                    l1_ratio=1.0, callback=record)
     for A in (r.W, r.H):
         assert np.isfinite(A).all() and (A >= 0).all()
-    slack = 8 * np.finfo(np.float32).eps * float(X.sum() if loss == "kl" else X.size)
+    slack = core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt(float((X * X).sum() if loss == "kl" else X.size))
     for before, after in zip(bounds, bounds[1:]):
         assert after <= before + slack + 1e-12 * abs(before)
 

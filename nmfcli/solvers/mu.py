@@ -46,9 +46,13 @@ def converged(state, error, tol):
     return done
 
 
-def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
-    """One multiplicative update of W (m×k), in place. ``cache`` holds products of a fixed H."""
+def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
+    """One multiplicative update of W (m×k), in place. ``cache`` holds products of a fixed H.
+
+    ``bound``: as update_H's, for W (an upper bound of D + c + l1·ΣW at the updated W).
+    """
     xp = namespace(W)
+    result = None
     if beta == 2:
         XHt = cache.get("XHt")
         if XHt is None:
@@ -61,17 +65,27 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache):
             cache["XHt"], cache["HHt"] = XHt, HHt
         denominator = W @ HHt
     else:
-        numerator, denominator = engine.mu_products(W, H, beta, "W")
+        products = engine.mu_products(W, H, beta, "W", divergence=True) if bound else \
+            engine.mu_products(W, H, beta, "W")
+        numerator, denominator = products[0], products[1]
+        if bound:
+            result = products[2] + l1 * float(xp.sum(W))
         if beta == 1:
             H_sum = cache.get("H_sum")
             if H_sum is None:
                 H_sum = xp.sum(H, axis=1)
             if keep_cache:
                 cache["H_sum"] = H_sum
+            if bound:  # ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
+                result += float(xp.sum(xp.sum(W, axis=0) * H_sum))
             denominator = H_sum[None, :]  # broadcast by the division
+        if bound and not l2 > 0:
+            gain = _kl_gain if beta == 1 else _is_gain
+            result -= gain(xp, W, numerator, denominator + l1)
     _apply(xp, W, numerator, denominator, l1, l2, gamma)
     if beta < 1:
         W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
+    return result
 
 
 def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
@@ -108,33 +122,36 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
     return result
 
 
-def _kl_gain(xp, H, numerator, denominator):
-    """What the KL multiplicative step H' = H·δ, δ = numerator / denominator, is sure to lower
-    D(X ‖ WH) + l1·ΣH by (denominator = Σ W[:, t] + l1): Σ denominator·H·(δ·log δ − δ + 1) ≥ 0.
+def _kl_gain(xp, A, numerator, denominator):
+    """What the KL multiplicative step A' = A·δ, δ = numerator / denominator, is sure to lower
+    D(X ‖ WH) + l1·ΣA by, for A = H (denominator = Σ W[:, t] + l1, k×1) or W (likewise, 1×k):
+    Σ denominator·A·(δ·log δ − δ + 1) ≥ 0.
 
-    From Jensen's inequality, the majorisation the update minimises (Lee & Seung 2001):
+    From Jensen's inequality, the majorisation the update minimises (Lee & Seung 2001), for H:
     D(H') ≤ D(H) − Σ H·(Wᵀ(X/WH))·log(H'/H) + Σ denominator·(H' − H), and H·(Wᵀ(X/WH)) is
-    denominator·H' for this step. Computed on k×n entries only.
+    denominator·H' for this step; for W the same with the roles swapped. On the factor's
+    entries only.
     """
-    # = Σ H·numerator·log δ − Σ H·numerator + Σ denominator·H, in fewer passes; a zero of δ
-    # is a zero of H·numerator, so raising δ to the smallest normal number changes nothing.
-    weighted = H * numerator
-    log_delta = xp.log(xp.maximum(numerator / denominator, xp.finfo(H.dtype).smallest_normal))
-    return float(xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator[:, 0] * xp.sum(H, axis=1)))
+    # = Σ A·numerator·log δ − Σ A·numerator + Σ denominator·A, in fewer passes; a zero of δ
+    # is a zero of A·numerator, so raising δ to the smallest normal number changes nothing.
+    weighted = A * numerator
+    log_delta = xp.log(xp.maximum(numerator / denominator, xp.finfo(A.dtype).smallest_normal))
+    return float(xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator * A))
 
 
-def _is_gain(xp, H, numerator, denominator):
-    """What the Itakura-Saito multiplicative step H' = H·r, r = (numerator / denominator)^½, is
-    sure to lower D(X ‖ WH) + l1·ΣH by (denominator = Wᵀ(1/WH) + l1): Σ denominator·H·(r − 1)².
+def _is_gain(xp, A, numerator, denominator):
+    """What the Itakura-Saito multiplicative step A' = A·r, r = (numerator / denominator)^½, is
+    sure to lower D(X ‖ WH) + l1·ΣA by, for A = H (denominator = Wᵀ(1/WH) + l1) or W (likewise):
+    Σ denominator·A·(r − 1)².
 
     The majorisation the update minimises (Févotte & Idier 2011): Jensen's inequality on the
-    convex part X/WH, the tangent on the concave part log WH, which give
+    convex part X/WH, the tangent on the concave part log WH, which give for H
     D(H') ≤ D(H) + Σ [H²·numerator/H' − H·numerator + (H' − H)·denominator]; with
-    numerator = r²·denominator that is −Σ denominator·H·(r − 1)². On k×n entries only.
+    numerator = r²·denominator that is −Σ denominator·H·(r − 1)². On the factor's entries only.
     """
     denominator = xp.where(denominator == 0, EPSILON, denominator)
     r = xp.sqrt(numerator / denominator)
-    return float(xp.sum(denominator * H * (r - 1.0) ** 2))
+    return float(xp.sum(denominator * A * (r - 1.0) ** 2))
 
 
 def _apply(xp, A, numerator, denominator, l1, l2, gamma):

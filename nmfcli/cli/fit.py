@@ -31,7 +31,7 @@ INPUT is CSV/TSV (labels detected), .csv.gz, .npy, .npz (sparse), .mtx,
 \b
 Examples:
   nmf fit docs.csv -k 20                       # 20 topics, docs.nmf/
-  nmf fit spec.npy -k 8 --loss kl -o out/      # KL loss (mu solver)
+  nmf fit spec.npy -k 8 --loss kl -o out/      # KL loss (emu; --solver mu for scikit-learn's)
   nmf fit spec.npy --fix-H basis.npy           # activations of a fixed basis
   cat data.csv | nmf fit - -k 3 --json | jq .relative_error
   nmf fit big.npz -k 50 --max-time 3600 --checkpoint-every 100 --strict

@@ -715,6 +715,26 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    _checkpoint(eng, run.n_iter, W, H, run, W_before=Wt_before.T, H_before=H_before))
 
 
+def _mu_start(eng, W, H, beta, reg, run):
+    """mu's and emu's start (not on a resume): the divergence at the initial factors, which
+    the stop test measures from, recorded as iteration 0."""
+    if not run.resumed:
+        divergence = beta_divergence(eng, W, H, beta)
+        error_at_init = reconstruction_error(divergence)
+        run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
+        run.record(0, _objective(eng, W, H, beta, reg, divergence))
+
+
+def _mu_test(eng, W, H, beta, reg, run, n_iter, tol):
+    """mu's and emu's stop, tested every mu.CHECK_EVERY iterations on the exact divergence,
+    which the history records: ((n_iter, divergence), done), or (None, False) between tests."""
+    if n_iter % mu.CHECK_EVERY:
+        return None, False
+    divergence = beta_divergence(eng, W, H, beta)
+    run.record(n_iter, _objective(eng, W, H, beta, reg, divergence))
+    return (n_iter, divergence), mu.converged(run.state, reconstruction_error(divergence), tol)
+
+
 def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     """scikit-learn's multiplicative-update loop, with its convergence test every 10 iterations."""
     max_iter, tol = options["max_iter"], options["tol"]
@@ -724,11 +744,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     W = eng.contiguous_copy(W) if update_W_ else W
     H = eng.contiguous_copy(H) if update_H_ else H
     run = FitLoop(resume, {}, callback, max_iter, start)
-    if not run.resumed:
-        divergence = beta_divergence(eng, W, H, beta)
-        error_at_init = reconstruction_error(divergence)
-        run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
-        run.record(0, _objective(eng, W, H, beta, reg, divergence))
+    _mu_start(eng, W, H, beta, reg, run)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
     cache = {}
     for n_iter in range(run.first, max_iter + 1):
@@ -736,11 +752,8 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, cache, keep_cache=not update_H_)
         if update_H_:
             mu.update_H(eng, W, H, beta, l1_H, l2_H, gamma)
-        done = False
-        if n_iter % mu.CHECK_EVERY == 0:
-            measured = (n_iter, beta_divergence(eng, W, H, beta))
-            run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
-            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
+        measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
@@ -769,18 +782,13 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     H = eng.contiguous_copy(H) if free_H else H
     run = FitLoop(resume, {"beta": mu.EMU_BETA_START, "beta_cap": 1.0, "bound": None},
                   callback, max_iter, start)
-    if not run.resumed:
-        divergence = beta_divergence(eng, W, H, beta)
-        error_at_init = reconstruction_error(divergence)
-        run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
-        run.record(0, _objective(eng, W, H, beta, reg, divergence))
-    if resume is not None and resume.get("W_before") is not None:
-        W_before, H_before = eng.contiguous_copy(eng.asarray(resume["W_before"])), eng.asarray(resume["H_before"])
-    else:
-        W_before = cd.copy_into(None, W) if free_W else W
-        H_before = cd.copy_into(None, H) if free_H else H
-    # a fixed factor has no step: its "before" is itself (and is not copied)
-    W_before, H_before = (W_before if free_W else W), (H_before if free_H else H)
+    _mu_start(eng, W, H, beta, reg, run)
+    # The iterates before the current ones (the direction of the next step): the checkpoint's
+    # on a resume. A fixed factor has no step: its "before" is itself, not a copy.
+    saved = resume if resume is not None and resume.get("W_before") is not None else None
+    W_before = (W if not free_W else eng.contiguous_copy(eng.asarray(saved["W_before"])) if saved
+                else cd.copy_into(None, W))
+    H_before = H if not free_H else eng.asarray(saved["H_before"]) if saved else cd.copy_into(None, H)
     # The bound's rounding: each of its float32 logs is off by about 2⁻²⁴, in no set direction,
     # weighted by X's entry (KL) or 1 (Itakura-Saito), so the sum is off by about 2⁻²⁴ times
     # the weights' norm. (A slack of 2⁻²⁰·ΣX, the rounding's worst case, let steps through
@@ -825,11 +833,8 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             if free_H:
                 H_before = cd.copy_into(H_next, H)
             run.state["bound"] = None
-        done = False
-        if n_iter % mu.CHECK_EVERY == 0:
-            measured = (n_iter, beta_divergence(eng, W, H, beta))
-            run.record(n_iter, _objective(eng, W, H, beta, reg, measured[1]))
-            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
+        measured = tested or measured
 
         def save(n_iter=n_iter, W=W, H=H, W_before=W_before, H_before=H_before):
             return _checkpoint(eng, n_iter, W, H, run, W_before=W_before, H_before=H_before)

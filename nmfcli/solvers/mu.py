@@ -68,20 +68,15 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
         products = engine.mu_products(W, H, beta, "W", divergence=True) if bound else \
             engine.mu_products(W, H, beta, "W")
         numerator, denominator = products[0], products[1]
-        if bound:
-            result = products[2] + l1 * float(xp.sum(W))
         if beta == 1:
             H_sum = cache.get("H_sum")
             if H_sum is None:
                 H_sum = xp.sum(H, axis=1)
             if keep_cache:
                 cache["H_sum"] = H_sum
-            if bound:  # ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
-                result += float(xp.sum(xp.sum(W, axis=0) * H_sum))
             denominator = H_sum[None, :]  # broadcast by the division
-        if bound and not l2 > 0:
-            gain = _kl_gain if beta == 1 else _is_gain
-            result -= gain(xp, W, numerator, denominator + l1)
+        if bound:
+            result = _bound(xp, W, H, W, products[2], numerator, denominator, beta, l1, l2)
     _apply(xp, W, numerator, denominator, l1, l2, gamma)
     if beta < 1:
         W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
@@ -105,20 +100,27 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
         products = engine.mu_products(W, H, beta, "H", divergence=True) if bound else \
             engine.mu_products(W, H, beta, "H")
         numerator, denominator = products[0], products[1]
-        if bound:
-            result = products[2] + l1 * float(xp.sum(H))
         if beta == 1:
             W_sum = xp.sum(W, axis=0)
-            if bound:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
-                result += float(xp.sum(W_sum * xp.sum(H, axis=1)))
             W_sum = xp.where(W_sum == 0, 1.0, W_sum)
             denominator = W_sum[:, None]
-        if bound and not l2 > 0:
-            gain = _kl_gain if beta == 1 else _is_gain
-            result -= gain(xp, H, numerator, denominator + l1)
+        if bound:
+            result = _bound(xp, W, H, H, products[2], numerator, denominator, beta, l1, l2)
     _apply(xp, H, numerator, denominator, l1, l2, gamma)
     if beta <= 1:
         H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
+    return result
+
+
+def _bound(xp, W, H, A, terms, numerator, denominator, beta, l1, l2):
+    """update_W's and update_H's ``bound``, before their step on A (W or H): D + c + l1·ΣA at
+    (W, H), from the divergence's ``terms`` there (engine.mu_products), less what the step is
+    sure to gain (nothing is sure under the L2 penalty, whose update is a heuristic)."""
+    result = terms + l1 * float(xp.sum(A))
+    if beta == 1:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
+        result += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
+    if not l2 > 0:
+        result -= (_kl_gain if beta == 1 else _is_gain)(xp, A, numerator, denominator + l1)
     return result
 
 

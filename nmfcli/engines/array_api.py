@@ -37,7 +37,6 @@ class ArrayEngine:
         self.X = X
         self.shape = tuple(X.shape)
         self._sqnorm = None
-        self._sum = None
         self._rows = None
         self._cols = None
 
@@ -109,12 +108,6 @@ class ArrayEngine:
             f(chunk)
 
     # --- whole-X reductions ----------------------------------------------------
-    def sum_X(self):
-        """Σ X, computed once (one scalar copied to the host)."""
-        if self._sum is None:
-            self._sum = float(self.xp.sum(self.data()))
-        return self._sum
-
     def sqnorm(self):
         """‖X‖², computed once (one scalar copied to the host)."""
         if self._sqnorm is None:

@@ -144,6 +144,46 @@ def test_mu_in_row_blocks_equals_sklearn(monkeypatch, beta, dtype):
     assert r.metrics["beta_divergence"] == pytest.approx(expected, rel=1e-9 if dtype == np.float64 else 1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_power_forms_are_within_a_few_roundings_of_the_power(dtype):
+    """losses.power's square roots and products against numpy's power, and the numpy
+    engine's in-place copy of them against the generic forms, bit for bit."""
+    from nmfcli.engines.numpy import power_into
+    from nmfcli.solvers.losses import POWER_FORMS, power
+
+    base = np.random.RandomState(0).rand(5000).astype(dtype) * 10.0 + np.finfo(np.float32).eps
+    assert {0.5, 1.5, 3.0, -1.5, -2.5} <= set(POWER_FORMS) and 0.0 not in POWER_FORMS
+    for exponent in sorted(POWER_FORMS) + [0.3, -1.7]:
+        exact = base.astype(np.float64) ** exponent
+        got = power(np, base, exponent)
+        assert got.dtype == dtype
+        assert np.abs(got / exact - 1).max() <= 4 * np.finfo(dtype).eps, exponent
+        assert np.array_equal(power_into(np.empty_like(base), base, exponent), got), exponent
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.5, 3.0, 1.3, -0.5])
+def test_shared_power_keeps_sklearns_clamps(beta):
+    """ratio_and_power (one power for both of mu's blocks) against the two powers scikit-learn
+    takes, on W·H with zeros and entries below EPSILON, where the clamps differ."""
+    from nmfcli.engines.array_api import ratio_and_power
+    from nmfcli.engines.numpy import NumpyEngine
+    from nmfcli.solvers.losses import EPSILON
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(40, 30) + 0.1
+    WH = rng.rand(40, 30)
+    WH[:5] = 0.0
+    WH[5:10] = EPSILON * rng.rand(5, 30)
+    clamped = np.maximum(WH, EPSILON)
+    expected_ratio = X * (clamped if beta < 2 else WH) ** (beta - 2)
+    expected_power = (clamped if beta < 1 else WH) ** (beta - 1)
+    ratio, powered = ratio_and_power(np, X, WH, beta)
+    np.testing.assert_allclose(ratio, expected_ratio, rtol=1e-14)
+    np.testing.assert_allclose(powered, expected_power, rtol=1e-14)
+    in_place = NumpyEngine(X, np.float64)._ratio_and_power_block(X, WH.copy(), beta)
+    assert np.array_equal(in_place[0], ratio) and np.array_equal(in_place[1], powered)
+
+
 @pytest.mark.parametrize("tiny_fraction", [0.0, 0.005, 0.3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kl_divergence_with_zeros_and_entries_below_epsilon_equals_sklearn(tiny_fraction, dtype):

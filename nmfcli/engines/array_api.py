@@ -12,7 +12,7 @@ import numpy as np
 
 from nmfcli.engines.sparse_products import with_values
 from nmfcli.errors import UsageError
-from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, row_blocks
+from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, power, row_blocks
 
 
 class ArrayEngine:
@@ -211,10 +211,20 @@ class ArrayEngine:
             if divergence:
                 terms = (self.log_sum(ratio, self.X.data) if beta == 1
                          else self._is_terms(self.X.data, 1.0 / xp.maximum(WH, EPSILON)))
+        shared_power = beta not in (0, 1)  # one power gives both blocks (ratio_and_power)
         for rows in row_blocks(m, n):
             if self.is_sparse and denominator is None:
                 break
             WH = self._WH_block(W, H, rows)
+            if shared_power and not self.is_sparse:
+                ratio, WH = self._ratio_and_power_block(self.X[rows, :], WH, beta)
+                if side == "W":
+                    numerator[rows, :] = ratio @ H.T
+                    denominator[rows, :] = WH @ H.T
+                else:
+                    numerator = numerator + W[rows, :].T @ ratio
+                    denominator = denominator + W[rows, :].T @ WH
+                continue
             if not self.is_sparse:
                 ratio = self._ratio_block(self.X[rows, :], WH, beta, keep_WH=denominator is not None)
                 if side == "W":
@@ -265,7 +275,11 @@ class ArrayEngine:
         """WH^(β−1), clamped below at EPSILON first for β < 1 (WH may be consumed)."""
         if beta < 1:
             WH = self.xp.maximum(WH, EPSILON)
-        return WH ** (beta - 1)
+        return power(self.xp, WH, beta - 1)
+
+    def _ratio_and_power_block(self, X, WH, beta):
+        """ratio_and_power for a block (WH may be consumed)."""
+        return ratio_and_power(self.xp, X, WH, beta)
 
 
 TINY32 = float(np.finfo(np.float32).tiny)
@@ -279,7 +293,23 @@ def x_times_power(xp, X, WH, beta):
         return X / WH
     if beta == 0:
         return (WH**-1) ** 2 * X
-    return WH ** (beta - 2) * X
+    return power(xp, WH, beta - 2) * X
+
+
+def ratio_and_power(xp, X, WH, beta):
+    """(X ⊙ WH^(β−2), WH^(β−1)) for β not in {0, 1}, with scikit-learn's clamps (WH raised to
+    EPSILON in the first for β < 2, in the second for β < 1), from one power instead of two:
+    the one's power times WH (raised where the one's was) is the other's. A general power
+    costs 16-23 ns an entry in float64, the product 1."""
+    if beta < 1:
+        WH = xp.maximum(WH, EPSILON)
+        ratio = power(xp, WH, beta - 2)
+        return ratio * X, ratio * WH
+    if beta < 2:  # WH^(β−1) unclamped; at EPSILON and above it is max(WH, EPSILON)^(β−1)
+        powered = power(xp, WH, beta - 1)
+        return X * (xp.maximum(powered, EPSILON ** (beta - 1)) / xp.maximum(WH, EPSILON)), powered
+    ratio = power(xp, WH, beta - 2)
+    return ratio * X, ratio * WH
 
 
 def with_array_api_names(module):

@@ -8,7 +8,7 @@ import scipy.sparse
 
 from nmfcli.engines import blas, sparse_products, threads
 from nmfcli.engines.array_api import TINY32, ArrayEngine
-from nmfcli.solvers.losses import EPSILON, row_blocks
+from nmfcli.solvers.losses import EPSILON, POWER_FORMS, row_blocks
 
 
 # Factors of at least this many entries (2 MiB of float64) are swept on the process's BLAS threads.
@@ -218,23 +218,60 @@ class NumpyEngine(ArrayEngine):
     def _power_block(self, WH, beta):
         if beta < 1:
             np.maximum(WH, self._filled(EPSILON, WH), out=WH)
-        WH **= beta - 1
-        return WH
+        if beta == 0:
+            WH **= -1
+            return WH
+        out = self._buffer("power", WH.shape[0], WH.shape[1], WH.dtype)
+        return power_into(out, WH, beta - 1)
+
+    def _ratio_and_power_block(self, X, WH, beta):
+        # array_api.ratio_and_power's operations, in place in the kept buffers
+        ratio = self._buffer("ratio", WH.shape[0], WH.shape[1], WH.dtype)
+        epsilon = self._filled(EPSILON, WH)
+        if 1 < beta < 2:
+            np.maximum(WH, epsilon, out=ratio)
+            powered = power_into(self._buffer("power", WH.shape[0], WH.shape[1], WH.dtype), WH, beta - 1)
+            np.maximum(powered, self._filled(EPSILON ** (beta - 1), WH), out=WH)
+            np.divide(WH, ratio, out=ratio)
+            ratio *= X
+            return ratio, powered
+        if beta < 1:
+            np.maximum(WH, epsilon, out=WH)
+        power_into(ratio, WH, beta - 2)
+        WH *= ratio
+        ratio *= X
+        return ratio, WH
+
+
+def power_into(out, base, exponent):
+    """out ← base ** exponent (array_api.power's operations, in place; out is not base)."""
+    form = POWER_FORMS.get(float(exponent))
+    if form is None:
+        return np.power(base, exponent, out=out)
+    root, factors, reciprocal = form
+    if root:
+        np.sqrt(base, out=out)
+    elif factors >= 2:
+        np.multiply(base, base, out=out)
+        factors -= 2
+    else:
+        np.copyto(out, base)
+        factors -= 1
+    for _ in range(factors):
+        out *= base
+    if reciprocal:
+        np.divide(1.0, out, out=out)
+    return out
 
 
 def _x_times_power_into(out, X, WH, beta, epsilon):
-    """out ← X ⊙ WH^(β−2) (array_api.x_times_power's clamp and order of operations); WH is kept
-    unless out is WH. ``epsilon``: EPSILON, as an array the shape of WH."""
-    if beta < 2:
-        np.maximum(WH, epsilon, out=out)
-    elif out is not WH:
-        out[...] = WH
+    """out ← X ⊙ WH^(β−2) for β = 1 or 0 (array_api.x_times_power's clamp and order of
+    operations; other β take _ratio_and_power_block); WH is kept unless out is WH.
+    ``epsilon``: EPSILON, as an array the shape of WH."""
+    np.maximum(WH, epsilon, out=out)
     if beta == 1:
         np.divide(X, out, out=out)
-    elif beta == 0:
+    else:
         out **= -1
         out **= 2
-        out *= X
-    else:
-        out **= beta - 2
         out *= X

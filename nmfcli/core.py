@@ -21,7 +21,6 @@ from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, re
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "emu", "mu")
-EMU_BETAS = (1.0, 0.0)  # the losses emu runs: KL and Itakura-Saito (its bound, mu.update_H)
 SLACK_ROUNDINGS = 8  # emu's slack, in units of its bound's expected rounding (_emu_loop)
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
@@ -258,17 +257,17 @@ def fit(
         Number of components.
     solver : {"auto", "ehals", "hals", "cd", "emu", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
-        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss, "emu"
-        for Kullback-Leibler and Itakura-Saito ("hals" and "mu" on the cupy and Dask engines
-        and out of core) and "mu" otherwise. "hals" is accelerated HALS, "ehals" the same with
-        extrapolation (about half the iterations; the objective never rises beyond its
-        rounding). "cd" is scikit-learn's coordinate descent (same iterates), "mu" its
-        multiplicative updates, and "emu" those with extrapolation (KL and Itakura-Saito; a
-        quarter to a half of the iterations; a bound on the objective never rises beyond its
-        rounding). With fix_W or fix_H, "auto" runs "mu" for those losses too.
+        the result's options name "nnls". "auto" is "ehals" for the Frobenius loss and "emu"
+        for every other ("hals" and "mu" on the cupy and Dask engines and out of core).
+        "hals" is accelerated HALS, "ehals" the same with extrapolation (about half the
+        iterations; the objective never rises beyond its rounding). "cd" is scikit-learn's
+        coordinate descent (same iterates), "mu" its multiplicative updates, and "emu" those
+        with extrapolation (a quarter to a half of the iterations; a bound on the objective
+        never rises beyond its rounding). With fix_W or fix_H, "auto" runs "mu" for KL and
+        Itakura-Saito.
     loss : {"frobenius", "kl", "is"} or float, default "frobenius"
-        The beta-divergence minimised (2, 1, 0, or any real beta; "mu" only for beta != 2,
-        "emu" for 1 and 0).
+        The beta-divergence minimised (2, 1, 0, or any real beta; "mu" and "emu" only for
+        beta != 2).
     init : {"nndsvda", "nndsvd", "nndsvdar", "random", "custom"} or None
         None picks "nndsvda" when k <= min(m, n), else "random" (as scikit-learn).
         "custom" needs W0 and H0 (or the fixed factor and the other initial one).
@@ -350,7 +349,8 @@ def fit(
         raise DataError("X is all zeros; there is nothing to factorize")
 
     eng = get_engine(engine, X, dtype)
-    solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None)
+    solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None,
+                           beta=beta)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
@@ -391,19 +391,19 @@ def fit(
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
     """The checks of fit's options that need no data (every engine's): (loss name, beta, solver).
 
-    "auto" becomes "ehals" for the Frobenius loss, "emu" for Kullback-Leibler and
-    Itakura-Saito, and "mu" for the other losses; ``engine_solver`` then has the engine's say."""
+    "auto" becomes "ehals" for the Frobenius loss and "emu" for the others;
+    ``engine_solver`` then has the engine's say."""
     loss_name, beta = _resolve_loss(loss)
     if solver == "auto":
-        solver = "ehals" if beta == 2 else "emu" if beta in EMU_BETAS else "mu"
+        solver = "ehals" if beta == 2 else "emu"
     if solver not in SOLVERS:
         raise UsageError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
     if solver in ("ehals", "hals", "cd") and beta != 2:
         raise UsageError(
             f"solver '{solver}' minimises the Frobenius loss only; use solver 'mu' for loss '{loss_name}'"
         )
-    if solver == "emu" and beta not in EMU_BETAS:
-        raise UsageError(f"solver 'emu' minimises the kl and is losses only; use solver 'mu' for loss '{loss_name}'")
+    if solver == "emu" and beta == 2:
+        raise UsageError("solver 'emu' minimises the other beta-divergences; use solver 'ehals' for loss 'frobenius'")
     _check_penalties(alpha_W, alpha_H, l1_ratio)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise UsageError(f"max_iter must be an integer >= 1; got {max_iter!r}")
@@ -422,11 +422,12 @@ def reported_solver(solver, beta, fix_W, fix_H):
 PLAIN = {"ehals": "hals", "emu": "mu"}
 
 
-def engine_solver(requested, solver, engine, resume=None, fixed=False):
+def engine_solver(requested, solver, engine, resume=None, fixed=False, beta=None):
     """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
     ``runs_extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and
     mu instead of emu where the engine does not run the extrapolated solvers (which are
-    refused there when asked for) or a factor is ``fixed``. ``solver`` is check_options'.
+    refused there when asked for) or, for KL and Itakura-Saito (``beta`` 1 or 0), a factor
+    is ``fixed``. ``solver`` is check_options'.
     """
     if solver in PLAIN and requested == "auto":
         if resume is not None and resume.get("W_before") is None:
@@ -435,11 +436,12 @@ def engine_solver(requested, solver, engine, resume=None, fixed=False):
             return PLAIN[solver]
         if solver == "ehals":
             return engine.default_frobenius_solver
-        if fixed:
+        if fixed and beta in (0, 1):
             # With a fixed factor (transform) emu pays its log pass for every single update:
             # on KL transforms of 2000-20000 × 513 it reached mu's 100-iteration divergence
             # 1.4-1.9× sooner but its 300-iteration one 1.1× later, and at transform's tol it
             # saved 13% for a divergence 2e-6 higher. "auto" keeps mu there; "emu" can be asked.
+            # Other β read their bound from two inner products, no pass: emu pays there.
             return "mu"
         return solver if engine.runs_extrapolated else PLAIN[solver]
     if solver in PLAIN and not engine.runs_extrapolated:
@@ -762,15 +764,16 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
 
 def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
-    """Multiplicative updates with extrapolation (KL and Itakura-Saito): ehals's scheme on mu.
+    """Multiplicative updates with extrapolation (every β but 2): ehals's scheme on mu.
 
     Each iteration starts from the free factors pushed along their last step in log
     coordinates, A·(A / A_before)^β with the ratio clipped (mu.extrapolate), and runs one mu
-    iteration (W, then H) from there. The last update's own arrays give, for one float32 log
-    pass, the divergence where it starts; less what its step is sure to gain, that bounds the
-    objective of the new iterate from above (mu.update_H, mu.update_W). The step is kept
-    unless that bound rose above the lowest kept so far by more than the rounding of its logs
-    (slack below); a rejected step keeps the current iterate, shrinks β, and the next
+    iteration (W, then H) from there. The last update's own arrays give the divergence where
+    it starts (for KL and Itakura-Saito for one float32 log pass, for other β for two inner
+    products); less what its step is sure to gain, that bounds the objective of the new
+    iterate from above (mu.update_H, mu.update_W). The step is kept unless that bound rose
+    above the lowest kept so far by more than its rounding (_emu_rounding); a rejected step
+    keeps the current iterate, shrinks β, and the next
     iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on the
     exact divergence of the current iterate), and so is the history. With a fixed factor
     (transform, --fix-H, --fix-W) the same runs on the free one.
@@ -789,13 +792,7 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     W_before = (W if not free_W else eng.contiguous_copy(eng.asarray(saved["W_before"])) if saved
                 else cd.copy_into(None, W))
     H_before = H if not free_H else eng.asarray(saved["H_before"]) if saved else cd.copy_into(None, H)
-    # The bound's rounding: each of its float32 logs is off by about 2⁻²⁴, in no set direction,
-    # weighted by X's entry (KL) or 1 (Itakura-Saito), so the sum is off by about 2⁻²⁴ times
-    # the weights' norm. (A slack of 2⁻²⁰·ΣX, the rounding's worst case, let steps through
-    # that raised the objective by more than late iterations gain: a transform stalled at
-    # tol 1e-8 above what mu reached.)
-    scale = math.sqrt(eng.sqnorm() if beta == 1 else float(np.prod(eng.shape)))
-    slack = SLACK_ROUNDINGS * float(np.finfo(np.float32).eps) * scale
+    slack = SLACK_ROUNDINGS * _emu_rounding(eng, beta)
     gamma = mu.gamma_for(beta)
     cache = {}  # products of a fixed H (update_W's)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
@@ -844,6 +841,25 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
     return _result(eng, W, H, run, options, beta, reg, start,
                    _checkpoint(eng, run.n_iter, W, H, run, W_before=W_before, H_before=H_before), divergence)
+
+
+def _emu_rounding(eng, beta):
+    """The expected rounding of emu's bound (mu.update_H).
+
+    KL and Itakura-Saito: each of its float32 logs is off by about 2⁻²⁴, in no set
+    direction, weighted by X's entry (KL) or 1 (Itakura-Saito), so the sum is off by about
+    2⁻²⁴ times the weights' norm. (A slack of 2⁻²⁰·ΣX, the rounding's worst case, let steps
+    through that raised the objective by more than late iterations gain: a transform stalled
+    at tol 1e-8 above what mu reached.) Other β: two inner products in the fit's dtype,
+    each near ΣX^β in a fitted model, weighted by |β−1| and |β| and divided by |β(β−1)|:
+    the precision of that sum (of ΣX^β alongside, which the bound leaves out).
+    """
+    if beta == 1:
+        return float(np.finfo(np.float32).eps) * math.sqrt(eng.sqnorm())
+    if beta == 0:
+        return float(np.finfo(np.float32).eps) * math.sqrt(float(np.prod(eng.shape)))
+    weight = (1.0 + abs(beta) + abs(beta - 1.0)) / abs(beta * (beta - 1.0))
+    return float(np.finfo(eng.dtype).eps) * weight * eng.power_sum(beta)
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):

@@ -640,7 +640,7 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     # KL: emu where the engine runs the extrapolated solvers, mu elsewhere (the cupy engine too)
     assert solver_on(numpy_engine, "kl", "auto") == "emu"
     assert solver_on(numpy_engine, "is", "auto") == "emu"
-    assert solver_on(numpy_engine, 1.5, "auto") == "mu"
+    assert solver_on(numpy_engine, 1.5, "auto") == "emu"
 
     class NoExtrapolation:
         default_frobenius_solver, runs_extrapolated, where = "hals", False, "on the test engine"
@@ -649,9 +649,9 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the dask engine or out of core "
                                          r"\(--chunk-rows\); use solver 'mu'$"):
         solver_on(Blockwise, "kl", "emu")
-    with pytest.raises(UsageError, match=r"^solver 'emu' minimises the kl and is losses only; use solver 'mu' "
-                                         r"for loss 'beta=0\.5'$"):
-        core.check_options(0.5, "emu", 0.0, "same", 0.0, 10, 1e-4)
+    with pytest.raises(UsageError, match=r"^solver 'emu' minimises the other beta-divergences; use solver 'ehals' "
+                                         r"for loss 'frobenius'$"):
+        core.check_options(2, "emu", 0.0, "same", 0.0, 10, 1e-4)
 
 
 def test_a_mu_checkpoint_resumes_under_auto_as_mu():
@@ -697,14 +697,25 @@ def objective_plus_constant(X, W, H, beta, reg):
     l1_W, l1_H, l2_W, l2_H = reg
     Xd = X.toarray() if sp.issparse(X) else X
     penalties = l1_W * W.sum() + l1_H * H.sum() + 0.5 * (l2_W * (W * W).sum() + l2_H * (H * H).sum())
-    constant = Xd.sum() if beta == 1 else Xd.size
+    constant = Xd.sum() if beta == 1 else Xd.size if beta == 0 else -np.sum(Xd[Xd > 0] ** beta) / (beta * (beta - 1))
     return sk_nmf._beta_divergence(Xd, W, H, beta) + constant + penalties
+
+
+def emu_slack(X, beta):
+    """emu's slack (core._emu_rounding), from its description."""
+    Xd = X.toarray() if sp.issparse(X) else X
+    if beta in (0, 1):
+        return core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
+    weight = (1 + abs(beta) + abs(beta - 1)) / abs(beta * (beta - 1))
+    return core.SLACK_ROUNDINGS * np.finfo(Xd.dtype).eps * weight * np.sum(Xd[Xd > 0] ** beta)
 
 
 @pytest.mark.parametrize("make,loss,alpha,l1_ratio,fixed", [
     (dense, "kl", 0.0, 0.0, None), (sparse, "kl", 0.0, 0.0, None), (dense, "kl", 0.02, 1.0, None),
     (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0, None), (lambda *a: dense(*a) + 0.1, "is", 0.02, 1.0, None),
     (dense, "kl", 0.02, 1.0, "H"), (sparse, "kl", 0.0, 0.0, "W"), (lambda *a: dense(*a) + 0.1, "is", 0.0, 0.0, "H"),
+    (dense, 0.5, 0.0, 0.0, None), (sparse, 1.5, 0.0, 0.0, None), (dense, 3.0, 0.02, 1.0, None),
+    (dense, 1.5, 0.02, 1.0, "H"), (sparse, 0.5, 0.0, 0.0, "W"), (lambda *a: dense(*a) + 0.1, -0.5, 0.0, 0.0, None),
 ])
 def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_ratio, fixed):
     """Every kept step's bound (from the last update's own arrays, less what its step is sure to
@@ -712,10 +723,9 @@ def test_emu_bound_is_above_the_objective_and_never_rises(make, loss, alpha, l1_
     X = make(6, 60, 45)
     rng = np.random.RandomState(4)
     kw = {"fix_H": rng.rand(5, 45)} if fixed == "H" else {"fix_W": rng.rand(60, 5)} if fixed == "W" else {}
-    beta = {"kl": 1, "is": 0}[loss]
+    beta = {"kl": 1, "is": 0}.get(loss, loss)
     reg = core.regularization(X.shape, alpha, "same", l1_ratio)
-    Xd = X.toarray() if sp.issparse(X) else X
-    slack = core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
+    slack = emu_slack(X, beta)
     seen = []
 
     def check(info):
@@ -777,7 +787,8 @@ def test_kl_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_
     for l1 in (0.0, 0.5):
         before = sk_nmf._beta_divergence(X, W, H, 1) + l1 * H.sum()
         numerator, _ = eng.mu_products(W, H, 1, "H")
-        gain = mu._kl_gain(np, H, numerator, W.sum(axis=0)[:, None] + l1)
+        denominator = W.sum(axis=0)[:, None] + l1
+        gain = mu._kl_gain(np, H, numerator, denominator, numerator / denominator)
         H_next = H.copy()
         bound = mu.update_H(eng, W, H_next, 1, l1, 0.0, 1.0, bound=True)
         after = sk_nmf._beta_divergence(X, W, H_next, 1) + l1 * H_next.sum()
@@ -795,12 +806,45 @@ def test_is_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_
     for l1 in (0.0, 0.5):
         before = sk_nmf._beta_divergence(X, W, H, 0) + l1 * H.sum()
         numerator, denominator = eng.mu_products(W, H, 0, "H")
-        gain = mu._is_gain(np, H, numerator, denominator + l1)
+        gain = mu._is_gain(np, H, denominator + l1, np.sqrt(numerator / (denominator + l1)))
         H_next = H.copy()
         bound = mu.update_H(eng, W, H_next, 0, l1, 0.0, mu.gamma_for(0), bound=True)
         after = sk_nmf._beta_divergence(X, W, H_next, 0) + l1 * H_next.sum()
         assert gain > 0 and before - after >= gain * (1 - 1e-9), (before - after, gain)
         assert bound == pytest.approx(before - gain + X.size, rel=1e-6)  # float32 logs
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.5, 3.0, -0.5, 1.2, 2.5])
+@pytest.mark.parametrize("side", ["H", "W"])
+def test_beta_gain_is_what_the_multiplicative_step_is_sure_to_lower_the_objective_by(beta, side):
+    """For β other than 0, 1 and 2, with and without l1 (where for β > 1 scikit-learn's step is
+    not the majorisation's minimiser): the gain is at most the true decrease, and the bound
+    (the divergence from the update's inner products, less the gain) is the exact divergence
+    less that gain, but for the constant ΣX^β/(β(β−1)) it leaves out."""
+    from nmfcli.solvers import mu
+
+    rng = np.random.RandomState(10)
+    X = rng.rand(30, 20) + (0.05 if beta <= 0 else 0.0)
+    if beta > 0:
+        X[rng.rand(30, 20) < 0.2] = 0.0
+    W, H = rng.rand(30, 4), rng.rand(4, 20)
+    (W if side == "W" else H)[0, :3] = 0.0  # zeros stay zero, and gain nothing
+    eng = core.get_engine("numpy", X, np.float64)
+    constant = float(np.sum(X[X > 0] ** beta)) / (beta * (beta - 1))
+    for l1 in (0.0, 0.5):
+        A = W if side == "W" else H
+        before = sk_nmf._beta_divergence(X, W, H, beta) + l1 * A.sum()
+        numerator, denominator = eng.mu_products(W, H, beta, side)
+        step = (numerator / (denominator + l1)) ** mu.gamma_for(beta)
+        gain = mu._beta_gain(np, A, numerator, denominator, step, beta, l1)
+        W_next, H_next = W.copy(), H.copy()
+        if side == "W":
+            bound = mu.update_W(eng, W_next, H_next, beta, l1, 0.0, mu.gamma_for(beta), {}, False, bound=True)
+        else:
+            bound = mu.update_H(eng, W_next, H_next, beta, l1, 0.0, mu.gamma_for(beta), bound=True)
+        after = sk_nmf._beta_divergence(X, W_next, H_next, beta) + l1 * (W_next if side == "W" else H_next).sum()
+        assert gain > 0 and before - after >= gain * (1 - 1e-9), (l1, before - after, gain)
+        assert bound == pytest.approx(before - gain - constant, rel=1e-9, abs=1e-9 * abs(constant))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -29,7 +29,7 @@ CUPY = pytest.param("cupy", id="cupy", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")])
 ENGINES = [STRICT, CUPY]
 CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("emu", 1.0), ("mu", 0.0), ("emu", 0.0),
-         ("mu", 0.5), ("mu", 3.0)]
+         ("mu", 0.5), ("emu", 0.5), ("mu", 1.5), ("emu", 1.5), ("mu", 3.0), ("emu", 3.0)]
 PLAIN = {"ehals": "hals", "emu": "mu"}  # the extrapolated solvers, refused on the GPU (see CupyEngine)
 
 
@@ -98,7 +98,8 @@ def sparse_data(dtype=np.float64):
     return X.astype(dtype)
 
 
-SPARSE_CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("emu", 1.0), ("mu", 0.5)]
+SPARSE_CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("emu", 1.0), ("mu", 0.5),
+                ("emu", 0.5), ("emu", 3.0)]
 
 
 @pytest.mark.parametrize("solver,beta", SPARSE_CASES)

@@ -102,6 +102,20 @@ def test_is_fit_reaches_sklearn_mu_divergence(solver):
         f"({result.stop_reason}); scikit-learn's mu at {reference:.6g}")
 
 
+@pytest.mark.parametrize("beta", [0.5, 1.5, 3.0])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_other_beta_fit_reaches_sklearn_mu_divergence(beta, case):
+    make, k = CASES[case]
+    X = make()
+    reference = sklearn_error(X, k, "mu", beta)
+    result = nmfcli.fit(X, k, loss=beta, seed=0)
+    assert result.options["solver"] == "emu"
+    ours = result.metrics["reconstruction_error"]
+    assert ours <= TOLERANCE * reference, (
+        f"emu (beta={beta}) ended at {ours:.6g} after {result.n_iter} iterations "
+        f"({result.stop_reason}); scikit-learn's mu at {reference:.6g}")
+
+
 def test_tfidf_like_is_sparse_tfidf():
     X = tfidf_like()
     assert sp.issparse(X) and X.nnz < 0.05 * X.shape[0] * X.shape[1]

@@ -37,6 +37,7 @@ class ArrayEngine:
         self.X = X
         self.shape = tuple(X.shape)
         self._sqnorm = None
+        self._power_sums = {}
         self._rows = None
         self._cols = None
 
@@ -151,6 +152,18 @@ class ArrayEngine:
         return (self.X if values is None else with_values(self.X, values)).T @ V
 
     # --- elementwise terms for beta-divergences ---------------------------------
+    def power_sum(self, beta):
+        """Σ X^β over X's stored entries, dense X in row blocks (computed once for each β)."""
+        sums = self._power_sums
+        if beta not in sums:
+            xp = self.xp
+            if self.is_sparse:
+                sums[beta] = float(xp.sum(power(xp, self.X.data, beta)))
+            else:
+                sums[beta] = sum(float(xp.sum(power(xp, self.X[rows, :], beta)))
+                                 for rows in row_blocks(*self.shape))
+        return sums[beta]
+
     def WH_at_X(self, W, H):
         """W·H where X is stored: dense (m, n) array, or the values at X's nonzeros (1-D)."""
         if not self.is_sparse:

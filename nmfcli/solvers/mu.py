@@ -9,7 +9,7 @@ below tol).
 
 import numpy as np
 
-from nmfcli.solvers.losses import EPSILON
+from nmfcli.solvers.losses import EPSILON, power
 from nmfcli.solvers.xp import namespace
 
 CHECK_EVERY = 10
@@ -65,8 +65,7 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
             cache["XHt"], cache["HHt"] = XHt, HHt
         denominator = W @ HHt
     else:
-        products = engine.mu_products(W, H, beta, "W", divergence=True) if bound else \
-            engine.mu_products(W, H, beta, "W")
+        products = engine.mu_products(W, H, beta, "W", divergence=bound and beta in (0, 1))
         numerator, denominator = products[0], products[1]
         if beta == 1:
             H_sum = cache.get("H_sum")
@@ -75,9 +74,10 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
             if keep_cache:
                 cache["H_sum"] = H_sum
             denominator = H_sum[None, :]  # broadcast by the division
-        if bound:
-            result = _bound(xp, W, H, W, products[2], numerator, denominator, beta, l1, l2)
-    _apply(xp, W, numerator, denominator, l1, l2, gamma)
+    step = _step(xp, W, numerator, denominator, l1, l2, gamma)
+    if bound:
+        result = _bound(xp, W, H, W, products[2:], numerator, denominator, step, beta, l1, l2)
+    W *= step
     if beta < 1:
         W[...] = xp.where(W < FLOAT64_EPS, 0.0, W)
     return result
@@ -86,10 +86,12 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
 def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
     """One multiplicative update of H (k×n), in place.
 
-    With ``bound`` (β = 1 or 0 only), returns an upper bound of D(X ‖ WH) + c + l1·ΣH at the
-    updated H, c = ΣX for KL and m·n for Itakura-Saito: the divergence where the update
-    started, measured on the arrays it forms anyway (the logs in float32:
-    engine.mu_products), less what the step is sure to gain (_kl_gain, _is_gain).
+    With ``bound`` (β ≠ 2), returns an upper bound of D(X ‖ WH) + c + l1·ΣH at the updated H,
+    c = ΣX for KL, m·n for Itakura-Saito and −ΣX^β / (β(β − 1)) for other β: the
+    divergence where the update started, measured on the arrays it forms anyway (for KL and
+    Itakura-Saito their logs, in float32: engine.mu_products; for other β two inner
+    products, which cost no pass over X), less what the step is sure to gain (_kl_gain,
+    _is_gain, _beta_gain).
     """
     xp = namespace(H)
     result = None
@@ -97,34 +99,48 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
         numerator = engine.WtX(W)
         denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
-        products = engine.mu_products(W, H, beta, "H", divergence=True) if bound else \
-            engine.mu_products(W, H, beta, "H")
+        products = engine.mu_products(W, H, beta, "H", divergence=bound and beta in (0, 1))
         numerator, denominator = products[0], products[1]
         if beta == 1:
             W_sum = xp.sum(W, axis=0)
             W_sum = xp.where(W_sum == 0, 1.0, W_sum)
             denominator = W_sum[:, None]
-        if bound:
-            result = _bound(xp, W, H, H, products[2], numerator, denominator, beta, l1, l2)
-    _apply(xp, H, numerator, denominator, l1, l2, gamma)
+    step = _step(xp, H, numerator, denominator, l1, l2, gamma)
+    if bound:
+        result = _bound(xp, W, H, H, products[2:], numerator, denominator, step, beta, l1, l2)
+    H *= step
     if beta <= 1:
         H[...] = xp.where(H < FLOAT64_EPS, 0.0, H)
     return result
 
 
-def _bound(xp, W, H, A, terms, numerator, denominator, beta, l1, l2):
-    """update_W's and update_H's ``bound``, before their step on A (W or H): D + c + l1·ΣA at
-    (W, H), from the divergence's ``terms`` there (engine.mu_products), less what the step is
-    sure to gain (nothing is sure under the L2 penalty, whose update is a heuristic)."""
-    result = terms + l1 * float(xp.sum(A))
+def _bound(xp, W, H, A, terms, numerator, denominator, step, beta, l1, l2):
+    """update_W's and update_H's ``bound``, before their ``step`` on A (W or H, times step):
+    D + c + l1·ΣA at (W, H), less what the step is sure to gain (nothing is sure under the L2
+    penalty, whose update is a heuristic). ``terms``: for KL and Itakura-Saito, (the
+    divergence's terms there,) from engine.mu_products; empty for other β."""
+    result = l1 * float(xp.sum(A))
     if beta == 1:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
-        result += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
+        result += terms[0] + float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
+    elif beta == 0:
+        result += terms[0]
+    else:
+        # β(β−1)·D = ΣX^β + (β−1)·Σ(WH)^β − β·ΣX·(WH)^(β−1), and the two sums are inner products
+        # of A with the update's products: WH is Σₜ A's entries times the other factor's, so
+        # ⟨A, denominator⟩ = Σ (WH)^(β−1)·WH and ⟨A, numerator⟩ = Σ X·(WH)^(β−2)·WH (where WH is
+        # at least EPSILON, below which scikit-learn's clamps make them differ negligibly).
+        result += float((beta - 1) * xp.sum(A * denominator) - beta * xp.sum(A * numerator)) / (beta * (beta - 1))
     if not l2 > 0:
-        result -= (_kl_gain if beta == 1 else _is_gain)(xp, A, numerator, denominator + l1)
+        if beta == 1:
+            result -= _kl_gain(xp, A, numerator, denominator + l1, step)
+        elif beta == 0:
+            result -= _is_gain(xp, A, _guard(xp, denominator + l1), step)
+        else:
+            result -= _beta_gain(xp, A, numerator, denominator, step, beta, l1)
     return result
 
 
-def _kl_gain(xp, A, numerator, denominator):
+def _kl_gain(xp, A, numerator, denominator, delta):
     """What the KL multiplicative step A' = A·δ, δ = numerator / denominator, is sure to lower
     D(X ‖ WH) + l1·ΣA by, for A = H (denominator = Σ W[:, t] + l1, k×1) or W (likewise, 1×k):
     Σ denominator·A·(δ·log δ − δ + 1) ≥ 0.
@@ -137,11 +153,11 @@ def _kl_gain(xp, A, numerator, denominator):
     # = Σ A·numerator·log δ − Σ A·numerator + Σ denominator·A, in fewer passes; a zero of δ
     # is a zero of A·numerator, so raising δ to the smallest normal number changes nothing.
     weighted = A * numerator
-    log_delta = xp.log(xp.maximum(numerator / denominator, xp.finfo(A.dtype).smallest_normal))
+    log_delta = xp.log(xp.maximum(delta, xp.finfo(A.dtype).smallest_normal))
     return float(xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator * A))
 
 
-def _is_gain(xp, A, numerator, denominator):
+def _is_gain(xp, A, denominator, r):
     """What the Itakura-Saito multiplicative step A' = A·r, r = (numerator / denominator)^½, is
     sure to lower D(X ‖ WH) + l1·ΣA by, for A = H (denominator = Wᵀ(1/WH) + l1) or W (likewise):
     Σ denominator·A·(r − 1)².
@@ -151,22 +167,44 @@ def _is_gain(xp, A, numerator, denominator):
     D(H') ≤ D(H) + Σ [H²·numerator/H' − H·numerator + (H' − H)·denominator]; with
     numerator = r²·denominator that is −Σ denominator·H·(r − 1)². On the factor's entries only.
     """
-    denominator = xp.where(denominator == 0, EPSILON, denominator)
-    r = xp.sqrt(numerator / denominator)
     return float(xp.sum(denominator * A * (r - 1.0) ** 2))
 
 
-def _apply(xp, A, numerator, denominator, l1, l2, gamma):
-    """A ← A ⊙ (numerator / denominator)^γ, with scikit-learn's penalties and zero guard."""
+def _beta_gain(xp, A, numerator, denominator, r, beta, l1):
+    """What the multiplicative step A' = A·r, r = (numerator / (denominator + l1))^γ, is sure to
+    lower D(X ‖ WH) + l1·ΣA by, for β other than 0, 1 and 2: Σ A·(g(1) − g(r)), where A·g(r)
+    is the majorisation the update minimises (Févotte & Idier 2011) at A·r, on each entry.
+
+    With p = denominator, q = numerator: Jensen's inequality on the convex parts, the tangent
+    on the concave ones, give g(r) = (p + l1)·r − q·r^(β−1)/(β−1) for β < 1, p·r^β/β + l1·r −
+    q·r^(β−1)/(β−1) for 1 < β < 2, and p·r^β/β + l1·r − q·r for β > 2. For β < 1 the step is
+    g's minimiser (q = (p + l1)·r^(2−β)); for β > 1 with l1 it is not (scikit-learn's update),
+    and the gain is g's at the step taken. On the factor's entries only.
+    """
+    if beta < 1:
+        total = _guard(xp, denominator + l1)
+        gain = (total * ((beta - 1) - (beta - 2) * r) - numerator) / (beta - 1)
+    else:
+        powered = power(xp, r, beta - 1)
+        gain = denominator * (1.0 - powered * r) / beta + l1 * (1.0 - r)
+        gain = gain - numerator * ((1.0 - powered) / (beta - 1) if beta < 2 else 1.0 - r)
+    return float(xp.sum(A * gain))
+
+
+def _step(xp, A, numerator, denominator, l1, l2, gamma):
+    """What A is multiplied by: (numerator / denominator)^γ, with scikit-learn's penalties and zero guard."""
     if l1 > 0:
         denominator = denominator + l1
     if l2 > 0:
         denominator = denominator + l2 * A
-    denominator = xp.where(denominator == 0, EPSILON, denominator)
-    delta = numerator / denominator
+    delta = numerator / _guard(xp, denominator)
     if gamma != 1:
         delta = delta**gamma
-    A *= delta
+    return delta
+
+
+def _guard(xp, denominator):
+    return xp.where(denominator == 0, EPSILON, denominator)
 
 
 def extrapolate(A, before, beta):

@@ -65,7 +65,9 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
             cache["XHt"], cache["HHt"] = XHt, HHt
         denominator = W @ HHt
     else:
-        products = engine.mu_products(W, H, beta, "W", divergence=bound and beta in (0, 1))
+        logs = bound and beta in (0, 1)  # the divergence's terms, for KL and Itakura-Saito's bound
+        products = engine.mu_products(W, H, beta, "W", divergence=True) if logs else \
+            engine.mu_products(W, H, beta, "W")
         numerator, denominator = products[0], products[1]
         if beta == 1:
             H_sum = cache.get("H_sum")
@@ -99,7 +101,9 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
         numerator = engine.WtX(W)
         denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
-        products = engine.mu_products(W, H, beta, "H", divergence=bound and beta in (0, 1))
+        logs = bound and beta in (0, 1)  # the divergence's terms, for KL and Itakura-Saito's bound
+        products = engine.mu_products(W, H, beta, "H", divergence=True) if logs else \
+            engine.mu_products(W, H, beta, "H")
         numerator, denominator = products[0], products[1]
         if beta == 1:
             W_sum = xp.sum(W, axis=0)

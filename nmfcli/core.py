@@ -939,7 +939,7 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     every row (block principal pivoting), not a pseudo-inverse projection (which
     goes negative) and not an iterative solve stopped early. For other losses
     the multiplicative updates run with H fixed until the relative decrease is
-    below ``tol``.
+    below ``tol`` (fit's "auto": mu for KL and Itakura-Saito, emu for other β).
 
     ``progress(done, total)``, if given, is called as the work goes: rows solved of X's
     rows (Frobenius), or iterations of ``max_iter`` (other losses).

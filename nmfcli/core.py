@@ -258,7 +258,7 @@ def fit(
     solver : {"auto", "ehals", "hals", "cd", "emu", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
         the result's options name "nnls". "auto" is "ehals" for the Frobenius loss and "emu"
-        for every other ("hals" and "mu" on the cupy and Dask engines and out of core).
+        for every other ("hals" on the Dask engine and out of core, "hals" and "mu" on cupy).
         "hals" is accelerated HALS, "ehals" the same with extrapolation (about half the
         iterations; the objective never rises beyond its rounding). "cd" is scikit-learn's
         coordinate descent (same iterates), "mu" its multiplicative updates, and "emu" those
@@ -424,15 +424,15 @@ PLAIN = {"ehals": "hals", "emu": "mu"}
 
 def engine_solver(requested, solver, engine, resume=None, fixed=False, beta=None):
     """The solver that runs on ``engine`` (anything with ``default_frobenius_solver``,
-    ``runs_extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and
-    mu instead of emu where the engine does not run the extrapolated solvers (which are
-    refused there when asked for) or, for KL and Itakura-Saito (``beta`` 1 or 0), a factor
-    is ``fixed``. ``solver`` is check_options'.
+    ``extrapolated`` and ``where``): "auto" takes the engine's Frobenius default, and mu
+    instead of emu where the engine does not run emu (the extrapolated solvers an engine
+    does not run are refused there when asked for) or, for KL and Itakura-Saito (``beta``
+    1 or 0), a factor is ``fixed``. ``solver`` is check_options'.
     """
     if solver in PLAIN and requested == "auto":
-        if resume is not None and resume.get("W_before") is None:
-            # A checkpoint of the plain solver ("auto" ran hals before ehals and mu before
-            # emu): go on as it was.
+        if resume is not None and "beta" not in resume["solver_state"]:
+            # A checkpoint of the plain solver (no extrapolation β in its state: "auto" ran
+            # hals before ehals and mu before emu): go on as it was.
             return PLAIN[solver]
         if solver == "ehals":
             return engine.default_frobenius_solver
@@ -443,8 +443,8 @@ def engine_solver(requested, solver, engine, resume=None, fixed=False, beta=None
             # saved 13% for a divergence 2e-6 higher. "auto" keeps mu there; "emu" can be asked.
             # Other β read their bound from two inner products, no pass: emu pays there.
             return "mu"
-        return solver if engine.runs_extrapolated else PLAIN[solver]
-    if solver in PLAIN and not engine.runs_extrapolated:
+        return solver if solver in engine.extrapolated else PLAIN[solver]
+    if solver in PLAIN and solver not in engine.extrapolated:
         raise UsageError(f"solver '{solver}' does not run {engine.where}; use solver '{PLAIN[solver]}'")
     return solver
 
@@ -792,7 +792,7 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     W_before = (W if not free_W else eng.contiguous_copy(eng.asarray(saved["W_before"])) if saved
                 else cd.copy_into(None, W))
     H_before = H if not free_H else eng.asarray(saved["H_before"]) if saved else cd.copy_into(None, H)
-    slack = SLACK_ROUNDINGS * _emu_rounding(eng, beta)
+    slack = SLACK_ROUNDINGS * _emu_rounding(beta, eng.dtype, eng.shape, eng.sqnorm, eng.power_sum)
     gamma = mu.gamma_for(beta)
     cache = {}  # products of a fixed H (update_W's)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
@@ -843,8 +843,9 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    _checkpoint(eng, run.n_iter, W, H, run, W_before=W_before, H_before=H_before), divergence)
 
 
-def _emu_rounding(eng, beta):
-    """The expected rounding of emu's bound (mu.update_H).
+def _emu_rounding(beta, dtype, shape, sqnorm, power_sum):
+    """The expected rounding of emu's bound (mu.update_H), for X of ``dtype`` and ``shape``;
+    ``sqnorm()`` is ‖X‖² and ``power_sum(β)`` ΣX^β (asked for only where needed).
 
     KL and Itakura-Saito: each of its float32 logs is off by about 2⁻²⁴, in no set
     direction, weighted by X's entry (KL) or 1 (Itakura-Saito), so the sum is off by about
@@ -855,11 +856,11 @@ def _emu_rounding(eng, beta):
     the precision of that sum (of ΣX^β alongside, which the bound leaves out).
     """
     if beta == 1:
-        return float(np.finfo(np.float32).eps) * math.sqrt(eng.sqnorm())
+        return float(np.finfo(np.float32).eps) * math.sqrt(sqnorm())
     if beta == 0:
-        return float(np.finfo(np.float32).eps) * math.sqrt(float(np.prod(eng.shape)))
+        return float(np.finfo(np.float32).eps) * math.sqrt(float(np.prod(shape)))
     weight = (1.0 + abs(beta) + abs(beta - 1.0)) / abs(beta * (beta - 1.0))
-    return float(np.finfo(eng.dtype).eps) * weight * eng.power_sum(beta)
+    return float(np.finfo(dtype).eps) * weight * power_sum(beta)
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):

@@ -628,7 +628,8 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     numpy_engine = core.get_engine("numpy", np.ones((2, 2)), np.float64)
     assert solver_on(numpy_engine, "frobenius", "auto") == "ehals"
     assert solver_on(Blockwise, "frobenius", "auto") == "hals"
-    assert solver_on(Blockwise, "kl", "auto") == "mu"
+    assert solver_on(Blockwise, "kl", "auto") == "emu"
+    assert solver_on(Blockwise, 1.5, "auto") == "emu"
     assert solver_on(Blockwise, "frobenius", "hals") == "hals"
     with pytest.raises(UsageError, match=r"^solver 'ehals' does not run on the dask engine or out of core "
                                          r"\(--chunk-rows\); use solver 'hals'$"):
@@ -643,12 +644,12 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     assert solver_on(numpy_engine, 1.5, "auto") == "emu"
 
     class NoExtrapolation:
-        default_frobenius_solver, runs_extrapolated, where = "hals", False, "on the test engine"
+        default_frobenius_solver, extrapolated, where = "hals", (), "on the test engine"
 
     assert solver_on(NoExtrapolation, "kl", "auto") == "mu"
-    with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the dask engine or out of core "
-                                         r"\(--chunk-rows\); use solver 'mu'$"):
-        solver_on(Blockwise, "kl", "emu")
+    with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the test engine; use solver 'mu'$"):
+        solver_on(NoExtrapolation, "kl", "emu")
+    assert solver_on(Blockwise, "kl", "emu") == "emu"
     with pytest.raises(UsageError, match=r"^solver 'emu' minimises the other beta-divergences; use solver 'ehals' "
                                          r"for loss 'frobenius'$"):
         core.check_options(2, "emu", 0.0, "same", 0.0, 10, 1e-4)

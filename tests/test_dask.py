@@ -57,7 +57,8 @@ def assert_same_fit(a, b):
     dict(solver="mu", loss=0.5, init="random"),
     dict(solver="hals", alpha_W=0.01, l1_ratio=0.5, init="random"),
     dict(solver="cd", alpha_W=0.02, alpha_H=0.01, l1_ratio=0.3, init="nndsvd"),
-], ids=["hals", "cd", "mu-kl", "mu-beta0.5", "hals-penalties", "cd-penalties-nndsvd"])
+    dict(solver="emu", loss="kl", max_iter=30), dict(loss=1.5, max_iter=30),
+], ids=["hals", "cd", "mu-kl", "mu-beta0.5", "hals-penalties", "cd-penalties-nndsvd", "emu-kl", "auto-beta1.5"])
 def test_fit_equals_numpy_engine(client, X, kwargs):
     kwargs = {"max_iter": 8, **kwargs}
     a = core.fit(X, 5, **kwargs)
@@ -98,6 +99,10 @@ def test_fixed_factors(client, X):
     a = core.fit(X, 5, fix_H=H, loss="kl", max_iter=20)
     b = core.fit(X, 5, fix_H=H, loss="kl", max_iter=20, engine="dask", engine_options=options(client))
     assert b.options["solver"] == "mu"
+    assert_same_fit(a, b)
+    a = core.fit(X, 5, fix_H=H, loss=1.5, max_iter=20)
+    b = core.fit(X, 5, fix_H=H, loss=1.5, max_iter=20, engine="dask", engine_options=options(client))
+    assert b.options["solver"] == "emu"
     assert_same_fit(a, b)
 
 
@@ -144,7 +149,8 @@ def test_dask_array_and_npy_folder_inputs(client, X, tmp_path):
         np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
 
 
-def test_task_graph_does_not_grow_over_iterations(client, X):
+@pytest.mark.parametrize("kwargs", [dict(solver="hals"), dict(solver="emu", loss="kl")], ids=["hals", "emu"])
+def test_task_graph_does_not_grow_over_iterations(client, X, kwargs):
     held = []
 
     def count(info):
@@ -156,8 +162,8 @@ def test_task_graph_does_not_grow_over_iterations(client, X):
             time.sleep(0.02)
         held.append(min(seen))
 
-    result = core.fit(X, 5, solver="hals", max_iter=14, tol=0, callback=count, engine="dask",
-                      engine_options=options(client))
+    result = core.fit(X, 5, max_iter=14, tol=0, callback=count, engine="dask", engine_options=options(client),
+                      **kwargs)
     assert result.n_iter == 14
     # Old futures are released as new ones replace them: what the scheduler holds stays flat.
     assert max(held[8:]) <= max(held[2:8]) + 4, held

@@ -43,12 +43,66 @@ def assert_same(a, b):
     dict(solver="cd", tol=1e-3),
     dict(solver="mu", loss="kl"),
     dict(solver="hals", alpha_W=0.01, l1_ratio=0.5, init="random"),
-], ids=["hals", "cd", "mu-kl", "hals-penalties-random"])
+    dict(loss="kl", max_iter=40), dict(loss=1.5, max_iter=40), dict(loss="is", max_iter=40),
+    dict(loss=0.5, alpha_W=0.01, l1_ratio=1.0, max_iter=40),
+], ids=["hals", "cd", "mu-kl", "hals-penalties-random", "emu-kl", "emu-beta1.5", "emu-is", "emu-beta0.5-l1"])
 def test_hdf5_in_row_blocks_equals_in_memory_fit(X, h5_path, kwargs):
     kwargs = {"max_iter": 8, **kwargs}
     a = core.fit(X, 5, **kwargs)
     b = core.fit(h5_path, 5, engine_options={"chunk_rows": 70}, **kwargs)
     assert_same(a, b)
+    assert "solver" in kwargs or b.options["solver"] == "emu", "auto runs emu out of core"
+
+
+@pytest.mark.parametrize("loss", ["kl", 1.5])
+def test_emu_in_row_blocks_with_a_fixed_factor_equals_in_memory(X, h5_path, loss):
+    """transform's flow out of core: emu (asked for KL, auto for other β) on W blocks against a fixed H."""
+    H = np.random.RandomState(3).rand(5, X.shape[1])
+    a = core.fit(X, 5, loss=loss, solver="emu", fix_H=H, max_iter=40)
+    b = core.fit(h5_path, 5, loss=loss, solver="emu", fix_H=H, max_iter=40, engine_options={"chunk_rows": 70})
+    assert_same(a, b)
+    assert np.array_equal(b.H, H)
+    auto = core.fit(h5_path, 5, loss=loss, fix_H=H, max_iter=40, engine_options={"chunk_rows": 70})
+    assert auto.options["solver"] == ("mu" if loss == "kl" else "emu")
+
+
+def test_emu_in_row_blocks_rejects_a_step_that_raises_the_bound(tmp_path, monkeypatch):
+    """As in memory (test_core, the same data): extrapolating every block to a constant (from
+    which mu stays rank one) is rejected every time, the blocks kept, and the next step plain,
+    so 20 emu iterations are 10 of mu, bit for bit."""
+    from nmfcli.solvers import mu
+
+    def far_off(A, before, beta):
+        before[...] = float(A.mean())
+        return before
+
+    X = np.abs(np.random.RandomState(4).randn(60, 50)) ** 2 + 0.01
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=X)
+    monkeypatch.setattr(mu, "extrapolate", far_off)
+    spec, options = f"{tmp_path / 'x.h5'}::/X", {"chunk_rows": 25}
+    r = core.fit(spec, 5, loss="kl", solver="emu", tol=0, max_iter=20, engine_options=options)
+    plain = core.fit(spec, 5, loss="kl", solver="mu", tol=0, max_iter=10, engine_options=options)
+    assert np.array_equal(r.W, plain.W) and np.array_equal(r.H, plain.H)
+
+
+def test_emu_in_row_blocks_resumes_from_a_callback_checkpoint(X, h5_path):
+    """The checkpoint keeps W_before and H_before (gathered as W is): the resumed fit goes on exactly."""
+    options = {"chunk_rows": 70}
+    full = core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, engine_options=options)
+    saved = {}
+
+    def stop_at_13(info):
+        if info.iteration == 13:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, callback=stop_at_13, engine_options=options)
+    assert saved["W_before"].shape == (300, 5) and saved["solver_state"]["beta"] > 0
+    rest = core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, resume=saved, engine_options=options)
+    assert rest.options["solver"] == "emu"
+    np.testing.assert_allclose(rest.W, full.W, rtol=1e-12, atol=1e-12)
+    assert rest.history == pytest.approx(full.history, rel=1e-12)
 
 
 def test_only_one_block_is_read_at_a_time(X, h5_path, monkeypatch):

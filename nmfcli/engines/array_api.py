@@ -88,11 +88,11 @@ class ArrayEngine:
         """A context for the sweeps over the rows of factor A (the numpy engine sets BLAS threads)."""
         return contextlib.nullcontext()
 
-    # What solver "auto" runs for the Frobenius loss on this engine, and whether the
-    # extrapolated solvers (ehals, emu) run here (core.engine_solver; the blockwise loops
-    # answer the same questions).
+    # What solver "auto" runs for the Frobenius loss on this engine, and which of the
+    # extrapolated solvers run here (core.engine_solver; the blockwise loops answer the
+    # same questions).
     default_frobenius_solver = "ehals"
-    runs_extrapolated = True
+    extrapolated = ("ehals", "emu")
 
     @property
     def where(self):

@@ -147,28 +147,56 @@ def frobenius_finish(src, dtype, Wt, l1_W, l2_W):
     return frobenius_products(BlockEngine(load(src, dtype)), Wt, l1_W, l2_W)
 
 
-def mu_step(src, dtype, W, H, beta, l1_W, l2_W, gamma, update_W, h_side):
+def mu_step(src, dtype, W, H, beta, l1_W, l2_W, gamma, update_W, h_side, W_before=None, extrapolation=None,
+            bound=None):
     """The W half of a multiplicative-update iteration on one block, and the block's share of the H update.
 
     W_b (m_b×k) is updated by ``mu.update_W`` itself (row-local); then, for the H
     update, WᵀX_b and WᵀW_b (beta 2) or the two products of ``mu_products`` (other
     betas), and for beta 1 the column sums of W_b.
+
+    emu's step (core._emu_loop, per block): with ``extrapolation`` (its β), W_b starts
+    from mu.extrapolate(W_b, W_before_b); ``bound`` says which update gives the bound.
+    "H": the H update's (the divergence's terms for KL and Itakura-Saito, from
+    mu_products, and W_b's penalties after its update); "W" (H fixed): W_b's update's
+    own bound, and W_b's L2 penalty where that update starts. Both add up over blocks.
     """
     eng = BlockEngine(load(src, dtype))
-    if update_W:
-        W = np.array(W, copy=True)
-        mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, {}, keep_cache=False)
     stats = {}
+    if update_W:
+        W = np.array(W, copy=True) if extrapolation is None else \
+            mu.extrapolate(W, np.array(W_before, copy=True), extrapolation)
+        if bound == "W":
+            stats["penalty_W"] = cd.penalty(W, 0.0, l2_W)
+        block_bound = mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, {}, keep_cache=False, bound=bound == "W")
+        if bound == "W":
+            stats["bound"] = block_bound
+    if bound == "H":
+        stats["penalty_W"] = cd.penalty(W, l1_W, l2_W)
     if h_side:
         if beta == 2:
             stats["WtX"], stats["WtW"] = eng.WtX(W), W.T @ W
         else:
-            stats["numerator"], denominator = eng.mu_products(W, H, beta, "H")
-            if denominator is not None:
-                stats["denominator"] = denominator
+            products = eng.mu_products(W, H, beta, "H", divergence=True) if bound == "H" and beta in (0, 1) \
+                else eng.mu_products(W, H, beta, "H")
+            stats["numerator"] = products[0]
+            if products[1] is not None:
+                stats["denominator"] = products[1]
+            if len(products) == 3:
+                stats["terms"] = products[2]
             if beta == 1:
                 stats["W_sum"] = np.sum(W, axis=0)
     return W, stats
+
+
+def emu_step(src, dtype, W, W_before, H, **kwargs):
+    """mu_step with the block's W before its last step (blocks are the map's positional arguments)."""
+    return mu_step(src, dtype, W, H, W_before=W_before, **kwargs)
+
+
+def power_sum(src, dtype, beta):
+    """Σ X_b^β (emu's slack, core._emu_rounding)."""
+    return {"power_sum": BlockEngine(load(src, dtype)).power_sum(beta)}
 
 
 def divergence(src, dtype, W, H, beta, l1_W, l2_W, transposed, squared=False):

@@ -128,7 +128,7 @@ class CupyEngine(ArrayEngine):
     # replays (the bug fixed in _record), and ehals decides on them. Until a GPU run confirms
     # the fix (bench/gpu_history_check.py), it is not offered here, nor emu (KL and
     # Itakura-Saito), which has not run on a GPU yet: "auto" runs mu for those.
-    runs_extrapolated = False
+    extrapolated = ()
 
     def __init__(self, X, dtype):
         if not gpu_available():

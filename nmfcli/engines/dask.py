@@ -45,12 +45,15 @@ DELTA = 0.1  # the inner stopping rule of accelerated HALS, as in cd.hals_iterat
 
 class Blockwise:
     """What the blockwise loop (this engine's, and the numpy engine's out of core) runs, for
-    core.engine_solver: hals for "auto" under the Frobenius loss, mu under the others, and
-    neither ehals nor emu."""
+    core.engine_solver: hals for "auto" under the Frobenius loss, and emu, not ehals (whose
+    every step would need the objective of extrapolated W blocks: one more pass over X)."""
 
     default_frobenius_solver = "hals"
-    runs_extrapolated = False
+    extrapolated = ("emu",)
     where = "on the dask engine or out of core (--chunk-rows)"
+
+
+MU = ("mu", "emu")  # the multiplicative solvers, which keep W blocks (m_b×k) and start from constants
 
 
 def _distributed():
@@ -319,7 +322,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
     loss_name, beta, checked = core.check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
-    solver = core.engine_solver(solver, checked, Blockwise)
+    solver = core.engine_solver(solver, checked, Blockwise, resume, fixed=fix_W is not None or fix_H is not None,
+                                beta=beta)
 
     with _session(scheduler, workers, memory_limit) as client:
         blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)
@@ -339,7 +343,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         )
         run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
                    callback, start, core, output, progress)
-        transposed = solver != "mu"  # hals/cd keep Wᵀ blocks (k×m_b), mu keeps W blocks (m_b×k)
+        transposed = solver not in MU  # hals/cd keep Wᵀ blocks (k×m_b), mu and emu W blocks (m_b×k)
 
         if options["solver"] == "nnls":
             return run.exact(fix_W, fix_H)
@@ -359,6 +363,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             W = blocks.scatter_rows(fix_W, transposed)
         if fix_H is not None:
             H = fix_H
+        if solver == "emu":
+            return run.emu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
         if solver == "mu":
             return run.mu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
         return run.cd_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
@@ -394,7 +400,7 @@ class _Run:
     def initial_factors(self, k, init, seed, mean, W0, H0, fix_W, fix_H, transposed):
         blocks, dtype = self.blocks, self.blocks.dtype
         m, n = blocks.shape
-        value = np.sqrt(mean / k) if self.options["solver"] == "mu" else 0.0
+        value = np.sqrt(mean / k) if self.options["solver"] in MU else 0.0
         if fix_H is not None and W0 is None:
             # scikit-learn's transform start, created on the workers (never embedded in the graph).
             rows = [s.stop - s.start for s in blocks.row_slices]
@@ -442,19 +448,30 @@ class _Run:
         return writer.spec
 
     # ---- reporting
-    def ask(self, run, n_iter, W, H, transposed):
-        """What calls the callback after iteration n_iter (None when there is none), as core's loops do."""
+    def ask(self, run, n_iter, W, H, transposed, before=None):
+        """What calls the callback after iteration n_iter (None when there is none), as core's loops do.
+
+        ``before``: emu's (W_before blocks, H_before), which its checkpoints keep too.
+        """
         if self.callback is None:
             return None
 
         def ask():
             lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
             return self.core._call(self.callback, n_iter, self.options["max_iter"], run.history, self.start, lazy, H,
-                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H))
+                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H, before))
         return ask
 
-    def checkpoint(self, run, n_iter, W, H):
-        return self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
+    def checkpoint(self, run, n_iter, W, H, before=None):
+        """core.checkpoint's state; with emu's ``before``, its W_before (blocks, gathered here, or
+        None) and H_before."""
+        state = self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
+        if before is not None:
+            W_before, H_before = before
+            state["W_before"] = (None if W_before is None else
+                                 np.asarray(_LazyFactor(self.blocks, W_before, False, self.options["k"])))
+            state["H_before"] = np.array(H_before, copy=True)
+        return state
 
     def result(self, W, H, run, checkpoint, transposed):
         l1_W, _, l2_W, _ = self.reg
@@ -608,19 +625,35 @@ class _Run:
                                                l1_W=l1_W, l2_W=l2_W, transposed=False))
         return s["divergence"], s["penalty_W"]
 
-    def mu_loop(self, W, H, resume):
-        """core._mu_loop with update_W per block and the H update from products reduced over blocks."""
-        blocks, options, beta = self.blocks, self.options, self.beta
-        max_iter, tol = options["max_iter"], options["tol"]
-        l1_W, _, l2_W, _ = self.reg
-        update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
-        gamma = mu.gamma_for(beta)
-        run = self.core.FitLoop(resume, {})
+    def _mu_start(self, run, W, H):
+        """core._mu_start: the divergence at the initial factors, recorded as iteration 0 (not on a resume)."""
         if not run.resumed:
             divergence, penalty_W = self.divergence(W, H)
             error_at_init = reconstruction_error(divergence)
             run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
             run.record(0, self.objective(divergence, penalty_W, H))
+
+    def _mu_test(self, run, n_iter, W, H):
+        """core._mu_test: every mu.CHECK_EVERY iterations, the exact divergence and the stop; else False."""
+        if n_iter % mu.CHECK_EVERY:
+            return False
+        divergence, penalty_W = self.divergence(W, H)
+        run.record(n_iter, self.objective(divergence, penalty_W, H))
+        return mu.converged(run.state, reconstruction_error(divergence), self.options["tol"])
+
+    def power_sum(self, beta):
+        """Σ X^β over the blocks."""
+        return self.blocks.reduce(self.blocks.map(chunked.power_sum, beta=beta))["power_sum"]
+
+    def mu_loop(self, W, H, resume):
+        """core._mu_loop with update_W per block and the H update from products reduced over blocks."""
+        blocks, options, beta = self.blocks, self.options, self.beta
+        max_iter = options["max_iter"]
+        l1_W, _, l2_W, _ = self.reg
+        update_W_, update_H_ = options["fixed"] != "W", options["fixed"] != "H"
+        gamma = mu.gamma_for(beta)
+        run = self.core.FitLoop(resume, {})
+        self._mu_start(run, W, H)
         for n_iter in range(run.first, max_iter + 1):
             tasks = blocks.tasks
             res = blocks.map(chunked.mu_step, W, H=blocks.scatter(H), beta=beta, l1_W=l1_W, l2_W=l2_W,
@@ -632,16 +665,69 @@ class _Run:
             elif not isinstance(blocks.client, chunked.SerialClient):
                 _distributed().wait(W)
             del res
-            done = False
-            if n_iter % mu.CHECK_EVERY == 0:
-                divergence, penalty_W = self.divergence(W, H)
-                run.record(n_iter, self.objective(divergence, penalty_W, H))
-                done = mu.converged(run.state, reconstruction_error(divergence), tol)
-            else:
+            done = self._mu_test(run, n_iter, W, H)
+            if n_iter % mu.CHECK_EVERY:
                 self.tasks_per_iteration.append(blocks.tasks - tasks)
             if run.finish_iteration(n_iter, done, self.ask(run, n_iter, W, H, False)):
                 break
         return self.result(W, H, run, self.checkpoint(run, run.n_iter, None, H), False)
+
+    def emu_loop(self, W, H, resume):
+        """core._emu_loop with the W updates (from W blocks extrapolated on the workers) per block,
+        and the H update, its bound included, from products reduced over blocks: the bound is
+        a sum over blocks (the divergence is, and so are the terms it is read from). Rejected
+        steps cost nothing more: the blocks' futures are dropped and the current ones kept."""
+        blocks, options, beta = self.blocks, self.options, self.beta
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        free_W, free_H = options["fixed"] != "W", options["fixed"] != "H"
+        gamma = mu.gamma_for(beta)
+        core = self.core
+        run = core.FitLoop(resume, {"beta": mu.EMU_BETA_START, "beta_cap": 1.0, "bound": None})
+        self._mu_start(run, W, H)
+        W_before, H_before = W, H  # a step from an iterate to itself: none (futures and H are never changed in place)
+        if resume is not None and resume.get("W_before") is not None:
+            W_before = blocks.scatter_rows(np.asarray(resume["W_before"], dtype=blocks.dtype)) if free_W else W
+            H_before = np.array(resume["H_before"], dtype=blocks.dtype) if free_H else H
+        slack = core.SLACK_ROUNDINGS * core._emu_rounding(beta, blocks.dtype, blocks.shape, lambda: self.sqnorm,
+                                                           self.power_sum)
+        for n_iter in range(run.first, options["max_iter"] + 1):
+            tasks = blocks.tasks
+            bound = run.state["bound"]
+            plain = bound is None
+            b = run.state["beta"]
+            H_next = H if not free_H else np.array(H, copy=True) if plain else \
+                mu.extrapolate(H, np.array(H_before, copy=True), b)
+            res = blocks.map(chunked.emu_step, W, W_before, H=blocks.scatter(H_next), beta=beta, l1_W=l1_W, l2_W=l2_W,
+                             gamma=gamma, update_W=free_W, h_side=free_H, extrapolation=None if plain else b,
+                             bound="H" if free_H else "W")
+            W_next = blocks.pick(res, 0) if free_W else W
+            s = blocks.reduce(blocks.pick(res, 1))
+            del res
+            # core._emu_loop's bound and penalties, summed over blocks
+            if free_H:
+                next_bound = mu.update_H(_Reduced(s), _ReducedW(s), H_next, beta, l1_H, l2_H, gamma, bound=True)
+                next_bound += s["penalty_W"] + cd.penalty(H_next, 0.0, l2_H)
+            else:
+                next_bound = s["bound"] + s["penalty_W"] + cd.penalty(H_next, l1_H, l2_H)
+            accepted = plain or next_bound <= bound + slack
+            if not plain:
+                cd.ehals_beta(run.state, accepted)
+            if accepted:
+                W_before, W, H_before, H = W, W_next, H, H_next
+                run.state["bound"] = float(next_bound if plain else min(next_bound, bound))
+            else:
+                W_before, H_before = W, H
+                run.state["bound"] = None
+            del W_next
+            done = self._mu_test(run, n_iter, W, H)
+            if n_iter % mu.CHECK_EVERY:
+                self.tasks_per_iteration.append(blocks.tasks - tasks)
+            if run.finish_iteration(n_iter, done, self.ask(run, n_iter, W, H, False, (W_before, H_before))):
+                break
+        # W_before gathered as W is (result), unless W goes to a file block by block: the
+        # checkpoint then resumes with one plain step.
+        final = self.checkpoint(run, run.n_iter, None, H, (W_before if self.output is None else None, H_before))
+        return self.result(W, H, run, final, False)
 
     def _mu_update_H(self, H, s, gamma):
         """mu.update_H itself, fed the products reduced over blocks instead of W and X."""
@@ -658,7 +744,9 @@ class _Reduced:
     def WtX(self, W):
         return self.s["WtX"]
 
-    def mu_products(self, W, H, beta, side):
+    def mu_products(self, W, H, beta, side, divergence=False):
+        if divergence:
+            return self.s["numerator"], self.s.get("denominator"), self.s["terms"]
         return self.s["numerator"], self.s.get("denominator")
 
 

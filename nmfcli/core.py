@@ -430,7 +430,7 @@ def engine_solver(requested, solver, engine, resume=None, fixed=False, beta=None
     1 or 0), a factor is ``fixed``. ``solver`` is check_options'.
     """
     if solver in PLAIN and requested == "auto":
-        if resume is not None and "beta" not in resume["solver_state"]:
+        if resume is not None and "beta" not in resume.get("solver_state", {}):
             # A checkpoint of the plain solver (no extrapolation β in its state: "auto" ran
             # hals before ehals and mu before emu): go on as it was.
             return PLAIN[solver]
@@ -773,10 +773,10 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     products); less what its step is sure to gain, that bounds the objective of the new
     iterate from above (mu.update_H, mu.update_W). The step is kept unless that bound rose
     above the lowest kept so far by more than its rounding (_emu_rounding); a rejected step
-    keeps the current iterate, shrinks β, and the next
-    iteration is plain mu. The stop is mu's (scikit-learn's test every 10 iterations, on the
-    exact divergence of the current iterate), and so is the history. With a fixed factor
-    (transform, --fix-H, --fix-W) the same runs on the free one.
+    keeps the current iterate, shrinks β, and the next iteration is plain mu. The stop is
+    mu's (scikit-learn's test every 10 iterations, on the exact divergence of the current
+    iterate), and so is the history. With a fixed factor (transform, --fix-H, --fix-W) the
+    same runs on the free one.
     """
     max_iter, tol = options["max_iter"], options["tol"]
     l1_W, l1_H, l2_W, l2_H = reg

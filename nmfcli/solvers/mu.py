@@ -121,8 +121,8 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
 def _bound(xp, W, H, A, terms, numerator, denominator, step, beta, l1, l2):
     """update_W's and update_H's ``bound``, before their ``step`` on A (W or H, times step):
     D + c + l1·ΣA at (W, H), less what the step is sure to gain (nothing is sure under the L2
-    penalty, whose update is a heuristic). ``terms``: for KL and Itakura-Saito, (the
-    divergence's terms there,) from engine.mu_products; empty for other β."""
+    penalty, whose update is a heuristic). ``terms``: for KL and Itakura-Saito a 1-tuple,
+    the divergence's terms there (engine.mu_products); empty for other β."""
     result = l1 * float(xp.sum(A))
     if beta == 1:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
         result += terms[0] + float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))

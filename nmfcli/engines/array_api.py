@@ -320,7 +320,10 @@ def ratio_and_power(xp, X, WH, beta):
         return ratio * X, ratio * WH
     if beta < 2:  # WH^(β−1) unclamped; at EPSILON and above it is max(WH, EPSILON)^(β−1)
         powered = power(xp, WH, beta - 1)
-        return X * (xp.maximum(powered, EPSILON ** (beta - 1)) / xp.maximum(WH, EPSILON)), powered
+        clamped = xp.maximum(powered, EPSILON ** (beta - 1))  # max(WH, EPSILON)^(β−1)
+        if beta == 1.5:  # max(WH, EPSILON)^(−½) is its reciprocal: two passes fewer
+            return X / clamped, powered
+        return X * (clamped / xp.maximum(WH, EPSILON)), powered
     ratio = power(xp, WH, beta - 2)
     return ratio * X, ratio * WH
 

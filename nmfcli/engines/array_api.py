@@ -314,10 +314,10 @@ def ratio_and_power(xp, X, WH, beta):
     EPSILON in the first for β < 2, in the second for β < 1), from one power instead of two:
     the one's power times WH (raised where the one's was) is the other's. A general power
     costs 16-23 ns an entry in float64, the product 1."""
-    if beta < 1:
+    if beta < 1:  # X·max(WH, EPSILON)^(β−2) as X / max(WH, EPSILON) times the other block
         WH = xp.maximum(WH, EPSILON)
-        ratio = power(xp, WH, beta - 2)
-        return ratio * X, ratio * WH
+        powered = power(xp, WH, beta - 1)
+        return X / WH * powered, powered
     if beta < 2:  # WH^(β−1) unclamped; at EPSILON and above it is max(WH, EPSILON)^(β−1)
         powered = power(xp, WH, beta - 1)
         clamped = xp.maximum(powered, EPSILON ** (beta - 1))  # max(WH, EPSILON)^(β−1)

@@ -240,6 +240,10 @@ class NumpyEngine(ArrayEngine):
             return ratio, powered
         if beta < 1:
             np.maximum(WH, epsilon, out=WH)
+            powered = power_into(ratio, WH, beta - 1)
+            np.divide(X, WH, out=WH)
+            WH *= powered
+            return WH, powered
         power_into(ratio, WH, beta - 2)
         WH *= ratio
         ratio *= X

@@ -41,7 +41,7 @@ def test_fit_then_transform_on_a_dask_cluster_equal_the_numpy_engine(X, h5_file,
     out = tmp_path / "fit.nmf"
     run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "--engine", "dask", "--workers", 2, "--chunk-rows", 50,
             "--format", "h5", "-o", out, "-q", check=0)
-    expected = core.fit(X, K, solver="hals", max_iter=12)  # the default on Dask and out-of-core
+    expected = core.fit(X, K, max_iter=12)  # ehals, the default on Dask and out of core too
     with h5py.File(out / "W.h5", "r") as f:  # streamed block by block by the engine
         np.testing.assert_allclose(f["X"][...], expected.W, rtol=TOL, atol=TOL)
     model = nio.read_model(out / "model.h5")
@@ -63,7 +63,7 @@ def test_fit_then_transform_on_a_dask_cluster_equal_the_numpy_engine(X, h5_file,
 def test_chunk_rows_on_the_numpy_engine_reads_row_blocks_without_dask(X, h5_file, tmp_path):
     out = tmp_path / "ooc.nmf"
     run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "--chunk-rows", 64, "-o", out, "-q", check=0)
-    expected = core.fit(X, K, solver="hals", max_iter=12)  # the default on Dask and out-of-core
+    expected = core.fit(X, K, max_iter=12)  # ehals, the default on Dask and out of core too
     np.testing.assert_allclose(np.load(out / "W.npy"), expected.W, rtol=TOL, atol=TOL)
     np.testing.assert_allclose(np.load(out / "H.npy"), expected.H, rtol=TOL, atol=TOL)
     report = json.loads((out / "report.json").read_text())

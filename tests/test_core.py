@@ -619,7 +619,7 @@ def test_ehals_rejects_a_step_that_raises_the_objective(monkeypatch):
     np.testing.assert_allclose(seen, r.history, rtol=1e-9)
 
 
-def test_auto_is_ehals_in_memory_and_hals_blockwise():
+def test_auto_runs_the_extrapolated_solvers_where_the_engine_runs_them():
     from nmfcli.engines.dask import Blockwise
 
     def solver_on(engine, loss, solver):
@@ -627,15 +627,11 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
 
     numpy_engine = core.get_engine("numpy", np.ones((2, 2)), np.float64)
     assert solver_on(numpy_engine, "frobenius", "auto") == "ehals"
-    assert solver_on(Blockwise, "frobenius", "auto") == "hals"
+    assert solver_on(Blockwise, "frobenius", "auto") == "ehals"
     assert solver_on(Blockwise, "kl", "auto") == "emu"
     assert solver_on(Blockwise, 1.5, "auto") == "emu"
     assert solver_on(Blockwise, "frobenius", "hals") == "hals"
-    with pytest.raises(UsageError, match=r"^solver 'ehals' does not run on the dask engine or out of core "
-                                         r"\(--chunk-rows\); use solver 'hals'$"):
-        solver_on(Blockwise, "frobenius", "ehals")
-    with pytest.raises(UsageError, match="does not run on the dask engine"):  # before any data is read
-        core.fit("no-such-file.h5::/X", 2, solver="ehals", engine_options={"chunk_rows": 10})
+    assert solver_on(Blockwise, "frobenius", "ehals") == "ehals"
     with pytest.raises(UsageError, match="solver 'ehals' minimises the Frobenius loss only"):
         core.check_options("kl", "ehals", 0.0, "same", 0.0, 10, 1e-4)
     # KL: emu where the engine runs the extrapolated solvers, mu elsewhere (the cupy engine too)
@@ -650,6 +646,8 @@ def test_auto_is_ehals_in_memory_and_hals_blockwise():
     with pytest.raises(UsageError, match=r"^solver 'emu' does not run on the test engine; use solver 'mu'$"):
         solver_on(NoExtrapolation, "kl", "emu")
     assert solver_on(Blockwise, "kl", "emu") == "emu"
+    with pytest.raises(UsageError, match=r"^solver 'ehals' does not run on the test engine; use solver 'hals'$"):
+        solver_on(NoExtrapolation, "frobenius", "ehals")
     with pytest.raises(UsageError, match=r"^solver 'emu' minimises the other beta-divergences; use solver 'ehals' "
                                          r"for loss 'frobenius'$"):
         core.check_options(2, "emu", 0.0, "same", 0.0, 10, 1e-4)

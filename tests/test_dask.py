@@ -57,8 +57,9 @@ def assert_same_fit(a, b):
     dict(solver="mu", loss=0.5, init="random"),
     dict(solver="hals", alpha_W=0.01, l1_ratio=0.5, init="random"),
     dict(solver="cd", alpha_W=0.02, alpha_H=0.01, l1_ratio=0.3, init="nndsvd"),
-    dict(solver="emu", loss="kl", max_iter=30), dict(loss=1.5, max_iter=30),
-], ids=["hals", "cd", "mu-kl", "mu-beta0.5", "hals-penalties", "cd-penalties-nndsvd", "emu-kl", "auto-beta1.5"])
+    dict(solver="emu", loss="kl", max_iter=30), dict(loss=1.5, max_iter=30), dict(max_iter=30),
+], ids=["hals", "cd", "mu-kl", "mu-beta0.5", "hals-penalties", "cd-penalties-nndsvd", "emu-kl", "auto-beta1.5",
+        "auto-ehals"])
 def test_fit_equals_numpy_engine(client, X, kwargs):
     kwargs = {"max_iter": 8, **kwargs}
     a = core.fit(X, 5, **kwargs)
@@ -128,7 +129,7 @@ def test_hdf5_read_lazily_on_the_workers_and_W_written_in_blocks(client, X, tmp_
     path = tmp_path / "x.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("data/X", data=X, chunks=(25, 80))
-    a = core.fit(X, 5, solver="hals", max_iter=8)  # the Dask engine's default
+    a = core.fit(X, 5, max_iter=8)  # ehals, the default on the Dask engine too
     out = f"{tmp_path / 'w.h5'}::/W"
     b = core.fit(f"{path}::/data/X", 5, max_iter=8, engine="dask",
                  engine_options=options(client, persist=False, output=out))
@@ -149,7 +150,8 @@ def test_dask_array_and_npy_folder_inputs(client, X, tmp_path):
         np.testing.assert_allclose(b.W, a.W, rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize("kwargs", [dict(solver="hals"), dict(solver="emu", loss="kl")], ids=["hals", "emu"])
+@pytest.mark.parametrize("kwargs", [dict(solver="hals"), dict(solver="ehals"), dict(solver="emu", loss="kl")],
+                         ids=["hals", "ehals", "emu"])
 def test_task_graph_does_not_grow_over_iterations(client, X, kwargs):
     held = []
 

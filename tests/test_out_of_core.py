@@ -45,13 +45,16 @@ def assert_same(a, b):
     dict(solver="hals", alpha_W=0.01, l1_ratio=0.5, init="random"),
     dict(loss="kl", max_iter=40), dict(loss=1.5, max_iter=40), dict(loss="is", max_iter=40),
     dict(loss=0.5, alpha_W=0.01, l1_ratio=1.0, max_iter=40),
-], ids=["hals", "cd", "mu-kl", "hals-penalties-random", "emu-kl", "emu-beta1.5", "emu-is", "emu-beta0.5-l1"])
+    dict(max_iter=40), dict(solver="ehals", alpha_W=0.01, l1_ratio=0.5, init="random", max_iter=40),
+], ids=["hals", "cd", "mu-kl", "hals-penalties-random", "emu-kl", "emu-beta1.5", "emu-is", "emu-beta0.5-l1",
+        "ehals", "ehals-penalties-random"])
 def test_hdf5_in_row_blocks_equals_in_memory_fit(X, h5_path, kwargs):
     kwargs = {"max_iter": 8, **kwargs}
     a = core.fit(X, 5, **kwargs)
     b = core.fit(h5_path, 5, engine_options={"chunk_rows": 70}, **kwargs)
     assert_same(a, b)
-    assert "solver" in kwargs or b.options["solver"] == "emu", "auto runs emu out of core"
+    assert "solver" in kwargs or b.options["solver"] == ("ehals" if "loss" not in kwargs else "emu"), \
+        "auto runs the extrapolated solvers out of core"
 
 
 @pytest.mark.parametrize("loss", ["kl", 1.5])
@@ -86,10 +89,29 @@ def test_emu_in_row_blocks_rejects_a_step_that_raises_the_bound(tmp_path, monkey
     assert np.array_equal(r.W, plain.W) and np.array_equal(r.H, plain.H)
 
 
-def test_emu_in_row_blocks_resumes_from_a_callback_checkpoint(X, h5_path):
-    """The checkpoint keeps W_before and H_before (gathered as W is): the resumed fit goes on exactly."""
+def test_ehals_in_row_blocks_rejects_a_step_that_raises_the_objective(X, h5_path, monkeypatch):
+    """As in memory (test_core): extrapolating every block to zero is rejected every time, so
+    only the plain iterations (1, 2, 10, 20) move: 25 ehals iterations are 4 of hals, bit for bit."""
+    from nmfcli.solvers import cd
+
+    def to_zero(A, before, beta):
+        before[...] = 0.0
+        return before
+
+    monkeypatch.setattr(cd, "extrapolate", to_zero)
     options = {"chunk_rows": 70}
-    full = core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, engine_options=options)
+    r = core.fit(h5_path, 5, solver="ehals", tol=0, max_iter=25, engine_options=options)
+    plain = core.fit(h5_path, 5, solver="hals", tol=0, max_iter=4, engine_options=options)
+    assert np.array_equal(r.W, plain.W) and np.array_equal(r.H, plain.H)
+    assert r.history[-1] == plain.history[-1]
+
+
+@pytest.mark.parametrize("loss", ["frobenius", 1.5])
+def test_extrapolated_solvers_in_row_blocks_resume_from_a_callback_checkpoint(X, h5_path, loss):
+    """ehals's and emu's checkpoints keep W_before and H_before (gathered as W is): the resumed
+    fit goes on exactly."""
+    options = {"chunk_rows": 70}
+    full = core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, engine_options=options)
     saved = {}
 
     def stop_at_13(info):
@@ -97,10 +119,10 @@ def test_emu_in_row_blocks_resumes_from_a_callback_checkpoint(X, h5_path):
             saved.update(info.checkpoint())
             return "interrupted"
 
-    core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, callback=stop_at_13, engine_options=options)
+    core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, callback=stop_at_13, engine_options=options)
     assert saved["W_before"].shape == (300, 5) and saved["solver_state"]["beta"] > 0
-    rest = core.fit(h5_path, 5, loss=1.5, tol=0, max_iter=30, resume=saved, engine_options=options)
-    assert rest.options["solver"] == "emu"
+    rest = core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, resume=saved, engine_options=options)
+    assert rest.options["solver"] == ("ehals" if loss == "frobenius" else "emu")
     np.testing.assert_allclose(rest.W, full.W, rtol=1e-12, atol=1e-12)
     assert rest.history == pytest.approx(full.history, rel=1e-12)
 

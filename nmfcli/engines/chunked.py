@@ -189,6 +189,11 @@ def mu_step(src, dtype, W, H, beta, l1_W, l2_W, gamma, update_W, h_side, W_befor
     return W, stats
 
 
+def extrapolate_block(Wt, Wt_before, beta):
+    """ehals's extrapolation of a block of Wᵀ (cd.extrapolate), without X."""
+    return cd.extrapolate(Wt, np.array(Wt_before, copy=True), beta)
+
+
 def emu_step(src, dtype, W, W_before, H, **kwargs):
     """mu_step with the block's W before its last step (blocks are the map's positional arguments)."""
     return mu_step(src, dtype, W, H, W_before=W_before, **kwargs)

@@ -45,11 +45,12 @@ DELTA = 0.1  # the inner stopping rule of accelerated HALS, as in cd.hals_iterat
 
 class Blockwise:
     """What the blockwise loop (this engine's, and the numpy engine's out of core) runs, for
-    core.engine_solver: hals for "auto" under the Frobenius loss, and emu, not ehals (whose
-    every step would need the objective of extrapolated W blocks: one more pass over X)."""
+    core.engine_solver: both extrapolated solvers, and ehals for "auto" under the Frobenius
+    loss (out of core, low rank 5000×2000 and image patches 20000×64, k = 10: scikit-learn's
+    error in 16 and 14 iterations against hals's 31 and 29, 1.6-2.0× sooner)."""
 
-    default_frobenius_solver = "hals"
-    extrapolated = ("emu",)
+    default_frobenius_solver = "ehals"
+    extrapolated = ("ehals", "emu")
     where = "on the dask engine or out of core (--chunk-rows)"
 
 
@@ -367,6 +368,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             return run.emu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
         if solver == "mu":
             return run.mu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
+        if solver == "ehals":
+            return run.ehals_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
         return run.cd_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
 
 
@@ -451,7 +454,7 @@ class _Run:
     def ask(self, run, n_iter, W, H, transposed, before=None):
         """What calls the callback after iteration n_iter (None when there is none), as core's loops do.
 
-        ``before``: emu's (W_before blocks, H_before), which its checkpoints keep too.
+        ``before``: the extrapolated solvers' (W_before blocks, H_before), which their checkpoints keep too.
         """
         if self.callback is None:
             return None
@@ -459,17 +462,17 @@ class _Run:
         def ask():
             lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
             return self.core._call(self.callback, n_iter, self.options["max_iter"], run.history, self.start, lazy, H,
-                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H, before))
+                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H, before, transposed))
         return ask
 
-    def checkpoint(self, run, n_iter, W, H, before=None):
-        """core.checkpoint's state; with emu's ``before``, its W_before (blocks, gathered here, or
-        None) and H_before."""
+    def checkpoint(self, run, n_iter, W, H, before=None, transposed=False):
+        """core.checkpoint's state; with ehals's or emu's ``before``, their W_before (blocks, of
+        Wᵀ when ``transposed``, gathered here as m×k; or None) and H_before."""
         state = self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
         if before is not None:
             W_before, H_before = before
             state["W_before"] = (None if W_before is None else
-                                 np.asarray(_LazyFactor(self.blocks, W_before, False, self.options["k"])))
+                                 np.asarray(_LazyFactor(self.blocks, W_before, transposed, self.options["k"])))
             state["H_before"] = np.array(H_before, copy=True)
         return state
 
@@ -534,46 +537,13 @@ class _Run:
         """core._cd_loop with the W sweeps run per block and WᵀX, WᵀW reduced over blocks."""
         blocks, options = self.blocks, self.options
         solver, max_iter, tol = options["solver"], options["max_iter"], options["tol"]
-        l1_W, l1_H, l2_W, l2_H = self.reg
-        m, n = blocks.shape
-        k = H.shape[0]
-        inner = (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+        inner = self._inner_sweeps(H.shape[0])
         run = self.core.FitLoop(resume, {"violation_init": None})
         cache = {}
         for n_iter in range(run.first, max_iter + 1):
             tasks = blocks.tasks
-            HHt = cache.get("HHt")
-            if HHt is None:
-                HHt = H @ H.T
-            G, _ = cd.gram_and_cross_from(HHt, None, 0.0, l2_W)
-            Hf = blocks.scatter(H)
-            if solver == "cd":
-                res = blocks.map(chunked.frobenius_w_step, Wt, H=Hf, G=G, l1_W=l1_W, l2_W=l2_W,
-                                 want_pg=False, mode="cd", finish=True)
-                Wt = blocks.pick(res, 0)
-                s = blocks.reduce(blocks.pick(res, 2))
-                del res
-                violation = s["violation"]
-                GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
-                violation += float(cd.sweep(H, GH, RH))
-            else:
-                violation = None
-                if cd.hals_check_due(n_iter, run.state["violation_init"]):
-                    if "WtX" not in cache:  # after a resume
-                        s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
-                        cache.update(WtW=s["WtW"], WtX=s["WtX"])
-                    GH, RH = cd.gram_and_cross_from(cache["WtW"], cache["WtX"], l1_H, l2_H)
-                    violation = float(cd.projected_gradient_norm(H, GH, RH))
-                Wt, s = self._hals_W(Wt, Hf, G, inner[0], violation is not None)
-                if violation is not None:
-                    violation += s["pg"]
-                GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
-                cd.block_sweeps(H, GH, RH, inner[1], DELTA)
-            del Hf
-            HHt = H @ H.T
-            cache.update(HHt=HHt, WtW=s["WtW"], WtX=s["WtX"])
-            objective = cd.frobenius_objective(self.sqnorm, s["WtX"], H, s["WtW"], HHt)
-            objective += s["penalty_W"] + cd.penalty(H, l1_H, l2_H)
+            check = solver == "hals" and cd.hals_check_due(n_iter, run.state["violation_init"])
+            Wt, violation, objective = self._frobenius_iteration(Wt, H, cache, check, inner)
             if solver == "cd":
                 done = cd.cd_converged(run.state, violation, tol)
             else:
@@ -583,6 +553,95 @@ class _Run:
             if run.finish_iteration(n_iter, done, self.ask(run, n_iter, Wt, H, True)):
                 break
         return self.result(Wt, H, run, self.checkpoint(run, run.n_iter, None, H), True)
+
+    def ehals_loop(self, Wt, H, resume):
+        """core._ehals_loop with Wᵀ's blocks extrapolated where they live (chunked.extrapolate_block)
+        and the iteration of cd_loop's hals: its objective comes from the products reduced over
+        blocks anyway, so the test costs no pass over X. Rejected steps only drop new blocks."""
+        blocks, options = self.blocks, self.options
+        max_iter, tol = options["max_iter"], options["tol"]
+        inner = self._inner_sweeps(H.shape[0])
+        run = self.core.FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
+        Wt_before, H_before = Wt, H  # futures and H_before are never changed in place
+        if resume is not None and resume.get("W_before") is not None:
+            Wt_before = blocks.scatter_rows(np.asarray(resume["W_before"], dtype=blocks.dtype), transposed=True)
+            H_before = np.array(resume["H_before"], dtype=blocks.dtype)
+        objective = run.history[-1] if run.history else None
+        slack = float(np.finfo(blocks.dtype).eps) * self.sqnorm  # as core._ehals_loop's
+        cache = {}
+        for n_iter in range(run.first, max_iter + 1):
+            tasks = blocks.tasks
+            check = cd.hals_check_due(n_iter, run.state["violation_init"])
+            plain = check or objective is None
+            if plain:
+                Wt_next, H_next = Wt, np.array(H, copy=True)
+            else:
+                b = run.state["beta"]
+                Wt_next = blocks.each(chunked.extrapolate_block, Wt, Wt_before, beta=b)
+                H_next = cd.extrapolate(H, np.array(H_before, copy=True), b)
+            next_cache = cache if check else {}
+            Wt_next, violation, next_objective = self._frobenius_iteration(Wt_next, H_next, next_cache, check, inner)
+            accepted = plain or bool(next_objective <= objective + slack)  # plain HALS never raises it
+            if not plain:
+                cd.ehals_beta(run.state, accepted)
+            if accepted:
+                Wt_before, Wt, H_before, H = Wt, Wt_next, H, H_next
+                objective, cache = next_objective, next_cache
+            else:
+                Wt_before, H_before = Wt, H
+            del Wt_next
+            done = cd.hals_converged(run.state, violation, tol)
+            run.record(n_iter, objective)
+            self.tasks_per_iteration.append(blocks.tasks - tasks)
+            if run.finish_iteration(n_iter, done, self.ask(run, n_iter, Wt, H, True, (Wt_before, H_before))):
+                break
+        final = self.checkpoint(run, run.n_iter, None, H, (Wt_before if self.output is None else None, H_before),
+                                transposed=True)
+        return self.result(Wt, H, run, final, True)
+
+    def _inner_sweeps(self, k):
+        m, n = self.blocks.shape
+        return cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k)
+
+    def _frobenius_iteration(self, Wt, H, cache, check, inner):
+        """One cd or hals iteration (options' solver) from Wᵀ's blocks and H, which is updated in place:
+        (Wᵀ's new blocks, the violation (cd's; hals's with ``check``, else None), the objective).
+        ``cache`` holds HHᵀ, WᵀW and WᵀX of the iterate it starts from (what it lacks is
+        computed) and is updated to the new one's."""
+        blocks = self.blocks
+        l1_W, l1_H, l2_W, l2_H = self.reg
+        HHt = cache.get("HHt")
+        if HHt is None:
+            HHt = H @ H.T
+        G, _ = cd.gram_and_cross_from(HHt, None, 0.0, l2_W)
+        Hf = blocks.scatter(H)
+        if self.options["solver"] == "cd":
+            res = blocks.map(chunked.frobenius_w_step, Wt, H=Hf, G=G, l1_W=l1_W, l2_W=l2_W,
+                             want_pg=False, mode="cd", finish=True)
+            Wt = blocks.pick(res, 0)
+            s = blocks.reduce(blocks.pick(res, 2))
+            del res
+            violation = s["violation"]
+            GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
+            violation += float(cd.sweep(H, GH, RH))
+        else:
+            violation = None
+            if check:
+                if "WtX" not in cache:  # after a resume
+                    s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
+                    cache.update(WtW=s["WtW"], WtX=s["WtX"])
+                GH, RH = cd.gram_and_cross_from(cache["WtW"], cache["WtX"], l1_H, l2_H)
+                violation = float(cd.projected_gradient_norm(H, GH, RH))
+            Wt, s = self._hals_W(Wt, Hf, G, inner[0], violation is not None)
+            if violation is not None:
+                violation += s["pg"]
+            GH, RH = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
+            cd.block_sweeps(H, GH, RH, inner[1], DELTA)
+        del Hf
+        HHt = H @ H.T
+        cache.update(HHt=HHt, WtW=s["WtW"], WtX=s["WtX"])
+        objective = cd.frobenius_objective(self.sqnorm, s["WtX"], H, s["WtW"], HHt)
+        return Wt, violation, objective + s["penalty_W"] + cd.penalty(H, l1_H, l2_H)
 
     def _hals_W(self, Wt, Hf, G, max_inner, want_pg):
         """The W half of accelerated HALS: sweeps per block, stopped by the global rule of cd._block_sweeps."""

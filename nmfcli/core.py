@@ -696,9 +696,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
             Wt_next, H_next = cd.extrapolate(Wt, Wt_before, b), cd.extrapolate(H, H_before, b)
         next_cache = cache if check else {}
         violation, next_objective = cd.hals_iteration(eng, Wt_next, H_next, reg, next_cache, inner, check)
-        accepted = plain or bool(next_objective <= objective + slack)  # plain HALS never raises it
-        if not plain:
-            cd.ehals_beta(run.state, accepted)
+        accepted = cd.step_kept(run.state, plain, next_objective, objective, slack)
         if accepted:
             Wt_before, Wt, H_before, H = Wt, Wt_next, H, H_next
             objective, cache = next_objective, next_cache
@@ -815,9 +813,7 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                                      bound=True) + penalties
         # plain mu never raises the bound (but for the L2 penalty, whose update is scikit-learn's
         # heuristic): a plain step is always kept, so a rejection cannot repeat forever
-        accepted = plain or next_bound <= bound + slack
-        if not plain:
-            cd.ehals_beta(run.state, accepted)
+        accepted = cd.step_kept(run.state, plain, next_bound, bound, slack)
         if accepted:
             if free_W:
                 W_before, W = W, W_next

@@ -581,9 +581,7 @@ class _Run:
                 H_next = cd.extrapolate(H, np.array(H_before, copy=True), b)
             next_cache = cache if check else {}
             Wt_next, violation, next_objective = self._frobenius_iteration(Wt_next, H_next, next_cache, check, inner)
-            accepted = plain or bool(next_objective <= objective + slack)  # plain HALS never raises it
-            if not plain:
-                cd.ehals_beta(run.state, accepted)
+            accepted = cd.step_kept(run.state, plain, next_objective, objective, slack)
             if accepted:
                 Wt_before, Wt, H_before, H = Wt, Wt_next, H, H_next
                 objective, cache = next_objective, next_cache
@@ -768,9 +766,7 @@ class _Run:
                 next_bound += s["penalty_W"] + cd.penalty(H_next, 0.0, l2_H)
             else:
                 next_bound = s["bound"] + s["penalty_W"] + cd.penalty(H_next, l1_H, l2_H)
-            accepted = plain or next_bound <= bound + slack
-            if not plain:
-                cd.ehals_beta(run.state, accepted)
+            accepted = cd.step_kept(run.state, plain, next_bound, bound, slack)
             if accepted:
                 W_before, W, H_before, H = W, W_next, H, H_next
                 run.state["bound"] = float(next_bound if plain else min(next_bound, bound))

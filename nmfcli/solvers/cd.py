@@ -328,6 +328,17 @@ def extrapolate(A, before, beta):
     return before
 
 
+def step_kept(state, plain, value, reference, slack):
+    """ehals's and emu's test of a step: a plain one is always kept (it never raises the
+    objective or bound), an extrapolated one if ``value`` is at most ``reference`` + ``slack``,
+    which also updates the extrapolation's β in ``state`` (ehals_beta)."""
+    if plain:
+        return True
+    kept = bool(value <= reference + slack)
+    ehals_beta(state, kept)
+    return kept
+
+
 def ehals_beta(state, accepted):
     """Update the extrapolation's β and its cap in ``state`` after a kept (accepted) or rejected step."""
     if accepted:

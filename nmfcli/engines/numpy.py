@@ -244,6 +244,10 @@ class NumpyEngine(ArrayEngine):
             np.divide(X, WH, out=WH)
             WH *= powered
             return WH, powered
+        if beta == 3:  # the first power is WH itself: no copy of it (the same products)
+            np.multiply(WH, X, out=ratio)
+            WH *= WH
+            return ratio, WH
         power_into(ratio, WH, beta - 2)
         WH *= ratio
         ratio *= X

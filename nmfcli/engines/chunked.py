@@ -177,8 +177,7 @@ def mu_step(src, dtype, W, H, beta, l1_W, l2_W, gamma, update_W, h_side, W_befor
         if beta == 2:
             stats["WtX"], stats["WtW"] = eng.WtX(W), W.T @ W
         else:
-            products = eng.mu_products(W, H, beta, "H", divergence=True) if bound == "H" and beta in (0, 1) \
-                else eng.mu_products(W, H, beta, "H")
+            products = eng.mu_products(W, H, beta, "H", divergence=bound == "H" and beta in (0, 1))
             stats["numerator"] = products[0]
             if products[1] is not None:
                 stats["denominator"] = products[1]

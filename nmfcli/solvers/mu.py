@@ -65,9 +65,8 @@ def update_W(engine, W, H, beta, l1, l2, gamma, cache, keep_cache, bound=False):
             cache["XHt"], cache["HHt"] = XHt, HHt
         denominator = W @ HHt
     else:
-        logs = bound and beta in (0, 1)  # the divergence's terms, for KL and Itakura-Saito's bound
-        products = engine.mu_products(W, H, beta, "W", divergence=True) if logs else \
-            engine.mu_products(W, H, beta, "W")
+        # with the divergence's terms where KL's and Itakura-Saito's bound reads them
+        products = engine.mu_products(W, H, beta, "W", divergence=bound and beta in (0, 1))
         numerator, denominator = products[0], products[1]
         if beta == 1:
             H_sum = cache.get("H_sum")
@@ -101,9 +100,8 @@ def update_H(engine, W, H, beta, l1, l2, gamma, bound=False):
         numerator = engine.WtX(W)
         denominator = (W.T @ W) @ H  # the order numpy's multi_dot picks for k < m
     else:
-        logs = bound and beta in (0, 1)  # the divergence's terms, for KL and Itakura-Saito's bound
-        products = engine.mu_products(W, H, beta, "H", divergence=True) if logs else \
-            engine.mu_products(W, H, beta, "H")
+        # with the divergence's terms where KL's and Itakura-Saito's bound reads them
+        products = engine.mu_products(W, H, beta, "H", divergence=bound and beta in (0, 1))
         numerator, denominator = products[0], products[1]
         if beta == 1:
             W_sum = xp.sum(W, axis=0)

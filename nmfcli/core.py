@@ -21,6 +21,7 @@ from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, re
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "emu", "mu")
+MULTIPLICATIVE = ("emu", "mu")  # they cannot leave a zero: a fixed factor's partner starts from √(mean/k)
 SLACK_ROUNDINGS = 8  # emu's slack, in units of its bound's expected rounding (_emu_loop)
 LOSSES = ("frobenius", "kl", "is")
 DTYPES = ("float32", "float64")
@@ -501,10 +502,10 @@ def _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H):
     dtype = X.dtype
     if fix_H is not None and W0 is None:
         # scikit-learn's transform start: zeros for cd, √(mean/k) for mu (mu cannot leave 0).
-        value = np.sqrt(X.mean() / k) if solver in ("mu", "emu") else 0.0
+        value = np.sqrt(X.mean() / k) if solver in MULTIPLICATIVE else 0.0
         return np.full((m, k), value, dtype=dtype), fix_H
     if fix_W is not None and H0 is None:
-        value = np.sqrt(X.mean() / k) if solver in ("mu", "emu") else 0.0
+        value = np.sqrt(X.mean() / k) if solver in MULTIPLICATIVE else 0.0
         return fix_W, np.full((k, n), value, dtype=dtype)
     if init == "custom":
         return W0, H0

@@ -54,9 +54,6 @@ class Blockwise:
     where = "on the dask engine or out of core (--chunk-rows)"
 
 
-MU = ("mu", "emu")  # the multiplicative solvers, which keep W blocks (m_b×k) and start from constants
-
-
 def _distributed():
     """The distributed module, or UnavailableError with the install hint."""
     try:
@@ -344,7 +341,8 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         )
         run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
                    callback, start, core, output, progress)
-        transposed = solver not in MU  # hals/cd keep Wᵀ blocks (k×m_b), mu and emu W blocks (m_b×k)
+        # hals/cd keep Wᵀ blocks (k×m_b), mu and emu W blocks (m_b×k)
+        transposed = solver not in core.MULTIPLICATIVE
 
         if options["solver"] == "nnls":
             return run.exact(fix_W, fix_H)
@@ -403,7 +401,7 @@ class _Run:
     def initial_factors(self, k, init, seed, mean, W0, H0, fix_W, fix_H, transposed):
         blocks, dtype = self.blocks, self.blocks.dtype
         m, n = blocks.shape
-        value = np.sqrt(mean / k) if self.options["solver"] in MU else 0.0
+        value = np.sqrt(mean / k) if self.options["solver"] in self.core.MULTIPLICATIVE else 0.0
         if fix_H is not None and W0 is None:
             # scikit-learn's transform start, created on the workers (never embedded in the graph).
             rows = [s.stop - s.start for s in blocks.row_slices]

@@ -229,13 +229,12 @@ class NumpyEngine(ArrayEngine):
         ratio = self._buffer("ratio", WH.shape[0], WH.shape[1], WH.dtype)
         epsilon = self._filled(EPSILON, WH)
         if 1 < beta < 2:
-            if beta != 1.5:
-                np.maximum(WH, epsilon, out=ratio)
             powered = power_into(self._buffer("power", WH.shape[0], WH.shape[1], WH.dtype), WH, beta - 1)
-            np.maximum(powered, self._filled(EPSILON ** (beta - 1), WH), out=WH)
+            clamped = np.maximum(powered, self._filled(EPSILON ** (beta - 1), WH), out=ratio)
             if beta == 1.5:
-                return np.divide(X, WH, out=ratio), powered
-            np.divide(WH, ratio, out=ratio)
+                return np.divide(X, clamped, out=ratio), powered
+            np.maximum(WH, epsilon, out=WH)
+            np.divide(clamped, WH, out=ratio)
             ratio *= X
             return ratio, powered
         if beta < 1:

@@ -101,3 +101,17 @@ def assert_same_fit(a, b, tol=1e-6, engine=None):
     for key in a.metrics:
         assert b.metrics[key] == pytest.approx(a.metrics[key], rel=tol, abs=1e-12), key
     assert b.options == ({**a.options, "engine": engine} if engine else a.options)
+
+
+def emu_slack(X, beta):
+    """emu's slack (core._emu_rounding), from its description: 8 roundings of float32 logs
+    weighted by X (KL) or 1 (Itakura-Saito), or of ΣX^β's terms in X's dtype (other β)."""
+    import scipy.sparse as sp
+
+    from nmfcli import core
+
+    Xd = X.toarray() if sp.issparse(X) else X
+    if beta in (0, 1):
+        return core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
+    weight = (1 + abs(beta) + abs(beta - 1)) / abs(beta * (beta - 1))
+    return core.SLACK_ROUNDINGS * np.finfo(Xd.dtype).eps * weight * np.sum(Xd[Xd > 0] ** beta)

@@ -11,6 +11,7 @@ import nmfcli
 from nmfcli import core
 from nmfcli.errors import DataError, UsageError
 from nmfcli.init import nndsvd_factors, random_factors
+from conftest import emu_slack
 
 sk_nmf = pytest.importorskip("sklearn.decomposition._nmf")
 from sklearn.decomposition import NMF as SkNMF  # noqa: E402
@@ -698,15 +699,6 @@ def objective_plus_constant(X, W, H, beta, reg):
     penalties = l1_W * W.sum() + l1_H * H.sum() + 0.5 * (l2_W * (W * W).sum() + l2_H * (H * H).sum())
     constant = Xd.sum() if beta == 1 else Xd.size if beta == 0 else -np.sum(Xd[Xd > 0] ** beta) / (beta * (beta - 1))
     return sk_nmf._beta_divergence(Xd, W, H, beta) + constant + penalties
-
-
-def emu_slack(X, beta):
-    """emu's slack (core._emu_rounding), from its description."""
-    Xd = X.toarray() if sp.issparse(X) else X
-    if beta in (0, 1):
-        return core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
-    weight = (1 + abs(beta) + abs(beta - 1)) / abs(beta * (beta - 1))
-    return core.SLACK_ROUNDINGS * np.finfo(Xd.dtype).eps * weight * np.sum(Xd[Xd > 0] ** beta)
 
 
 @pytest.mark.parametrize("make,loss,alpha,l1_ratio,fixed", [

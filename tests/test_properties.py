@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 import nmfcli
 from nmfcli import core
+from conftest import emu_slack
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -75,11 +76,7 @@ def test_emu_factors_are_non_negative_and_its_bound_never_rises(data, k, loss, a
                    l1_ratio=1.0, callback=record)
     for A in (r.W, r.H):
         assert np.isfinite(A).all() and (A >= 0).all()
-    if loss in ("kl", "is"):
-        slack = core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt(float((X * X).sum() if loss == "kl" else X.size))
-    else:
-        weight = (1 + abs(loss) + abs(loss - 1)) / abs(loss * (loss - 1))
-        slack = core.SLACK_ROUNDINGS * np.finfo(np.float64).eps * weight * float(np.sum(X[X > 0] ** loss))
+    slack = emu_slack(X, {"kl": 1, "is": 0}.get(loss, loss))
     for before, after in zip(bounds, bounds[1:]):
         assert after <= before + slack + 1e-12 * abs(before)
 

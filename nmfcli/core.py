@@ -293,7 +293,8 @@ def fit(
     engine_options : dict, optional
         Engine-specific settings; for "dask": scheduler, workers, chunk_rows,
         memory_limit, persist, and output (a .h5/.zarr path that receives W block
-        by block, in which case ``FitResult.W`` is that path, not an array). For
+        by block, in which case ``FitResult.W`` is that path, not an array; and
+        output_before, where ehals's and emu's final checkpoint then keeps W_before). For
         "numpy", chunk_rows (and output) select the out-of-core mode: X may then
         be a path spec as for "dask", read one row block at a time in this process.
     callback : callable(IterationInfo) -> bool | str | None, optional

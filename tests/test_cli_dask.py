@@ -105,6 +105,54 @@ def test_interrupted_streamed_fit_leaves_the_old_outputs_whole(tmp_path):
     assert not [name for name in os.listdir(out) if ".tmp-" in name]
 
 
+@pytest.mark.parametrize("loss, max_iter, stop", [("frobenius", 200, "SIGINT"), ("kl", 600, "--max-time")])
+def test_streamed_fit_stopped_early_resumes_bit_identically(tmp_path, loss, max_iter, stop):
+    """--chunk-rows with --format h5 streams W, and ehals's or emu's W_before, to files block by
+    block; the checkpoint written when the fit stops copies them in (the streamed files are
+    removed), and the resumed fit ends bit for bit where an uninterrupted one does. The same
+    checkpoint also resumes a fit in memory."""
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=rng.random((300, 10)) @ rng.random((10, 200)) + 0.1 * rng.random((300, 200)),
+                         chunks=(100, 200))
+    common = ["fit", "x.h5", "-k", "10", "--chunk-rows", "100", "--format", "h5", "--loss", loss, "--tol", "0",
+              "--max-iter", str(max_iter), "-q"]
+    run_nmf(*common, "-o", "ref", cwd=tmp_path, check=0)
+    out = tmp_path / "out"
+    if stop == "SIGINT":
+        p = start_nmf(*common, "-o", "out", "--checkpoint-every", "5", cwd=tmp_path)
+        end = time.monotonic() + 60
+        while not (out / "checkpoint.h5").exists():
+            assert p.poll() is None, p.stderr.read().decode()
+            assert time.monotonic() < end, "no checkpoint appeared"
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=60)
+        assert p.returncode == 130, stderr.decode()
+        left = [".nmf.lock", "checkpoint.h5"]
+    else:
+        run_nmf(*common, "-o", "out", "--max-time", "1", cwd=tmp_path, check=0)
+        left = [".nmf.lock", "H.h5", "W.h5", "checkpoint.h5", "model.h5", "report.json"]
+    assert sorted(os.listdir(out)) == left  # no streamed file is left behind
+    ckpt = nio.read_checkpoint(out / "checkpoint.h5")
+    assert ckpt["iteration"] < max_iter
+    assert (ckpt["W"], ckpt["W_before"]) == (f"{out / 'checkpoint.h5'}::/W", f"{out / 'checkpoint.h5'}::/W_before")
+    (tmp_path / "again.h5").write_bytes((out / "checkpoint.h5").read_bytes())
+
+    r = run_nmf(*common, "-o", "out", "--resume", "out/checkpoint.h5", "--force", cwd=tmp_path, check=0)
+    assert "Traceback" not in r.stderr
+    for name in ("W.h5", "H.h5"):
+        with h5py.File(out / name, "r") as a, h5py.File(tmp_path / "ref" / name, "r") as b:
+            assert np.array_equal(a["X"][...], b["X"][...]), name
+    report, ref = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("out", "ref"))
+    assert report["n_iter"] == ref["n_iter"] == max_iter and report["history"] == ref["history"]
+
+    in_memory = [a for a in common if a not in ("--chunk-rows", "100")]
+    run_nmf(*in_memory, "-o", "mem", "--resume", "again.h5", cwd=tmp_path, check=0)
+    with h5py.File(tmp_path / "mem" / "W.h5", "r") as a, h5py.File(tmp_path / "ref" / "W.h5", "r") as b:
+        np.testing.assert_allclose(a["X"][...], b["X"][...], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("args,message,code", [
     (["--scheduler", "tcp://localhost:8786"], "Error: --scheduler needs --engine dask (got --engine numpy)", 2),
     (["--engine", "dask", "--scheduler", "tcp://localhost:8786", "--workers", "2"],

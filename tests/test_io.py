@@ -860,6 +860,31 @@ def test_checkpoint_round_trip_overwrites(here):
     assert message(e) == "x.h5: not an nmfcli checkpoint (no 'nmfcli_checkpoint' attribute)"
 
 
+def test_checkpoint_copies_in_a_streamed_factor_block_by_block(here, monkeypatch):
+    """W given as a spec (a W an engine wrote to a file block by block) is copied into the
+    checkpoint, a few rows at a time, and comes back as a spec into the checkpoint: it stands
+    on its own once the streamed file is gone."""
+    from nmfcli.io import _hdf5
+
+    W = np.arange(70.0).reshape(35, 2)
+    with h5py.File("w.tmp.h5", "w") as f:
+        f.create_dataset("X", data=W)
+    monkeypatch.setattr(_hdf5, "_COPY_BYTES", 10 * 2 * 8)  # 10 rows a block: 4 blocks
+    io.write_checkpoint("c.h5", {"W": "w.tmp.h5::/X", "W_before": None, "H": A, "iteration": 5})
+    os.remove("w.tmp.h5")
+    state = io.read_checkpoint("c.h5")
+    assert state["W"] == "c.h5::/W" and state["W_before"] is None and state["iteration"] == 5
+    np.testing.assert_array_equal(state["H"], A)
+    source = io.row_source(state["W"])
+    assert source.shape == (35, 2)
+    np.testing.assert_array_equal(source.read(0, 35), W)
+    with h5py.File("c.h5", "a") as f:  # a damaged list of streamed datasets is refused, not trusted
+        f.attrs["nmfcli_streamed"] = '["H", "nope"]'
+    with pytest.raises(DataError) as e:
+        io.read_checkpoint("c.h5")
+    assert message(e) == "c.h5: attribute 'nmfcli_streamed' does not name 2-D datasets of this file; the file is damaged"
+
+
 def test_report_round_trip_and_nan_as_null(here):
     report = {"k": np.int64(3), "shape": (4, 5), "loss": np.float32(0.5), "bad": float("nan"),
               "history": np.array([1.0, np.inf]), "nested": {"x": [np.float64(1.25)]}}

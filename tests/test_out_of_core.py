@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from nmfcli import core
+from nmfcli import io as nio
 from nmfcli.engines import chunked
 from nmfcli.errors import UsageError
 from conftest import low_rank
@@ -107,7 +108,7 @@ def test_ehals_in_row_blocks_rejects_a_step_that_raises_the_objective(X, h5_path
 
 
 @pytest.mark.parametrize("loss", ["frobenius", 1.5])
-def test_extrapolated_solvers_in_row_blocks_resume_from_a_callback_checkpoint(X, h5_path, loss):
+def test_extrapolated_solvers_in_row_blocks_resume_from_a_callback_checkpoint(X, h5_path, loss, tmp_path):
     """ehals's and emu's checkpoints keep W_before and H_before (gathered as W is): the resumed
     fit goes on exactly."""
     options = {"chunk_rows": 70}
@@ -125,6 +126,12 @@ def test_extrapolated_solvers_in_row_blocks_resume_from_a_callback_checkpoint(X,
     assert rest.options["solver"] == ("ehals" if loss == "frobenius" else "emu")
     np.testing.assert_allclose(rest.W, full.W, rtol=1e-12, atol=1e-12)
     assert rest.history == pytest.approx(full.history, rel=1e-12)
+    # and bit for bit from the checkpoint as a file gives it back (its H C-ordered, as the
+    # loops keep theirs whatever order the start had)
+    nio.write_checkpoint(tmp_path / "c.h5", saved)
+    rest = core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, resume=nio.read_checkpoint(tmp_path / "c.h5"),
+                    engine_options=options)
+    assert np.array_equal(rest.W, full.W) and np.array_equal(rest.H, full.H) and rest.history == full.history
 
 
 def test_only_one_block_is_read_at_a_time(X, h5_path, monkeypatch):

@@ -190,6 +190,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     }
     if checkpoint is not None:
         _check_checkpoint(resume_path, checkpoint, matrix, run_options)
+        if not row_blocks:  # a fit in row blocks may have kept W in the checkpoint as a stored matrix
+            for key in ("W", "W_before"):
+                if isinstance(checkpoint.get(key), str):
+                    checkpoint[key] = nio.read_matrix(checkpoint[key], dtype=x_dtype).X
 
     # ---- memory, before anything big is allocated
     beta = summary.beta_of(loss)
@@ -207,13 +211,16 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     ext = {"npy": ".npy", "csv": ".csv", "h5": ".h5"}[factor_format]
     paths = {name: os.path.join(outdir, name) for name in (f"W{ext}", f"H{ext}", "model.h5", "report.json")}
     ckpt_path = os.path.join(outdir, CHECKPOINT)
-    streamed_W = None
+    streamed_W = streamed_before = None
     if row_blocks and factor_format == "h5":
         # The engine streams W block by block (dataset /X, as write_matrix names it) into a
         # temporary file in OUTDIR; it joins the other outputs in one step at the end, so an
-        # interrupted run never leaves a new W beside an old H.
+        # interrupted run never leaves a new W beside an old H. ehals's and emu's W_before goes
+        # to another one, for the final checkpoint; a checkpoint copies both in when written.
         streamed_W = nio.stream_temp_path(paths["W" + ext])
+        streamed_before = nio.stream_temp_path(ckpt_path)
         engine_options["output"] = f"{streamed_W}::/X"
+        engine_options["output_before"] = f"{streamed_before}::/X"
 
     if not force:
         _refuse_existing(paths)  # before the lock, so a refused run leaves the folder untouched
@@ -232,6 +239,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                     input_path, resume_path)
         except BaseException:
             _remove(streamed_W)
+            _remove(streamed_before)
             if not written:
                 _clean_up(outdir, created, lock_existed)
             raise
@@ -252,6 +260,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
             report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
         finally:
             _remove(streamed_W)  # gone, or moved into place by _write_outputs
+            _remove(streamed_before)
     if as_json:
         nio.write_report("-", report, stdout=sys.stdout)
     if term.tty and not quiet:
@@ -478,7 +487,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "history": result.history,
         "history_iter": result.history_iter,
         "options": result.options,
-        "engine_options": {key: value for key, value in (engine_options or {}).items() if key != "output"},
+        "engine_options": {key: value for key, value in (engine_options or {}).items() if key not in ("output", "output_before")},
         "input": input_info,
         "factors": fixed,
         "row_labels_present": matrix.row_labels is not None,

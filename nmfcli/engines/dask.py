@@ -288,7 +288,7 @@ class _LazyFactor:
 def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_iter=200, tol=1e-4,
              alpha_W=0.0, alpha_H="same", l1_ratio=0.0, W0=None, H0=None, fix_W=None, fix_H=None,
              dtype=None, callback=None, resume=None, scheduler=None, workers=None, chunk_rows=None,
-             memory_limit=None, output=None, persist=None, progress=None):
+             memory_limit=None, output=None, output_before=None, persist=None, progress=None):
     """:func:`nmfcli.core.fit` on a Dask cluster; the same arguments, result, callback and progress protocol.
 
     Parameters beyond core.fit's (the engine_options)
@@ -307,6 +307,11 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
     output : str, optional
         ``FILE.h5[::/name]`` or ``STORE.zarr``: W is written there block by block and
         ``FitResult.W`` is that spec (a string), so W never has to fit on the client.
+    output_before : str, optional
+        With ``output``: where ehals's and emu's final checkpoint keeps W_before (the
+        iterate their next extrapolation starts from), written block by block as W is;
+        ``FitResult.checkpoint["W_before"]`` is then that spec. Without it that checkpoint
+        has no W_before and a fit resumed from it takes one plain step first.
     persist : bool, optional
         Keep file-backed X in the workers' memory (default: when it takes under 30% of it);
         otherwise each pass reads the blocks from the file again.
@@ -340,7 +345,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
         )
         run = _Run(blocks, options, core.regularization(shape, alpha_W, alpha_H, l1_ratio), beta, sqnorm,
-                   callback, start, core, output, progress)
+                   callback, start, core, (output, output_before), progress)
         # hals/cd keep Wᵀ blocks (k×m_b), mu and emu W blocks (m_b×k)
         transposed = solver not in core.MULTIPLICATIVE
 
@@ -348,27 +353,20 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
             return run.exact(fix_W, fix_H)
         if resume is not None:
             H = np.array(resume["H"], dtype=dtype)
-            W = resume["W"]
-            if isinstance(W, str):
-                W = run.read_factor(W, transposed)
-            else:
-                W = np.asarray(W, dtype=dtype)
-                if W.shape != (m, k) or H.shape != (k, n):
-                    raise DataError("the checkpoint's factors do not match the data and k")
-                W = blocks.scatter_rows(W, transposed)
+            if H.shape != (k, n):
+                raise DataError("the checkpoint's factors do not match the data and k")
+            W = run.resumed_factor(resume["W"], transposed)
         else:
             W, H = run.initial_factors(k, init, seed, mean, W0, H0, fix_W, fix_H, transposed)
         if fix_W is not None:
             W = blocks.scatter_rows(fix_W, transposed)
         if fix_H is not None:
             H = fix_H
-        if solver == "emu":
-            return run.emu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
-        if solver == "mu":
-            return run.mu_loop(W, np.array(H, dtype=dtype, copy=True), resume)
-        if solver == "ehals":
-            return run.ehals_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
-        return run.cd_loop(W, np.ascontiguousarray(H, dtype=dtype).copy(), resume)
+        # H in one layout whatever it came from (a start can be Fortran-ordered, a checkpoint's H is
+        # not): the products' rounding depends on it, and a resumed fit must go on bit for bit.
+        H = np.array(H, dtype=dtype, order="C")
+        loop = {"emu": run.emu_loop, "mu": run.mu_loop, "ehals": run.ehals_loop}.get(solver, run.cd_loop)
+        return loop(W, H, resume)
 
 
 def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, max_iter=1000,
@@ -391,9 +389,11 @@ def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=N
 class _Run:
     """One fit on the cluster: the loops of core, with X's products and W's update done per block."""
 
-    def __init__(self, blocks, options, reg, beta, sqnorm, callback, start, core, output, progress=None):
+    def __init__(self, blocks, options, reg, beta, sqnorm, callback, start, core, outputs=(None, None),
+                 progress=None):
         self.blocks, self.options, self.reg, self.beta = blocks, options, reg, beta
-        self.sqnorm, self.callback, self.start, self.core, self.output = sqnorm, callback, start, core, output
+        self.sqnorm, self.callback, self.start, self.core = sqnorm, callback, start, core
+        self.output, self.output_before = outputs
         self.progress = progress
         self.tasks_per_iteration = []
 
@@ -427,19 +427,29 @@ class _Run:
         W, H = nndsvd_factors(_Operator(blocks, mean), k, init, seed)
         return blocks.scatter_rows(np.asarray(W, dtype=dtype), transposed), np.asarray(H, dtype=dtype)
 
-    def read_factor(self, spec, transposed):
-        """W blocks read on the workers from a stored W (a checkpoint written with ``output``)."""
-        source = row_source(spec)
-        parts = [RowBlock(source, s.start, s.stop) for s in self.blocks.row_slices]
-        futures = self.blocks.client.map(chunked.read_block, parts, dtype=self.blocks.dtype, pure=False)
-        return self.blocks.each(chunked.transpose, futures) if transposed else futures
+    def resumed_factor(self, W, transposed):
+        """A checkpoint's W (or W_before) as blocks: scattered from an array, or read on the
+        workers from a stored one (a spec: what a checkpoint written with ``output`` keeps)."""
+        blocks = self.blocks
+        if not isinstance(W, str):
+            W = np.asarray(W, dtype=blocks.dtype)
+            if W.shape != (blocks.shape[0], self.options["k"]):
+                raise DataError("the checkpoint's factors do not match the data and k")
+            return blocks.scatter_rows(W, transposed)
+        source = row_source(W)
+        if source.shape != (blocks.shape[0], self.options["k"]):
+            raise DataError(f"{W}: the checkpoint's factors do not match the data and k")
+        parts = [RowBlock(source, s.start, s.stop) for s in blocks.row_slices]
+        futures = blocks.client.map(chunked.read_block, parts, dtype=blocks.dtype, pure=False)
+        return blocks.each(chunked.transpose, futures) if transposed else futures
 
-    def finish_W(self, W, transposed):
-        """W on the client, or written block by block to ``output`` by io (then its spec)."""
-        if self.output is None:
+    def store(self, W, transposed, spec):
+        """W's blocks gathered on the client (spec None), or written block by block to spec by io
+        (then that spec)."""
+        if spec is None:
             return self.blocks.gather_rows(W, transposed)
         rows = self.blocks.offsets[1] - self.blocks.offsets[0]
-        writer = row_writer(self.output, (self.blocks.shape[0], self.options["k"]), self.blocks.dtype, rows)
+        writer = row_writer(spec, (self.blocks.shape[0], self.options["k"]), self.blocks.dtype, rows)
         try:
             for s, future in zip(self.blocks.row_slices, W):
                 block = future.result()
@@ -447,6 +457,13 @@ class _Run:
         finally:
             writer.close()
         return writer.spec
+
+    def final_before(self, W_before, transposed):
+        """The final checkpoint's W_before: gathered as W is, written beside a streamed W to
+        ``output_before``, or None (a streamed W without it)."""
+        if self.output is None:
+            return self.store(W_before, transposed, None)
+        return None if self.output_before is None else self.store(W_before, transposed, self.output_before)
 
     # ---- reporting
     def ask(self, run, n_iter, W, H, transposed, before=None):
@@ -463,14 +480,15 @@ class _Run:
                                    lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H, before, transposed))
         return ask
 
-    def checkpoint(self, run, n_iter, W, H, before=None, transposed=False):
+    def checkpoint(self, run, n_iter, W, H, before=None, transposed=False, final=False):
         """core.checkpoint's state; with ehals's or emu's ``before``, their W_before (blocks, of
-        Wᵀ when ``transposed``, gathered here as m×k; or None) and H_before."""
+        Wᵀ when ``transposed``: gathered here as m×k, or for the ``final`` one as final_before
+        keeps it) and H_before."""
         state = self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
         if before is not None:
             W_before, H_before = before
-            state["W_before"] = (None if W_before is None else
-                                 np.asarray(_LazyFactor(self.blocks, W_before, transposed, self.options["k"])))
+            state["W_before"] = (self.final_before(W_before, transposed) if final else
+                                 self.store(W_before, transposed, None))
             state["H_before"] = np.array(H_before, copy=True)
         return state
 
@@ -485,7 +503,7 @@ class _Run:
             "reconstruction_error": reconstruction_error(divergence),
             "relative_error": float(np.sqrt(s["squared_error"]) / np.sqrt(self.sqnorm)) if self.sqnorm else 0.0,
         }
-        W_out = self.finish_W(W, transposed)
+        W_out = self.store(W, transposed, self.output)
         if checkpoint:
             checkpoint["W"] = np.array(W_out, copy=True) if not isinstance(W_out, str) else W_out
         return self.core.FitResult(
@@ -562,7 +580,7 @@ class _Run:
         run = self.core.FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
         Wt_before, H_before = Wt, H  # futures and H_before are never changed in place
         if resume is not None and resume.get("W_before") is not None:
-            Wt_before = blocks.scatter_rows(np.asarray(resume["W_before"], dtype=blocks.dtype), transposed=True)
+            Wt_before = self.resumed_factor(resume["W_before"], transposed=True)
             H_before = np.array(resume["H_before"], dtype=blocks.dtype)
         objective = run.history[-1] if run.history else None
         slack = float(np.finfo(blocks.dtype).eps) * self.sqnorm  # as core._ehals_loop's
@@ -591,8 +609,7 @@ class _Run:
             self.tasks_per_iteration.append(blocks.tasks - tasks)
             if run.finish_iteration(n_iter, done, self.ask(run, n_iter, Wt, H, True, (Wt_before, H_before))):
                 break
-        final = self.checkpoint(run, run.n_iter, None, H, (Wt_before if self.output is None else None, H_before),
-                                transposed=True)
+        final = self.checkpoint(run, run.n_iter, None, H, (Wt_before, H_before), transposed=True, final=True)
         return self.result(Wt, H, run, final, True)
 
     def _inner_sweeps(self, k):
@@ -741,7 +758,7 @@ class _Run:
         self._mu_start(run, W, H)
         W_before, H_before = W, H  # a step from an iterate to itself: none (futures and H are never changed in place)
         if resume is not None and resume.get("W_before") is not None:
-            W_before = blocks.scatter_rows(np.asarray(resume["W_before"], dtype=blocks.dtype)) if free_W else W
+            W_before = self.resumed_factor(resume["W_before"], transposed=False) if free_W else W
             H_before = np.array(resume["H_before"], dtype=blocks.dtype) if free_H else H
         slack = core.SLACK_ROUNDINGS * core._emu_rounding(beta, blocks.dtype, blocks.shape, lambda: self.sqnorm,
                                                            self.power_sum)
@@ -777,9 +794,7 @@ class _Run:
                 self.tasks_per_iteration.append(blocks.tasks - tasks)
             if run.finish_iteration(n_iter, done, self.ask(run, n_iter, W, H, False, (W_before, H_before))):
                 break
-        # W_before gathered as W is (result), unless W goes to a file block by block: the
-        # checkpoint then resumes with one plain step.
-        final = self.checkpoint(run, run.n_iter, None, H, (W_before if self.output is None else None, H_before))
+        final = self.checkpoint(run, run.n_iter, None, H, (W_before, H_before), final=True)
         return self.result(W, H, run, final, False)
 
     def _mu_update_H(self, H, s, gamma):

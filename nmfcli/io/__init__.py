@@ -417,14 +417,23 @@ def read_model(path) -> dict:
 
 
 def write_checkpoint(path, state: dict, *, force: bool = True) -> None:
-    """Save a run's state like a model file (attribute ``nmfcli_checkpoint`` = 1), atomically."""
+    """Save a run's state like a model file (attribute ``nmfcli_checkpoint`` = 1), atomically.
+
+    W or W_before given as a spec (the string an engine returns for a factor it wrote to a
+    file block by block) is copied into the checkpoint a row block at a time, so the
+    checkpoint stands on its own once that file is gone.
+    """
     from nmfcli.io._hdf5 import write_h5_dict
 
-    write_h5_dict(os.fspath(path), state, "nmfcli_checkpoint", force=force, jsonable=lambda v: _jsonable(v, False))
+    streamed = tuple(key for key in ("W", "W_before") if isinstance(state.get(key), str))
+    write_h5_dict(os.fspath(path), state, "nmfcli_checkpoint", force=force, jsonable=lambda v: _jsonable(v, False),
+                  streamed=streamed)
 
 
 def read_checkpoint(path) -> dict:
-    """Read a checkpoint written by :func:`write_checkpoint`."""
+    """Read a checkpoint written by :func:`write_checkpoint`. A factor it copied in from a
+    spec comes back as a spec into the checkpoint (``CKPT.h5::/W``), for the engines to
+    read a block of rows at a time (:func:`row_source`)."""
     from nmfcli.io._hdf5 import read_h5_dict
 
     return read_h5_dict(os.fspath(path), "nmfcli_checkpoint", "checkpoint", "")

@@ -328,8 +328,17 @@ def write_h5_matrix(tmp: str, A, row_labels, col_labels) -> None:
                 obj.attrs[key] = np.array([str(s) for s in labels], dtype=h5py.string_dtype())
 
 
-def write_h5_dict(path: str, content: dict, marker: str, *, force: bool, jsonable) -> None:
-    """Arrays as datasets, everything else as JSON string attributes, plus a format marker."""
+STREAMED = "nmfcli_streamed"  # the attribute naming datasets copied in from other files, row block by row block
+_COPY_BYTES = 16 << 20
+
+
+def write_h5_dict(path: str, content: dict, marker: str, *, force: bool, jsonable, streamed=()) -> None:
+    """Arrays as datasets, everything else as JSON string attributes, plus a format marker.
+
+    ``streamed``: keys whose values are specs of matrices in other files (``FILE.h5::/name``,
+    as an engine streaming W returns them); each is copied in as a dataset of that key, a row
+    block at a time, and listed in the attribute ``nmfcli_streamed``.
+    """
     h5py = _h5py()
     with atomic_path(path, force=force) as tmp:
         with h5py.File(tmp, "w", libver=_LIBVER) as f:
@@ -337,14 +346,45 @@ def write_h5_dict(path: str, content: dict, marker: str, *, force: bool, jsonabl
             for key, value in content.items():
                 if key == marker:
                     continue
-                if isinstance(value, np.ndarray):
+                if key in streamed:
+                    _copy_rows(value, f, key)
+                elif isinstance(value, np.ndarray):
                     f.create_dataset(key, data=value)
                 else:
                     f.attrs[key] = json.dumps(jsonable(value), allow_nan=True)
+            if streamed:
+                f.attrs[STREAMED] = json.dumps(list(streamed))
+
+
+def _copy_rows(spec: str, f, key: str) -> None:
+    """The matrix at spec into dataset ``key`` of the open file f, about 16 MiB of rows at a time."""
+    from nmfcli.io._blocks import row_source
+
+    source = row_source(spec)
+    m, n = source.shape
+    d = f.create_dataset(key, shape=(m, n), dtype=source.dtype)
+    rows = max(1, _COPY_BYTES // max(1, n * source.dtype.itemsize))
+    for start in range(0, m, rows):
+        d[start:start + rows] = source.read(start, min(m, start + rows))
+
+
+def _streamed_keys(path, f) -> list:
+    if STREAMED not in f.attrs:
+        return []
+    try:
+        keys = json.loads(_text(f.attrs[STREAMED]))
+    except (ValueError, TypeError):
+        keys = None
+    dataset = _h5py().Dataset
+    if not isinstance(keys, list) or not all(isinstance(k, str) and isinstance(f.get(k), dataset) and f[k].ndim == 2
+                                             for k in keys):
+        raise fail(path, f"attribute '{STREAMED}' does not name 2-D datasets of this file; the file is damaged")
+    return keys
 
 
 def read_h5_dict(path: str, marker: str, what: str, hint: str) -> dict:
-    """Inverse of write_h5_dict; refuses a file without the marker."""
+    """Inverse of write_h5_dict (a streamed dataset comes back as its spec, ``path::/key``);
+    refuses a file without the marker."""
     h5py = _h5py()
     f = open_h5(path, path)
     try:
@@ -355,15 +395,17 @@ def read_h5_dict(path: str, marker: str, what: str, hint: str) -> dict:
             if not isinstance(version, (int, np.integer)) or int(version) > 1:
                 raise fail(path, f"was written by a newer nmfcli ({what} format {version}); upgrade nmfcli to read it")
             out = {}
+            streamed = _streamed_keys(path, f)
             for key in f:
                 if f.get(key, getlink=True).__class__ is not h5py.HardLink:
                     raise fail(path, f"'{key}' is a link; an nmfcli {what} holds only plain datasets")
                 d = f[key]
                 if isinstance(d, h5py.Dataset):
                     _check_h5_dtype(path, key, d.dtype)
-                    out[key] = _read_small(path, key, d)
+                    # a streamed matrix stays in the file: its spec, for reading in row blocks
+                    out[key] = f"{path}::/{key}" if key in streamed else _read_small(path, key, d)
             for key, value in f.attrs.items():
-                if key == marker:
+                if key in (marker, STREAMED):
                     continue
                 try:
                     out[key] = json.loads(_text(value))

@@ -254,6 +254,21 @@ def test_reconstruct_and_error_report(tmp_path):
     assert "relative_error" in p.stderr and p.stdout == ""
 
 
+def test_inspect_checkpoint(tmp_path):
+    """A checkpoint is described, not refused as a file of several matrices: where the fit
+    stopped, its last recorded objective, and the input and options a resume must repeat."""
+    np.save(tmp_path / "x.npy", low_rank(M, N))
+    run_nmf("fit", "x.npy", "-k", K, "--loss", "kl", "--tol", "0", "--max-iter", "10", "--checkpoint-every", "4",
+            "-o", "o", "-q", cwd=tmp_path, check=0)
+    ckpt = nio.read_checkpoint(tmp_path / "o" / "checkpoint.h5")
+    info = json.loads(run_nmf("inspect", "o/checkpoint.h5", "--json", cwd=tmp_path, check=0).stdout)
+    assert info["kind"] == "checkpoint" and info["iteration"] == ckpt["iteration"] == 8 and info["k"] == K
+    assert (info["objective"], info["objective_iteration"]) == (ckpt["history"][-1], ckpt["history_iter"][-1])
+    assert info["input"]["sha256"] == nio.file_sha256(tmp_path / "x.npy") and info["options"]["loss"] == "kl"
+    text = run_nmf("inspect", "o/checkpoint.h5", cwd=tmp_path, check=0).stdout
+    assert "o/checkpoint.h5 (checkpoint)" in text and "iteration: 8" in text and "loss kl, seed 0" in text
+
+
 def test_inspect_model_report_json_and_plot(tmp_path):
     X = low_rank(M, N)
     write_csv(tmp_path / "d.csv", X, labels("r", M), labels("w", N))

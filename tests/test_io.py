@@ -852,6 +852,7 @@ def test_checkpoint_round_trip_overwrites(here):
     state = io.read_checkpoint("c.h5")
     assert state["iteration"] == 6 and state["rng_state"] == {"seed": 1}
     np.testing.assert_array_equal(state["W"], A * 2)
+    assert io.detect_kind("c.h5") == "checkpoint"
     with pytest.raises(DataError) as e:
         io.read_model("c.h5")
     assert "not an nmfcli model" in message(e)

@@ -81,7 +81,7 @@ def test_model_report_checkpoint_readers(workdir, data):
             reader(put(workdir, name, data))
         except NMFError:
             pass
-        assert io.detect_kind(os.path.join(workdir, name)) in ("model", "report", "matrix")
+        assert io.detect_kind(os.path.join(workdir, name)) in ("model", "checkpoint", "report", "matrix")
 
 
 # ---------------------------------------------------------------- CSV text

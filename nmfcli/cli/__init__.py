@@ -39,7 +39,7 @@ SHORT_HELP = {
     "fit": "Factor INPUT into non-negative W (m x k) and H (k x n).",
     "transform": "Activations of new rows for fixed components (exact NNLS).",
     "reconstruct": "W·H from W and H files (or a model), and its error.",
-    "inspect": "Describe a matrix, a model or a report.",
+    "inspect": "Describe a matrix, a model, a report or a checkpoint.",
 }
 
 

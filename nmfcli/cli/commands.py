@@ -51,14 +51,16 @@ Examples:
   nmf reconstruct docs.nmf/W.npy --model docs.nmf/model.h5 --against docs.csv --json
 """
 
-INSPECT_HELP = """Describe a matrix, a model or a report.
+INSPECT_HELP = """Describe a matrix, a model, a report or a checkpoint.
 
 A matrix: shape, dtype, density, min/max/mean, counts of negative, NaN and Inf
 values, all-zero rows and columns. A model (model.h5): k, loss, solver,
 iterations, convergence, errors and the top-N features of every component with
 their column labels (the topics of a document-term matrix). A report: its
-summary. --plot draws the convergence curve and heatmaps of W and H (needs
-matplotlib: pip install 'nmfcli[plot]').
+summary. A checkpoint (checkpoint.h5): the iteration it was written after, the
+objective there, the input and options it resumes under. --plot draws the
+convergence curve and heatmaps of W and H (needs matplotlib: pip install
+'nmfcli[plot]').
 
 \b
 Examples:
@@ -66,6 +68,7 @@ Examples:
   nmf inspect docs.nmf/model.h5 --top 8
   nmf inspect docs.nmf/report.json --json | jq .relative_error
   nmf inspect docs.nmf/model.h5 --plot fit.png
+  nmf inspect docs.nmf/checkpoint.h5
 """
 
 
@@ -244,13 +247,13 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
 
             png = plot.render_png(history=model.get("history"), history_iter=model.get("history_iter"),
                                   W=model.get("W"), H=model["H"], title=path)
-    elif kind == "report":
-        report = nio.read_report(path)
-        info = {"kind": "report", "path": path, **report}
+    elif kind in ("report", "checkpoint"):
+        state = nio.read_report(path) if kind == "report" else nio.read_checkpoint(path)
+        info = {"kind": "report", "path": path, **state} if kind == "report" else _checkpoint_info(path, state)
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(history=report.get("history"), history_iter=report.get("history_iter"), title=path)
+            png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"), title=path)
     else:
         matrix = nio.read_matrix(path, input_format=input_format, dataset=dataset, header=header,
                                  index_col=index_col, lazy=True)
@@ -307,6 +310,28 @@ def _model_info(path, model, top):
     }
 
 
+def _checkpoint_info(path, state):
+    """What a checkpoint says about the fit it continues (its factors are left out)."""
+    history = state.get("history") or []
+    options = state.get("options") or {}
+    return {
+        "kind": "checkpoint",
+        "path": path,
+        "iteration": state.get("iteration"),
+        "k": state.get("k"),
+        "solver": options.get("solver"),
+        "loss": options.get("loss"),
+        "seed": options.get("seed"),
+        "objective": history[-1] if history else None,  # the last one recorded, at:
+        "objective_iteration": (state.get("history_iter") or [None])[-1] if history else None,
+        "input": state.get("input"),
+        "options": options,
+        "solver_state": state.get("solver_state"),
+        "history": history,
+        "history_iter": state.get("history_iter"),
+    }
+
+
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -323,13 +348,15 @@ def _print_info(info):
                 "inf", "zero_rows", "zero_cols", "row_labels", "col_labels")
         term.table(f"{info['path']} (matrix)", [(k, _fmt(info[k])) for k in keys], stderr=False)
         return
-    if kind == "report":
-        keys = ("k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason", "objective",
-                "reconstruction_error", "relative_error", "time_s")
+    if kind in ("report", "checkpoint"):
+        keys = ("iteration", "k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason",
+                "objective", "objective_iteration", "reconstruction_error", "relative_error", "time_s")
         rows = [(k, _fmt(info[k])) for k in keys if k in info]
         if isinstance(info.get("input"), dict):
             rows.append(("input", info["input"].get("path")))
-        term.table(f"{info['path']} (report)", rows, stderr=False)
+        if kind == "checkpoint":  # a resumed fit must be given these again
+            rows.append(("options", ", ".join(f"{k} {v}" for k, v in info["options"].items() if v is not None)))
+        term.table(f"{info['path']} ({kind})", rows, stderr=False)
         return
     keys = ("k", "shape", "loss", "solver", "n_iter", "converged", "stop_reason", "objective",
             "reconstruction_error", "relative_error")

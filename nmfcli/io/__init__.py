@@ -476,7 +476,7 @@ def read_report(path) -> dict:
 
 
 def detect_kind(path) -> str:
-    """"model", "report" or "matrix": by content where cheap, else by extension."""
+    """"model", "checkpoint", "report" or "matrix": by content where cheap, else by extension."""
     path = os.fspath(path)
     if path == "-" or "::" in path and not os.path.exists(path):
         return "matrix"
@@ -490,7 +490,8 @@ def detect_kind(path) -> str:
     if head.startswith(b"\x89HDF\r\n\x1a\n") or _EXTENSIONS.get(_ext(path)) == "h5":
         from nmfcli.io._hdf5 import h5_kind
 
-        return "model" if h5_kind(path) == "model" else "matrix"
+        kind = h5_kind(path)
+        return kind if kind in ("model", "checkpoint") else "matrix"
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") or path.lower().endswith(".json"):
         return "report"
     return "matrix"

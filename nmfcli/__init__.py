@@ -1,16 +1,18 @@
 """nmfcli: non-negative matrix factorization, from the shell and from Python.
 
-The public API (``fit``, ``transform``, ``reconstruct``, ``metrics``, ``NMF``,
-``FitResult``, ``IterationInfo``) is imported on first use, so ``nmf --help``
+The public API (``fit``, ``transform``, ``reconstruct``, ``metrics``,
+``match_components``, ``NMF``, ``FitResult``, ``IterationInfo``, ``ComponentMatch``) is imported on first use, so ``nmf --help``
 and ``nmf --version`` start without loading scipy.
 """
 
 __version__ = "0.1.0"
 
 _API = {
+    "ComponentMatch": "nmfcli.core",
     "FitResult": "nmfcli.core",
     "IterationInfo": "nmfcli.core",
     "fit": "nmfcli.core",
+    "match_components": "nmfcli.core",
     "metrics": "nmfcli.core",
     "reconstruct": "nmfcli.core",
     "transform": "nmfcli.core",

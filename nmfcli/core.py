@@ -1005,6 +1005,59 @@ def metrics(X, W, H, loss="frobenius"):
     return {"beta": beta, **_error_metrics(eng, W, H, beta)}
 
 
+@dataclass
+class ComponentMatch:
+    """How :func:`match_components` orders a fit's components like a reference's.
+
+    Attributes
+    ----------
+    order : list of int
+        The fit's component put at each position: W[:, order] and H[order] are the
+        aligned factors.
+    matched : list of int or None
+        The reference component each position's component matched (its own position when
+        both have the same k), or None for a component left over (more than the reference has).
+    similarity : list of float or None
+        The cosine between each position's component (its row of H) and the one it matched.
+    """
+
+    order: list
+    matched: list
+    similarity: list
+
+
+def match_components(H, reference):
+    """The order of H's components (rows) that best matches ``reference``'s rows.
+
+    Components are compared by the cosine of their rows (NMF's components have no scale
+    of their own), and paired one to one so that the summed cosine is largest (the
+    assignment problem, scipy's ``linear_sum_assignment``). Paired components take the
+    positions of their partners, in the reference's order; where H has more components
+    than the reference, the rest follow in their own order. A refit aligned to the last
+    model keeps its components in place even when the fit found them in another order.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    H = np.asarray(H, dtype=np.float64)
+    R = np.asarray(reference, dtype=np.float64)
+    if H.ndim != 2 or R.ndim != 2 or H.shape[1] != R.shape[1]:
+        raise DataError(f"the components ({_shape(H)}) and the reference's ({_shape(R)}) must have the same "
+                        "number of columns")
+
+    def unit(A):
+        norms = np.linalg.norm(A, axis=1, keepdims=True)
+        return A / np.where(norms > 0, norms, 1.0)  # a zero component resembles nothing (cosine 0)
+
+    cosine = unit(H) @ unit(R).T
+    rows, cols = linear_sum_assignment(cosine, maximize=True)  # cols ascending when H has at least as many rows
+    paired = sorted(zip(cols.tolist(), rows.tolist()))
+    rest = sorted(set(range(H.shape[0])) - set(rows.tolist()))
+    order = [r for _, r in paired] + rest
+    matched = [c for c, _ in paired] + [None] * len(rest)
+    similarity = [float(cosine[r, c]) for c, r in paired] + [None] * len(rest)
+    return ComponentMatch(order=order, matched=matched, similarity=similarity)
+
+
 def versions():
     import scipy
 

@@ -18,7 +18,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from conftest import NMF, SAMPLE_DATA, labels, low_rank, nmf_env, run_nmf, start_nmf, write_csv
+from conftest import NMF, SAMPLE_DATA, labels, low_rank, nmf_env, one_error_line, run_nmf, start_nmf, write_csv
 from nmfcli import core, summary
 from nmfcli import io as nio
 
@@ -252,6 +252,50 @@ def test_reconstruct_and_error_report(tmp_path):
     assert json.loads((tmp_path / "err.json").read_text()) == got
     p = run_nmf("reconstruct", "o/W.npy", "o/H.npy", "--against", "x.npy", "-o", "r2.npy", cwd=tmp_path, check=0)
     assert "relative_error" in p.stderr and p.stdout == ""
+
+
+def test_align_to_orders_a_refit_like_the_last_model(tmp_path):
+    """--align-to: the refit's components take the places of the last model's that they
+    resemble most; W and H are the unaligned fit's, columns and rows reordered, bit for bit."""
+    X = low_rank(60, 40, 5, seed=4)
+    write_csv(tmp_path / "d.csv", X, labels("r", 60), labels("w", 40))
+    fit = ["fit", "d.csv", "-k", "5", "--init", "random", "--seed", "3", "--format", "csv"]
+    run_nmf("fit", "d.csv", "-k", "5", "-o", "last", "-q", cwd=tmp_path, check=0)
+    run_nmf(*fit, "-o", "plain", "-q", cwd=tmp_path, check=0)
+    r = run_nmf(*fit, "-o", "aligned", "--align-to", "last", cwd=tmp_path, check=0)
+    report = json.loads((tmp_path / "aligned" / "report.json").read_text())["alignment"]
+    order = report["order"]
+    assert order != list(range(5)), "the seeds were meant to find the components in another order"
+    assert report["matched"] == list(range(5)) and report["model"] == "last"
+    assert report["sha256"] == nio.file_sha256(str(tmp_path / "last"))
+    read = lambda d, name: np.loadtxt(tmp_path / d / name, delimiter=",", skiprows=1,  # noqa: E731
+                                      usecols=range(1, 41 if name == "H.csv" else 6))
+    assert np.array_equal(read("aligned", "H.csv"), read("plain", "H.csv")[order])
+    assert np.array_equal(read("aligned", "W.csv"), read("plain", "W.csv")[:, order])
+    last_H = nio.read_model(tmp_path / "last" / "model.h5")["H"]
+    assert report["similarity"] == pytest.approx(core.match_components(read("plain", "H.csv"), last_H).similarity)
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    unaligned = np.sum(unit(read("plain", "H.csv")) * unit(last_H), axis=1)
+    assert sum(report["similarity"]) > unaligned.sum() + 0.1  # the order found fits the last model better
+    assert f"components ordered like last's: order {order}, lowest similarity {min(report['similarity']):.3f}" in r.stderr
+    assert nio.read_model(tmp_path / "aligned" / "model.h5")["alignment"]["order"] == order
+
+
+def test_align_to_errors(tmp_path):
+    X = low_rank(M, N)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "wide.npy", np.hstack([X, X]))
+    run_nmf("fit", "x.npy", "-k", K, "-o", "last", "-q", cwd=tmp_path, check=0)
+    r = run_nmf("fit", "x.npy", "-k", K, "--fix-H", "last", "--align-to", "last", "-o", "o", cwd=tmp_path)
+    assert r.returncode == 2 and one_error_line(r) == (
+        "Error: --align-to reorders the fitted components; with --fix-H they keep the fixed factor's order")
+    r = run_nmf("fit", "wide.npy", "-k", K, "--align-to", "last", "-o", "o", cwd=tmp_path)
+    assert r.returncode == 65 and one_error_line(r) == (
+        f"Error: last: its components have {N} columns but wide.npy has {2 * N}; --align-to needs a fit of the "
+        "same columns")
+    r = run_nmf("fit", "x.npy", "-k", K, "--align-to", "nope.h5", "-o", "o", cwd=tmp_path)
+    assert r.returncode == 66 and one_error_line(r) == "Error: nope.h5: no such file"
+    assert not (tmp_path / "o").exists()
 
 
 def test_inspect_checkpoint(tmp_path):

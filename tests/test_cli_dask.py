@@ -153,6 +153,22 @@ def test_streamed_fit_stopped_early_resumes_bit_identically(tmp_path, loss, max_
         np.testing.assert_allclose(a["X"][...], b["X"][...], rtol=1e-9, atol=1e-12)
 
 
+def test_align_to_reorders_a_streamed_W_in_its_file(X, h5_file, tmp_path):
+    """With W streamed to W.h5 block by block, --align-to reorders its columns in the file."""
+    common = ["fit", h5_file, "-k", K, "--max-iter", 12, "--chunk-rows", 50, "--format", "h5", "--init", "random",
+              "-q"]
+    run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "-o", tmp_path / "last", "-q", check=0)
+    run_nmf(*common, "-o", tmp_path / "plain", check=0)
+    run_nmf(*common, "-o", tmp_path / "aligned", "--align-to", tmp_path / "last", check=0)
+    order = json.loads((tmp_path / "aligned" / "report.json").read_text())["alignment"]["order"]
+    with h5py.File(tmp_path / "plain" / "W.h5", "r") as a, h5py.File(tmp_path / "aligned" / "W.h5", "r") as b:
+        assert np.array_equal(b["X"][...], a["X"][...][:, order])
+    with h5py.File(tmp_path / "plain" / "H.h5", "r") as a, h5py.File(tmp_path / "aligned" / "H.h5", "r") as b:
+        assert np.array_equal(b["X"][...], a["X"][...][order])
+    assert order == core.match_components(nio.read_model(tmp_path / "plain" / "model.h5")["H"],
+                                          nio.read_model(tmp_path / "last" / "model.h5")["H"]).order
+
+
 @pytest.mark.parametrize("args,message,code", [
     (["--scheduler", "tcp://localhost:8786"], "Error: --scheduler needs --engine dask (got --engine numpy)", 2),
     (["--engine", "dask", "--scheduler", "tcp://localhost:8786", "--workers", "2"],

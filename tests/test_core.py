@@ -887,3 +887,50 @@ def test_a_checkpoint_from_before_ehals_resumes_under_auto_as_hals():
     resumed = nmfcli.fit(X, 4, tol=0, max_iter=30, resume=saved)
     assert resumed.options["solver"] == "hals"
     assert np.array_equal(resumed.W, full.W) and resumed.history == full.history
+
+
+# ---------------------------------------------------------------- component order across fits
+
+def _best_pairing(H, R):
+    """Brute force over every one-to-one pairing: the largest summed cosine (the oracle)."""
+    import itertools
+
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    C = unit(H) @ unit(R).T
+    small, large = sorted(C.shape)
+    if C.shape[0] == small:
+        return max(sum(C[i, p[i]] for i in range(small)) for p in itertools.permutations(range(large), small))
+    return max(sum(C[p[j], j] for j in range(small)) for p in itertools.permutations(range(large), small))
+
+
+@pytest.mark.parametrize("k_fit, k_ref", [(5, 5), (6, 4), (3, 5)])
+def test_match_components_finds_the_best_pairing(k_fit, k_ref):
+    rng = np.random.default_rng(k_fit * 10 + k_ref)
+    for _ in range(20):
+        H, R = rng.random((k_fit, 12)) ** 3, rng.random((k_ref, 12)) ** 3
+        m = nmfcli.match_components(H, R)
+        assert sorted(m.order) == list(range(k_fit))
+        paired = [(pos, ref) for pos, ref in enumerate(m.matched) if ref is not None]
+        assert len(paired) == min(k_fit, k_ref) and [ref for _, ref in paired] == sorted(ref for _, ref in paired)
+        assert paired == [(i, ref) for i, (_, ref) in enumerate(paired)]  # paired components come first
+        cos = [float(H[m.order[pos]] @ R[ref] / np.linalg.norm(H[m.order[pos]]) / np.linalg.norm(R[ref]))
+               for pos, ref in paired]
+        np.testing.assert_allclose([m.similarity[pos] for pos, _ in paired], cos, rtol=1e-12)
+        assert sum(cos) == pytest.approx(_best_pairing(H, R), rel=1e-12)
+        if k_fit > k_ref:  # the rest follow in their own order
+            rest = m.order[k_ref:]
+            assert rest == sorted(rest) and m.similarity[k_ref:] == [None] * (k_fit - k_ref)
+
+
+def test_match_components_undoes_a_permutation_and_ignores_scale():
+    rng = np.random.default_rng(7)
+    R = rng.random((8, 30))
+    perm = rng.permutation(8)
+    H = R[perm] * rng.uniform(0.1, 10, size=(8, 1))
+    m = nmfcli.match_components(H, R)
+    assert m.matched == list(range(8)) and np.array_equal(perm[m.order], np.arange(8))
+    np.testing.assert_allclose(m.similarity, 1.0, rtol=1e-12)
+    H[3] = 0.0  # a dead component resembles nothing
+    assert nmfcli.match_components(H, R).similarity[int(perm[3])] == 0.0
+    with pytest.raises(DataError, match="same number of columns"):
+        nmfcli.match_components(H[:, :5], R)

@@ -886,6 +886,21 @@ def test_checkpoint_copies_in_a_streamed_factor_block_by_block(here, monkeypatch
     assert message(e) == "c.h5: attribute 'nmfcli_streamed' does not name 2-D datasets of this file; the file is damaged"
 
 
+def test_permute_columns_in_place_block_by_block(here, monkeypatch):
+    from nmfcli.io import _hdf5
+
+    W = np.arange(105.0).reshape(35, 3)
+    with h5py.File("w.h5", "w") as f:
+        f.create_dataset("X", data=W)
+    monkeypatch.setattr(_hdf5, "_COPY_BYTES", 10 * 3 * 8)  # 10 rows a block: 4 blocks
+    io.permute_columns("w.h5::/X", [2, 0, 1])
+    with h5py.File("w.h5", "r") as f:
+        np.testing.assert_array_equal(f["X"][...], W[:, [2, 0, 1]])
+    with pytest.raises(UsageError) as e:
+        io.permute_columns("w.npy", [0])
+    assert message(e) == "w.npy: only an HDF5 dataset can be reordered in place"
+
+
 def test_report_round_trip_and_nan_as_null(here):
     report = {"k": np.int64(3), "shape": (4, 5), "loss": np.float32(0.5), "bad": float("nan"),
               "history": np.array([1.0, np.inf]), "nested": {"x": [np.float64(1.25)]}}

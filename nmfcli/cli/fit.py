@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -36,6 +37,7 @@ Examples:
   cat data.csv | nmf fit - -k 3 --json | jq .relative_error
   nmf fit big.npz -k 50 --max-time 3600 --checkpoint-every 100 --strict
   nmf fit big.npz -k 50 --resume big.nmf/checkpoint.h5   # after Ctrl-C
+  nmf fit today.npz -k 20 --align-to yesterday.nmf   # components in last fit's order
   nmf fit big.h5::/X -k 50 --engine dask --workers 8 --format h5
   nmf fit big.h5::/X -k 50 --engine dask --scheduler tcp://head:8786
   nmf fit big.npy -k 50 --chunk-rows 100000    # out of core, no Dask
@@ -89,6 +91,11 @@ def fit_options(f):
         click.option("--fix-H", "fix_H_path", default=None, metavar="FILE",
                      help="Keep H fixed (a matrix, or a model.h5's H) and solve W."),
         click.option("--fix-W", "fix_W_path", default=None, metavar="FILE", help="Keep W fixed and solve H."),
+        click.option("--align-to", "align_path", default=None, metavar="MODEL",
+                     help="Order the components like MODEL's (a model.h5 or fit folder, or an H file, of the same "
+                          "columns): each takes the place of the one it resembles most (cosine of H's rows, best "
+                          "one-to-one pairing), so refits keep their order. The report's 'alignment' lists the "
+                          "pairs and their similarity."),
         click.option("--dtype", type=shared.DTYPE_CHOICE, default=None,
                      help="[default: float32 data stays float32, anything else becomes float64]"),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
@@ -149,10 +156,13 @@ def _resume_command(resume_at: str) -> str:
 def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, alpha_W, alpha_H, l1_ratio,
                 W0_path, H0_path, fix_H_path, fix_W_path, dtype, engine, factor_format, as_json, quiet, verbose,
                 force, resume_path, checkpoint_every, max_time, strict, lock, input_format, dataset, header,
-                index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None):
+                index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None, align_path=None):
     term = Terminal(quiet=quiet, verbose=verbose)
     if fix_H_path and fix_W_path:
         raise errors.UsageError("--fix-H and --fix-W cannot both be given: nothing would be left to fit")
+    if align_path and (fix_H_path or fix_W_path):
+        raise errors.UsageError(f"--align-to reorders the fitted components; with --{'fix-H' if fix_H_path else 'fix-W'}"
+                                " they keep the fixed factor's order")
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
 
     # ---- read (io): the data, then the factor files, then the checkpoint
@@ -179,6 +189,13 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         else:
             shared.check_labels(matrix.row_labels, factor.row_labels, got_path=factor.path,
                                 expected_what=f"{input_path}'s", axis="row")
+    reference = shared.read_factor(align_path, "H") if align_path else None
+    if reference is not None:
+        if reference.X.shape[1] != matrix.shape[1]:
+            raise errors.DataError(f"{align_path}: its components have {reference.X.shape[1]} columns but "
+                                   f"{input_path} has {matrix.shape[1]}; --align-to needs a fit of the same columns")
+        shared.check_labels(matrix.col_labels, reference.col_labels, got_path=reference.path,
+                            expected_what=f"{input_path}'s", axis="column")
     checkpoint = nio.read_checkpoint(resume_path) if resume_path else None
     if k is None:
         k = _infer_k(factors, checkpoint)
@@ -257,7 +274,11 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
             if result.stop_reason == "time" and state is not None:
                 nio.write_checkpoint(ckpt_path, state, force=True)
-            report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options)
+            alignment = None
+            if reference is not None:  # after the checkpoint, which keeps the fit's own order
+                result, alignment = _aligned(result, reference)
+            report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options,
+                                    alignment)
         finally:
             _remove(streamed_W)  # gone, or moved into place by _write_outputs
             _remove(streamed_before)
@@ -270,6 +291,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                f"{report['n_iter']} iterations, {'converged' if report['converged'] else 'not converged'} "
                f"({report['stop_reason']})")
         term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}")
+    if alignment is not None and not quiet:
+        paired = [v for v in alignment["similarity"] if v is not None]
+        term.say(f"components ordered like {alignment['model']}'s: order {alignment['order']}, lowest similarity "
+                 f"{min(paired):.3f}" if paired else f"no component of {alignment['model']} to order by")
     if result.stop_reason == "time" and not quiet:
         term.say(f"time budget reached; continue with: {_resume_command(ckpt_path)}")
     if result.stop_reason == "max_iter" and not strict and not quiet and tol > 0:
@@ -436,7 +461,24 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
     return result, flag
 
 
-def _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options=None):
+def _aligned(result, reference):
+    """The result with its components in the order core.match_components gives against the
+    reference's H (a streamed W is reordered in its file, a block of rows at a time), and
+    the report's record of it."""
+    match = core.match_components(result.H, reference.X)
+    order = match.order
+    if isinstance(result.W, str):
+        nio.permute_columns(result.W, order)
+        W = result.W
+    else:
+        W = np.ascontiguousarray(result.W[:, order])
+    result = dataclasses.replace(result, W=W, H=np.ascontiguousarray(result.H[order]))
+    return result, {"model": reference.path, "sha256": reference.sha256, "order": order, "matched": match.matched,
+                    "similarity": match.similarity}
+
+
+def _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options=None,
+                   alignment=None):
     """W, H, model.h5 and report.json, which appear in OUTDIR together (io.replace_together).
 
     A W the engine already streamed to disk (result.W is then its path spec) is not
@@ -444,12 +486,12 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
     """
     outdir = os.path.dirname(paths[next(iter(paths))]) or "."
     with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()]) as staged:
-        report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options)
+        report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment)
     written.extend(paths.values())
     return report
 
 
-def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options):
+def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment=None):
     k = result.options["k"]
     names = summary.component_names(k)
     W_path, H_path, model_path, report_path = paths.values()
@@ -490,6 +532,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "engine_options": {key: value for key, value in (engine_options or {}).items() if key not in ("output", "output_before")},
         "input": input_info,
         "factors": fixed,
+        **({"alignment": alignment} if alignment is not None else {}),
         "row_labels_present": matrix.row_labels is not None,
         "col_labels_present": matrix.col_labels is not None,
         "row_labels": matrix.row_labels,

@@ -22,7 +22,7 @@ from io import BytesIO
 import numpy as np
 
 from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
-from nmfcli.io._blocks import RowBlock, RowSource, row_source, row_writer
+from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
     atomic_path,
@@ -49,12 +49,13 @@ __all__ = [
     "file_sha256",
     "float_dtype",
     "output_lock",
-    "replace_together",
+    "permute_columns",
     "read_checkpoint",
     "read_matrix",
     "read_model",
     "read_report",
     "read_row_source",
+    "replace_together",
     "row_source",
     "row_writer",
     "stream_temp_path",

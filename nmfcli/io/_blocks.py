@@ -240,3 +240,17 @@ def row_writer(spec, shape, dtype, rows: int):
         writer.spec = path
         return writer
     raise UsageError(f"output must be an HDF5 file (.h5) or a zarr store (.zarr); got {spec!r}")
+
+
+def permute_columns(spec, order) -> None:
+    """Reorder the columns of the matrix at ``spec`` (``FILE.h5::/name``, as row_writer wrote
+    it) in place, a block of about 16 MiB of rows at a time: column j becomes the old column
+    ``order[j]``."""
+    spec = os.fspath(spec)
+    path, inner = split_spec(spec)
+    if not path.lower().rstrip("/").endswith((".h5", ".hdf5", ".hdf")):
+        raise UsageError(f"{spec}: only an HDF5 dataset can be reordered in place")
+    from nmfcli.io._hdf5 import permute_h5_columns
+
+    permute_h5_columns(path, inner or "W", list(order))
+

@@ -356,6 +356,22 @@ def write_h5_dict(path: str, content: dict, marker: str, *, force: bool, jsonabl
                 f.attrs[STREAMED] = json.dumps(list(streamed))
 
 
+def permute_h5_columns(path: str, name: str, order: list) -> None:
+    """io.permute_columns for an HDF5 dataset."""
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r+") as f:
+            d = f[name]
+            if sorted(order) != list(range(d.shape[1])):
+                raise ValueError(f"order {order} is not a permutation of the {d.shape[1]} columns")
+            rows = max(1, _COPY_BYTES // max(1, d.shape[1] * d.dtype.itemsize))
+            for start in range(0, d.shape[0], rows):
+                d[start:start + rows] = d[start:start + rows][:, order]
+    except PARSE_ERRORS as e:
+        raise ReadWriteError(f"{path}: reordering the columns of '{name}' failed "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def _copy_rows(spec: str, f, key: str) -> None:
     """The matrix at spec into dataset ``key`` of the open file f, about 16 MiB of rows at a time."""
     from nmfcli.io._blocks import row_source

@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,15 @@ def start_nmf(*args, cwd=None, env=None, **kwargs):
     """Start `nmf ARGS...` in the background (for signals and locks)."""
     return subprocess.Popen([str(NMF), *map(str, args)], cwd=cwd, env=env or nmf_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_for(path, proc, timeout=60):
+    """Wait until the running `nmf` proc has written path (a checkpoint, say); fail if it exits first."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.02)
 
 
 def low_rank(m=24, n=10, k=3, seed=0, noise=0.01):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import low_rank, one_error_line, run_nmf, start_nmf
+from conftest import low_rank, one_error_line, run_nmf, start_nmf, wait_for
 from nmfcli import core
 from nmfcli import io as nio
 
@@ -73,13 +72,18 @@ def test_chunk_rows_on_the_numpy_engine_reads_row_blocks_without_dask(X, h5_file
     np.testing.assert_allclose(W, core.transform(X, expected.H), rtol=1e-5, atol=1e-9)
 
 
+def _write_h5_input(path):
+    """300 x 200, about rank 10, in storage chunks of 100 rows: long enough a fit to interrupt."""
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=rng.random((300, 10)) @ rng.random((10, 200)) + 0.1 * rng.random((300, 200)),
+                         chunks=(100, 200))
+
+
 def test_interrupted_streamed_fit_leaves_the_old_outputs_whole(tmp_path):
     """--chunk-rows streams W.h5 block by block; under --force an interrupted run must not leave a new W
     beside the old H, model and report (it streams into a temporary file that joins the others at the end)."""
-    rng = np.random.default_rng(0)
-    with h5py.File(tmp_path / "x.h5", "w") as f:
-        f.create_dataset("X", data=rng.random((300, 10)) @ rng.random((10, 200)) + 0.1 * rng.random((300, 200)),
-                         chunks=(100, 200))
+    _write_h5_input(tmp_path / "x.h5")
     common = ["fit", "x.h5", "-k", "10", "--chunk-rows", "100", "--format", "h5", "-o", "out", "-q"]
     run_nmf(*common, "--max-iter", "3", cwd=tmp_path, check=0)
     out = tmp_path / "out"
@@ -87,11 +91,7 @@ def test_interrupted_streamed_fit_leaves_the_old_outputs_whole(tmp_path):
     before = {name: (out / name).read_bytes() for name in names}
 
     p = start_nmf(*common, "--force", "--tol", "0", "--max-iter", "5000", "--checkpoint-every", "5", cwd=tmp_path)
-    end = time.monotonic() + 60
-    while not (out / "checkpoint.h5").exists():
-        assert p.poll() is None, p.stderr.read().decode()
-        assert time.monotonic() < end, "no checkpoint appeared"
-        time.sleep(0.02)
+    wait_for(out / "checkpoint.h5", p)
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=60)
     assert p.returncode == 130, stderr.decode()
@@ -111,21 +111,14 @@ def test_streamed_fit_stopped_early_resumes_bit_identically(tmp_path, loss, max_
     block; the checkpoint written when the fit stops copies them in (the streamed files are
     removed), and the resumed fit ends bit for bit where an uninterrupted one does. The same
     checkpoint also resumes a fit in memory."""
-    rng = np.random.default_rng(0)
-    with h5py.File(tmp_path / "x.h5", "w") as f:
-        f.create_dataset("X", data=rng.random((300, 10)) @ rng.random((10, 200)) + 0.1 * rng.random((300, 200)),
-                         chunks=(100, 200))
+    _write_h5_input(tmp_path / "x.h5")
     common = ["fit", "x.h5", "-k", "10", "--chunk-rows", "100", "--format", "h5", "--loss", loss, "--tol", "0",
               "--max-iter", str(max_iter), "-q"]
     run_nmf(*common, "-o", "ref", cwd=tmp_path, check=0)
     out = tmp_path / "out"
     if stop == "SIGINT":
         p = start_nmf(*common, "-o", "out", "--checkpoint-every", "5", cwd=tmp_path)
-        end = time.monotonic() + 60
-        while not (out / "checkpoint.h5").exists():
-            assert p.poll() is None, p.stderr.read().decode()
-            assert time.monotonic() < end, "no checkpoint appeared"
-            time.sleep(0.02)
+        wait_for(out / "checkpoint.h5", p)
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=60)
         assert p.returncode == 130, stderr.decode()

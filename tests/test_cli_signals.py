@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import NMF, low_rank, nmf_env, one_error_line, run_nmf, start_nmf
+from conftest import NMF, low_rank, nmf_env, one_error_line, run_nmf, start_nmf, wait_for
 from nmfcli import io as nio
 
 MAX_ITER = 2000
@@ -29,20 +29,12 @@ def long_fit(tmp_path_factory):
     return d
 
 
-def _wait_for(path, proc, timeout=60):
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_fit_writes_checkpoint_and_resume_is_bit_identical(long_fit, sig, code):
     d = long_fit
     out = d / f"run-{code}"
     p = start_nmf("fit", "x.npy", *LONG, "-o", out.name, "--checkpoint-every", "20", cwd=d)
-    _wait_for(out / "checkpoint.h5", p)
+    wait_for(out / "checkpoint.h5", p)
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
     stderr = stderr.decode()
@@ -67,7 +59,7 @@ def test_resume_refuses_other_input_or_options(long_fit):
     d = long_fit
     out = d / "refuse"
     p = start_nmf("fit", "x.npy", *LONG, "-o", out.name, "--checkpoint-every", "5", cwd=d)
-    _wait_for(out / "checkpoint.h5", p)
+    wait_for(out / "checkpoint.h5", p)
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=60)
     shutil.copy(out / "checkpoint.h5", d / "ckpt.h5")
@@ -87,7 +79,7 @@ def test_resume_refuses_other_input_or_options(long_fit):
 def test_second_run_on_the_same_folder_exits_75_at_once_and_no_stale_lock(long_fit):
     d = long_fit
     first = start_nmf("fit", "x.npy", *LONG, "-o", "locked", "--checkpoint-every", "5", cwd=d)
-    _wait_for(d / "locked" / "checkpoint.h5", first)
+    wait_for(d / "locked" / "checkpoint.h5", first)
     t0 = time.monotonic()
     second = run_nmf("fit", "x.npy", *LONG, "-o", "locked", "--force", cwd=d)
     assert second.returncode == 75

@@ -293,7 +293,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}")
     if alignment is not None and not quiet:
         paired = [v for v in alignment["similarity"] if v is not None]
-        term.say(f"components ordered like {alignment['model']}'s: order {alignment['order']}, lowest similarity "
+        moved = sum(i != j for i, j in enumerate(alignment["order"]))
+        term.say(f"components ordered like {alignment['model']}'s ({moved} moved), lowest similarity "
                  f"{min(paired):.3f}" if paired else f"no component of {alignment['model']} to order by")
     if result.stop_reason == "time" and not quiet:
         term.say(f"time budget reached; continue with: {_resume_command(ckpt_path)}")
@@ -529,7 +530,8 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "history": result.history,
         "history_iter": result.history_iter,
         "options": result.options,
-        "engine_options": {key: value for key, value in (engine_options or {}).items() if key not in ("output", "output_before")},
+        "engine_options": {key: value for key, value in (engine_options or {}).items()
+                           if key not in ("output", "output_before")},
         "input": input_info,
         "factors": fixed,
         **({"alignment": alignment} if alignment is not None else {}),

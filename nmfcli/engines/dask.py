@@ -331,7 +331,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
     with _session(scheduler, workers, memory_limit) as client:
         blocks = _Blocks.from_input(client, X, dtype, chunk_rows, persist)
         dtype = blocks.dtype
-        m, n = shape = blocks.shape
+        _, n = shape = blocks.shape
         init = core.check_init(init, k, shape, W0, H0, fix_W, fix_H)
         sqnorm, mean = _check_data(blocks, beta, loss_name)
         W0, H0, fix_W, fix_H = core.check_factors(k, shape, dtype, init, W0, H0, fix_W, fix_H)

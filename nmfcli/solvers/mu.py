@@ -37,11 +37,14 @@ def converged(state, error, tol):
     """scikit-learn's stop, tested every CHECK_EVERY iterations: the error √(2·D) fell by less than
     tol times its value at the initial factors since the last test (never when tol is 0).
 
-    ``state`` holds "error_at_init" and "previous_error"; the latter is updated here.
+    ``state`` holds "error_at_init" and "previous_error"; the latter is updated here. An
+    error of 0 at the initial factors (they reproduce X exactly) has nothing left to fall:
+    done (scikit-learn divides by it, gets NaN, and runs to max_iter).
     """
     if not tol > 0:
         return False
-    done = (state["previous_error"] - error) / state["error_at_init"] < tol
+    at_init = state["error_at_init"]
+    done = (state["previous_error"] - error) / at_init < tol if at_init > 0 else True
     state["previous_error"] = error
     return done
 

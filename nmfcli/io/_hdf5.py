@@ -364,9 +364,8 @@ def permute_h5_columns(path: str, name: str, order: list) -> None:
             d = f[name]
             if sorted(order) != list(range(d.shape[1])):
                 raise ValueError(f"order {order} is not a permutation of the {d.shape[1]} columns")
-            rows = max(1, _COPY_BYTES // max(1, d.shape[1] * d.dtype.itemsize))
-            for start in range(0, d.shape[0], rows):
-                d[start:start + rows] = d[start:start + rows][:, order]
+            for start, stop in _row_blocks(d.shape, d.dtype):
+                d[start:stop] = d[start:stop][:, order]
     except PARSE_ERRORS as e:
         raise ReadWriteError(f"{path}: reordering the columns of '{name}' failed "
                              f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -377,11 +376,16 @@ def _copy_rows(spec: str, f, key: str) -> None:
     from nmfcli.io._blocks import row_source
 
     source = row_source(spec)
-    m, n = source.shape
-    d = f.create_dataset(key, shape=(m, n), dtype=source.dtype)
-    rows = max(1, _COPY_BYTES // max(1, n * source.dtype.itemsize))
-    for start in range(0, m, rows):
-        d[start:start + rows] = source.read(start, min(m, start + rows))
+    d = f.create_dataset(key, shape=source.shape, dtype=source.dtype)
+    for start, stop in _row_blocks(source.shape, source.dtype):
+        d[start:stop] = source.read(start, stop)
+
+
+def _row_blocks(shape, dtype):
+    """(start, stop) of the blocks of about _COPY_BYTES of rows that cover an m×n matrix."""
+    m, n = shape
+    rows = max(1, _COPY_BYTES // max(1, n * np.dtype(dtype).itemsize))
+    return [(start, min(m, start + rows)) for start in range(0, m, rows)]
 
 
 def _streamed_keys(path, f) -> list:

@@ -21,6 +21,12 @@ TOL = 1e-6
 K = 4
 
 
+def _read_X(path):
+    """The matrix an h5 output holds (dataset /X, as nmf writes it)."""
+    with h5py.File(path, "r") as f:
+        return f["X"][...]
+
+
 @pytest.fixture(scope="module")
 def X():
     return low_rank(200, 30, K, seed=3)
@@ -41,8 +47,7 @@ def test_fit_then_transform_on_a_dask_cluster_equal_the_numpy_engine(X, h5_file,
     run_nmf("fit", h5_file, "-k", K, "--max-iter", 12, "--engine", "dask", "--workers", 2, "--chunk-rows", 50,
             "--format", "h5", "-o", out, "-q", check=0)
     expected = core.fit(X, K, max_iter=12)  # ehals, the default on Dask and out of core too
-    with h5py.File(out / "W.h5", "r") as f:  # streamed block by block by the engine
-        np.testing.assert_allclose(f["X"][...], expected.W, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(_read_X(out / "W.h5"), expected.W, rtol=TOL, atol=TOL)  # streamed by the engine
     model = nio.read_model(out / "model.h5")
     np.testing.assert_allclose(model["H"], expected.H, rtol=TOL, atol=TOL)
     assert "W" not in model  # W may be larger than memory: it lives in W.h5 only
@@ -55,8 +60,7 @@ def test_fit_then_transform_on_a_dask_cluster_equal_the_numpy_engine(X, h5_file,
 
     run_nmf("transform", h5_file, "--model", out / "model.h5", "--engine", "dask", "--workers", 2,
             "--chunk-rows", 50, "-o", tmp_path / "mix.h5", check=0)
-    with h5py.File(tmp_path / "mix.h5", "r") as f:
-        np.testing.assert_allclose(f["X"][...], core.transform(X, model["H"]), rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(_read_X(tmp_path / "mix.h5"), core.transform(X, model["H"]), rtol=TOL, atol=TOL)
 
 
 def test_chunk_rows_on_the_numpy_engine_reads_row_blocks_without_dask(X, h5_file, tmp_path):
@@ -135,15 +139,14 @@ def test_streamed_fit_stopped_early_resumes_bit_identically(tmp_path, loss, max_
     r = run_nmf(*common, "-o", "out", "--resume", "out/checkpoint.h5", "--force", cwd=tmp_path, check=0)
     assert "Traceback" not in r.stderr
     for name in ("W.h5", "H.h5"):
-        with h5py.File(out / name, "r") as a, h5py.File(tmp_path / "ref" / name, "r") as b:
-            assert np.array_equal(a["X"][...], b["X"][...]), name
+        assert np.array_equal(_read_X(out / name), _read_X(tmp_path / "ref" / name)), name
     report, ref = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("out", "ref"))
     assert report["n_iter"] == ref["n_iter"] == max_iter and report["history"] == ref["history"]
 
     in_memory = [a for a in common if a not in ("--chunk-rows", "100")]
     run_nmf(*in_memory, "-o", "mem", "--resume", "again.h5", cwd=tmp_path, check=0)
-    with h5py.File(tmp_path / "mem" / "W.h5", "r") as a, h5py.File(tmp_path / "ref" / "W.h5", "r") as b:
-        np.testing.assert_allclose(a["X"][...], b["X"][...], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(_read_X(tmp_path / "mem" / "W.h5"), _read_X(tmp_path / "ref" / "W.h5"),
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_align_to_reorders_a_streamed_W_in_its_file(X, h5_file, tmp_path):
@@ -154,10 +157,8 @@ def test_align_to_reorders_a_streamed_W_in_its_file(X, h5_file, tmp_path):
     run_nmf(*common, "-o", tmp_path / "plain", check=0)
     run_nmf(*common, "-o", tmp_path / "aligned", "--align-to", tmp_path / "last", check=0)
     order = json.loads((tmp_path / "aligned" / "report.json").read_text())["alignment"]["order"]
-    with h5py.File(tmp_path / "plain" / "W.h5", "r") as a, h5py.File(tmp_path / "aligned" / "W.h5", "r") as b:
-        assert np.array_equal(b["X"][...], a["X"][...][:, order])
-    with h5py.File(tmp_path / "plain" / "H.h5", "r") as a, h5py.File(tmp_path / "aligned" / "H.h5", "r") as b:
-        assert np.array_equal(b["X"][...], a["X"][...][order])
+    assert np.array_equal(_read_X(tmp_path / "aligned" / "W.h5"), _read_X(tmp_path / "plain" / "W.h5")[:, order])
+    assert np.array_equal(_read_X(tmp_path / "aligned" / "H.h5"), _read_X(tmp_path / "plain" / "H.h5")[order])
     assert order == core.match_components(nio.read_model(tmp_path / "plain" / "model.h5")["H"],
                                           nio.read_model(tmp_path / "last" / "model.h5")["H"]).order
 

@@ -623,7 +623,7 @@ class FitLoop:
         return dict(self.state), [float(v) for v in self.history], list(self.history_iter)
 
 
-def _k_major(eng, W, H):
+def _k_major(eng, W, H, extrapolated=False):
     """(Wᵀ, H, inner-sweep limits) for the hals family: both factors k-major, C-ordered copies.
 
     The inner-sweep budget depends on the shape only (not on nnz), so sparse and
@@ -633,7 +633,7 @@ def _k_major(eng, W, H):
     H = eng.contiguous_copy(H)
     m, n = eng.shape
     k = H.shape[0]
-    return Wt, H, (cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k))
+    return Wt, H, cd.inner_sweep_limits(m, n, k, extrapolated)
 
 
 def _cd_loop(eng, W, H, options, reg, beta, callback, resume, start):
@@ -673,7 +673,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
     The stopping test is hals's, measured on plain HALS iterations.
     """
     max_iter, tol = options["max_iter"], options["tol"]
-    Wt, H, inner = _k_major(eng, W, H)
+    Wt, H, inner = _k_major(eng, W, H, extrapolated=True)
     run = FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0},
                   callback, max_iter, start)
     if resume is not None and resume.get("W_before") is not None:

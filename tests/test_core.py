@@ -570,6 +570,31 @@ def test_numpy_sweeps_are_the_row_by_row_definition(n, dtype):
     assert np.array_equal(A, expected)
 
 
+@pytest.mark.parametrize("shape", [(100, 625, 50), (1797, 64, 50), (20000, 64, 50), (100, 625, 10),
+                                   (20000, 64, 10), (5000, 2000, 10), (30, 20, 2), (10**6, 50, 100)])
+def test_inner_sweep_limits_lower_the_floor_only_for_ehals_where_sweeps_cost_more(shape):
+    """Plain hals sweeps at least MIN_INNER times; ehals the same, but where a sweep of each factor
+    costs more than the rest of an iteration (the model's ρ₂ < (MIN_INNER − 1) / slope), where it
+    sweeps fewer, never less than once and never fewer than Gillis & Glineur's 1 + ρ/2."""
+    from nmfcli.solvers import cd
+
+    m, n, k = shape
+    plain, extrapolated = cd.inner_sweep_limits(m, n, k), cd.inner_sweep_limits(m, n, k, extrapolated=True)
+    t_product = 2.0 * m * n * k / cd._PRODUCT_FLOPS_PER_S
+    t_sweeps = [k * (cd._CALL_OVERHEAD_S + rows * (k + 8) / cd._SWEEP_FLOPS_PER_S) for rows in (m, n)]
+    rho2 = (2 * t_product + cd._ITERATION_CALLS * cd._CALL_OVERHEAD_S) / sum(t_sweeps)
+    for p, e, t in zip(plain, extrapolated, t_sweeps):
+        gillis = int(min(cd.MAX_INNER, 1 + 0.5 * t_product / t))
+        assert p == max(cd.MIN_INNER, gillis)
+        assert 1 <= e <= p and e >= gillis
+        if rho2 >= (cd.MIN_INNER - 1) / cd.EXTRAPOLATED_FLOOR_SLOPE:
+            assert e == p
+    if shape in {(100, 625, 50), (1797, 64, 50)}:  # faces and digits at k = 50: measured, 3 pays
+        assert extrapolated == (3, 3)
+    if shape in {(100, 625, 10), (30, 20, 2)}:  # small data: the iteration's other calls dominate
+        assert extrapolated == plain
+
+
 def test_ehals_reaches_hals_objective_in_fewer_iterations():
     """The extrapolation must pay: from the same start, ehals gets to plain hals's 60-iteration objective sooner."""
     X = dense(3, 120, 80) + 0.01

@@ -576,7 +576,7 @@ class _Run:
         blocks anyway, so the test costs no pass over X. Rejected steps only drop new blocks."""
         blocks, options = self.blocks, self.options
         max_iter, tol = options["max_iter"], options["tol"]
-        inner = self._inner_sweeps(H.shape[0])
+        inner = self._inner_sweeps(H.shape[0], extrapolated=True)
         run = self.core.FitLoop(resume, {"violation_init": None, "beta": cd.BETA_START, "beta_cap": 1.0})
         Wt_before, H_before = Wt, H  # futures and H_before are never changed in place
         if resume is not None and resume.get("W_before") is not None:
@@ -612,9 +612,9 @@ class _Run:
         final = self.checkpoint(run, run.n_iter, None, H, (Wt_before, H_before), transposed=True, final=True)
         return self.result(Wt, H, run, final, True)
 
-    def _inner_sweeps(self, k):
+    def _inner_sweeps(self, k, extrapolated=False):
         m, n = self.blocks.shape
-        return cd.inner_sweep_limit(m, n, k), cd.inner_sweep_limit(n, m, k)
+        return cd.inner_sweep_limits(m, n, k, extrapolated)
 
     def _frobenius_iteration(self, Wt, H, cache, check, inner):
         """One cd or hals iteration (options' solver) from Wᵀ's blocks and H, which is updated in place:

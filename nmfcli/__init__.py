@@ -1,8 +1,9 @@
 """nmfcli: non-negative matrix factorization, from the shell and from Python.
 
 The public API (``fit``, ``transform``, ``reconstruct``, ``metrics``,
-``match_components``, ``NMF``, ``FitResult``, ``IterationInfo``, ``ComponentMatch``) is imported on first use, so ``nmf --help``
-and ``nmf --version`` start without loading scipy.
+``match_components``, ``survey_ranks``, ``NMF``, ``FitResult``, ``IterationInfo``,
+``ComponentMatch``, ``RankFit``) is imported on first use, so ``nmf --help`` and
+``nmf --version`` start without loading scipy.
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,8 @@ _API = {
     "reconstruct": "nmfcli.core",
     "transform": "nmfcli.core",
     "NMF": "nmfcli.estimator",
+    "RankFit": "nmfcli.rank",
+    "survey_ranks": "nmfcli.rank",
 }
 
 __all__ = [*_API, "__version__"]

@@ -26,6 +26,45 @@ def _pyplot():
     return plt
 
 
+def require_matplotlib() -> None:
+    """UnavailableError now, before long work, where a plot asked for could not be drawn."""
+    _pyplot()
+
+
+def render_ranks_png(ranks, title="") -> bytes:
+    """`nmf rank --plot`: the relative error (best run, and the range over the runs) and the
+    stability (mean matched cosine, and the lowest) against k."""
+    plt = _pyplot()
+    ks = [r["k"] for r in ranks]
+    fig, (ax_error, ax_stability) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_error.plot(ks, [r["relative_error"] for r in ranks], marker="o", label="best run")
+    ax_error.fill_between(ks, [min(r["relative_errors"]) for r in ranks], [max(r["relative_errors"]) for r in ranks],
+                          alpha=0.3, label="all runs")
+    ax_error.set_xlabel("k")
+    ax_error.set_ylabel("relative error")
+    ax_error.set_title("error")
+    ax_error.legend()
+    if any(r["stability"] is not None for r in ranks):
+        measured = [r for r in ranks if r["stability"] is not None]
+        ax_stability.plot([r["k"] for r in measured], [r["stability"] for r in measured], marker="o", label="mean")
+        ax_stability.plot([r["k"] for r in measured], [r["lowest_similarity"] for r in measured], marker=".",
+                          linestyle="--", label="lowest")
+        ax_stability.set_ylim(min(0.0, min(r["lowest_similarity"] for r in measured)), 1.02)
+        ax_stability.legend()
+    else:
+        ax_stability.text(0.5, 0.5, "one run per k: no stability", ha="center", va="center")
+    ax_stability.set_xlabel("k")
+    ax_stability.set_ylabel("cosine of matched components")
+    ax_stability.set_title("stability")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = _stdio.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def render_png(*, history=None, history_iter=None, W=None, H=None, X=None, title="") -> bytes:
     """A PNG with the panels that have data: convergence curve, W heatmap, H heatmap (or X)."""
     plt = _pyplot()

@@ -64,7 +64,7 @@ def test_cupy_and_dask_only_in_their_engines():
 
 def test_core_and_solvers_never_reach_up():
     lower = files("core") + files("solvers") + files("init") + files("engines") + files("errors")
-    lower += files("estimator") + files("summary")
+    lower += files("estimator") + files("summary") + files("rank")
     assert offenders(lower, ["nmfcli.cli", "nmfcli.io.__init__", "click", "rich"]) == []
     assert offenders(files("solvers"), ["nmfcli.core", "nmfcli.engines"]) == []
 

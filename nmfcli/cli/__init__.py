@@ -40,6 +40,7 @@ SHORT_HELP = {
     "transform": "Activations of new rows for fixed components (exact NNLS).",
     "reconstruct": "W·H from W and H files (or a model), and its error.",
     "inspect": "Describe a matrix, a model, a report or a checkpoint.",
+    "rank": "Choose k: error and stability of several fits for each k.",
 }
 
 

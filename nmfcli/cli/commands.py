@@ -1,4 +1,4 @@
-"""The subcommands: fit (in fit.py), transform, reconstruct, inspect."""
+"""The subcommands: fit (in fit.py), transform, reconstruct, inspect, rank (in rank.py)."""
 
 from __future__ import annotations
 
@@ -75,12 +75,14 @@ Examples:
 def register(cli):
     """Add the subcommands to the `nmf` group (the one-line helps are the group's: nmfcli.cli.SHORT_HELP)."""
     from nmfcli.cli import SHORT_HELP
+    from nmfcli.cli import rank as rank_mod
 
     for name, help_text, command in (
         ("fit", fit_mod.FIT_HELP, fit_mod.fit_options(fit_mod.fit_command)),
         ("transform", TRANSFORM_HELP, transform_command),
         ("reconstruct", RECONSTRUCT_HELP, reconstruct_command),
         ("inspect", INSPECT_HELP, inspect_command),
+        ("rank", rank_mod.RANK_HELP, rank_mod.rank_command),
     ):
         cli.command(name, help=help_text, short_help=SHORT_HELP[name])(command)
 

@@ -1,0 +1,144 @@
+"""Choosing k: fit each k several times from different random starts and compare.
+
+Two numbers per k answer the question users ask ("which k?"): how well the best of the
+fits reproduces X (the relative error falls as k grows; where it stops falling much, more
+components add little), and how reproducible the components are (the stability: when
+fits from different starts find the same components, the cosine of matched components is
+near 1; when k is larger than the data supports, the extra components split and merge
+differently from run to run and the stability drops). The components are matched as
+:func:`nmfcli.match_components` matches them (cosine of the rows of H, paired one to one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from nmfcli import core
+from nmfcli.errors import UsageError
+
+DEFAULT_RUNS = 5
+
+
+@dataclass
+class RankFit:
+    """The fits of one k in :func:`survey_ranks`.
+
+    Attributes
+    ----------
+    k : int
+    seeds : list of int
+        The seed of each run, in order.
+    relative_errors : list of float
+        ‖X − WH‖_F / ‖X‖_F of each run.
+    objectives : list of float
+        The objective (loss plus penalties) each run ended at; the best run is the lowest.
+    n_iter : list of int
+    converged : list of bool
+    best : int
+        The index (in ``seeds``) of the run with the lowest objective.
+    stability : float or None
+        The mean, over every pair of runs, of the mean cosine of their matched components
+        (1: every run found the same components). None with a single run.
+    lowest_similarity : float or None
+        The lowest cosine of any matched pair of components over all pairs of runs: the
+        least reproducible component. None with a single run.
+    time_s : float
+        The seconds all the runs of this k took.
+    """
+
+    k: int
+    seeds: list
+    relative_errors: list
+    objectives: list
+    n_iter: list
+    converged: list
+    best: int
+    stability: float | None
+    lowest_similarity: float | None
+    time_s: float
+    results: list = field(repr=False, default_factory=list)
+
+    @property
+    def relative_error(self) -> float:
+        """The best run's relative error."""
+        return self.relative_errors[self.best]
+
+    @property
+    def median_relative_error(self) -> float:
+        return float(np.median(self.relative_errors))
+
+
+def check_ranks(ks, shape, runs):
+    """The k values sorted and without repeats; UsageError for an empty list, a k < 1, or runs < 1."""
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
+        raise UsageError(f"runs must be a positive integer; got {runs!r}")
+    ks = list(ks)
+    if not ks:
+        raise UsageError("give at least one k")
+    for k in ks:
+        core._check_k(k, shape, None)
+    return sorted(set(int(k) for k in ks))
+
+
+def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="random", keep_factors=False,
+                 progress=None, **fit_options):
+    """Fit X with every k in ``ks``, ``runs`` times each, and measure error and stability.
+
+    Parameters
+    ----------
+    X : ndarray or scipy.sparse matrix, shape (m, n)
+    ks : iterable of int
+        The numbers of components to try (sorted, repeats dropped).
+    runs : int, default 5
+        Fits per k, with seeds ``seed``, ``seed + 1``, ... (the same seeds for every k).
+    seed : int, default 0
+    init : str, default "random"
+        Random starts make the runs differ, which the stability measures. The nndsvd starts
+        barely depend on the seed, so their stability says little beyond the solver's.
+    keep_factors : bool, default False
+        Keep every run's :class:`FitResult` in ``RankFit.results`` (else only the numbers).
+    progress : callable(k, run, FitResult), optional
+        Called after each fit (the CLI prints a line).
+    **fit_options
+        Passed to :func:`nmfcli.fit` (loss, solver, max_iter, tol, alpha_W, dtype, ...).
+
+    Returns
+    -------
+    list of RankFit, one per k, in increasing k.
+    """
+    for name in ("k", "W0", "H0", "fix_W", "fix_H", "resume", "callback"):
+        if name in fit_options:
+            raise UsageError(f"survey_ranks does not take {name}")
+    X = core._as_matrix(X, fit_options.pop("dtype", None))
+    ks = check_ranks(ks, X.shape, runs)
+    surveyed = []
+    for k in ks:
+        fits = []
+        for run in range(runs):
+            result = core.fit(X, k, seed=seed + run, init=init, **fit_options)
+            fits.append(result)
+            if progress is not None:
+                progress(k, run, result)
+        surveyed.append(_rank_fit(k, [seed + run for run in range(runs)], fits, keep_factors))
+    return surveyed
+
+
+def _rank_fit(k, seeds, fits, keep_factors):
+    objectives = [float(f.metrics["objective"]) for f in fits]
+    similarities = [core.match_components(a.H, b.H).similarity for a, b in combinations(fits, 2)]
+    return RankFit(
+        k=k,
+        seeds=seeds,
+        relative_errors=[float(f.metrics["relative_error"]) for f in fits],
+        objectives=objectives,
+        n_iter=[f.n_iter for f in fits],
+        converged=[bool(f.converged) for f in fits],
+        best=int(np.argmin(objectives)),
+        stability=float(np.mean([np.mean(s) for s in similarities])) if similarities else None,
+        lowest_similarity=float(min(min(s) for s in similarities)) if similarities else None,
+        time_s=float(sum(f.time_s for f in fits)),
+        results=list(fits) if keep_factors else [],
+    )

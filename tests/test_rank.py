@@ -1,0 +1,172 @@
+"""Choosing k (`nmfcli.rank.survey_ranks`, `nmf rank`): error and stability of several fits per k.
+
+The stability is checked against a brute-force matching written here, the runs against
+`nmfcli.fit` called with the same seeds, and the whole against data of known rank.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+import nmfcli
+from conftest import one_error_line, run_nmf
+from nmfcli import errors
+from nmfcli.rank import survey_ranks
+
+
+def exactly_rank(m=40, n=30, k=3, seed=0):
+    """X = W·H where each component owns a block of columns (H is zero elsewhere) and one row
+    (W's first k rows are diagonal): both factors are separable, so the k components are unique
+    up to order and scale (no other non-negative W·H of k components reproduces X)."""
+    rng = np.random.default_rng(seed)
+    H = np.zeros((k, n))
+    for t, cols in enumerate(np.array_split(np.arange(n), k)):
+        H[t, cols] = 1.0 + rng.random(cols.size)
+    W = rng.random((m, k))
+    W[:k] = np.diag(1.0 + rng.random(k))
+    return W @ H
+
+
+def brute_force_stability(Hs):
+    """Mean over pairs of runs of the best mean cosine over every one-to-one pairing, and the
+    lowest cosine of a pair in those pairings."""
+    means, lowest = [], np.inf
+    for A, B in itertools.combinations(Hs, 2):
+        a = A / np.linalg.norm(A, axis=1, keepdims=True)
+        b = B / np.linalg.norm(B, axis=1, keepdims=True)
+        C = a @ b.T
+        best = max(itertools.permutations(range(len(B))), key=lambda p: sum(C[i, p[i]] for i in range(len(A))))
+        cosines = [C[i, best[i]] for i in range(len(A))]
+        means.append(np.mean(cosines))
+        lowest = min(lowest, min(cosines))
+    return float(np.mean(means)), float(lowest)
+
+
+def test_runs_are_the_fits_with_those_seeds_and_stability_is_the_best_matching():
+    X = exactly_rank() + 0.05 * np.random.default_rng(1).random((40, 30))
+    surveyed = survey_ranks(X, [4, 2], runs=3, seed=7, max_iter=60, keep_factors=True)
+    assert [r.k for r in surveyed] == [2, 4]
+    for r in surveyed:
+        assert r.seeds == [7, 8, 9]
+        for seed, result, error in zip(r.seeds, r.results, r.relative_errors):
+            alone = nmfcli.fit(X, r.k, seed=seed, init="random", max_iter=60)
+            assert np.array_equal(result.H, alone.H) and error == alone.metrics["relative_error"]
+        assert r.best == int(np.argmin([f.metrics["objective"] for f in r.results]))
+        assert r.relative_error == r.relative_errors[r.best]
+        stability, lowest = brute_force_stability([f.H for f in r.results])
+        assert r.stability == pytest.approx(stability, abs=1e-12)
+        assert r.lowest_similarity == pytest.approx(lowest, abs=1e-12)
+
+
+def test_the_true_rank_is_stable_and_fits_exactly():
+    X = exactly_rank()
+    surveyed = {r.k: r for r in survey_ranks(X, range(1, 6), runs=4, max_iter=2000, tol=1e-10)}
+    assert surveyed[3].relative_error < 1e-10
+    assert surveyed[3].stability > 0.9999 and surveyed[3].lowest_similarity > 0.9999
+    # fewer components cannot fit it: every k below 3 errs by more than 10%
+    assert surveyed[1].relative_error > surveyed[2].relative_error > 0.1
+    # more fit it as well, but split its parts differently from run to run
+    for k in (4, 5):
+        assert surveyed[k].relative_error < 1e-6
+        assert surveyed[k].lowest_similarity < 0.9 and surveyed[k].stability < surveyed[3].stability - 0.01
+
+
+def test_one_run_has_no_stability():
+    r, = survey_ranks(exactly_rank(), [3], runs=1, max_iter=20)
+    assert r.stability is None and r.lowest_similarity is None and len(r.relative_errors) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ks": []}, "give at least one k"),
+    ({"ks": [0, 2]}, "k must be a positive integer; got 0"),
+    ({"ks": [2], "runs": 0}, "runs must be a positive integer; got 0"),
+    ({"ks": [2], "W0": np.ones((40, 2))}, "survey_ranks does not take W0"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(errors.UsageError, match=message):
+        survey_ranks(exactly_rank(), **kwargs)
+
+
+# --------------------------------------------------------------------------- nmf rank
+
+
+@pytest.fixture
+def X_file(tmp_path):
+    path = tmp_path / "X.npy"
+    np.save(path, exactly_rank() + 0.01 * np.random.default_rng(3).random((40, 30)))
+    return path
+
+
+def test_cli_json_matches_the_api_and_the_best_seed_refits(X_file, tmp_path):
+    proc = run_nmf("rank", X_file, "-k", "2:4", "--runs", "3", "--seed", "5", "--max-iter", "50", "--json",
+                   check=0)
+    report = json.loads(proc.stdout)
+    assert report["kind"] == "rank_survey" and report["shape"] == [40, 30] and report["runs"] == 3
+    api = survey_ranks(np.load(X_file), [2, 3, 4], runs=3, seed=5, max_iter=50)
+    assert [r["k"] for r in report["ranks"]] == [2, 3, 4]
+    for got, want in zip(report["ranks"], api):
+        assert got["relative_errors"] == want.relative_errors
+        assert got["stability"] == want.stability and got["best_seed"] == want.seeds[want.best]
+    # the help's promise: `nmf fit -k K --init random --seed S` refits the best run of k
+    best = report["ranks"][1]
+    run_nmf("fit", X_file, "-k", 3, "--init", "random", "--seed", best["best_seed"], "--max-iter", 50,
+            "-o", tmp_path / "best", "-q", check=0)
+    refit = json.loads((tmp_path / "best" / "report.json").read_text())
+    assert refit["relative_error"] == best["relative_error"]
+
+
+def test_cli_table_and_report_file(X_file, tmp_path):
+    proc = run_nmf("rank", X_file, "-k", "3,2", "--runs", "2", "--max-iter", "20", "--report", tmp_path / "r.json",
+                   check=0)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{X_file}: 40 x 30, 2 runs per k (random starts, seeds 0..1), loss frobenius")
+    assert lines[1].split() == ["k", "rel.", "error", "median", "stability", "lowest", "best", "seed",
+                                "iterations", "converged"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    for line, r in zip(lines[2:], report["ranks"]):
+        cells = line.split()
+        assert int(cells[0]) == r["k"] and float(cells[1]) == pytest.approx(r["relative_error"], rel=1e-4)
+        assert cells[3] == f"{r['stability']:.3f}" and int(cells[5]) == r["best_seed"]
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize("ks, message", [
+    ("2:x", "'2:x' is not a k, a range START:STOP or START:STOP:STEP of integers"),
+    ("5:2", "'5:2': a range needs START <= STOP and STEP >= 1"),
+    ("0,3", "every k must be at least 1; got '0,3'"),
+])
+def test_cli_bad_ks(X_file, ks, message):
+    proc = run_nmf("rank", X_file, "-k", ks)
+    assert proc.returncode == errors.EXIT_USAGE
+    assert message in one_error_line(proc)
+
+
+def test_cli_ranges_with_steps(X_file):
+    proc = run_nmf("rank", X_file, "-k", "1:5:2,8", "--runs", "1", "--max-iter", "5", "--json", check=0)
+    assert [r["k"] for r in json.loads(proc.stdout)["ranks"]] == [1, 3, 5, 8]
+
+
+def test_cli_refuses_an_existing_report_before_fitting(X_file, tmp_path):
+    (tmp_path / "r.json").write_text("keep me")
+    proc = run_nmf("rank", X_file, "-k", "2:40", "--report", tmp_path / "r.json")
+    assert proc.returncode == errors.EXIT_CANT_CREATE
+    assert one_error_line(proc) == f"Error: {tmp_path / 'r.json'}: already exists; use --force to replace it"
+    assert (tmp_path / "r.json").read_text() == "keep me"
+
+
+def test_cli_names_the_file_when_k_is_too_large_for_nndsvd(X_file):
+    proc = run_nmf("rank", X_file, "-k", "2,31", "--init", "nndsvd")
+    assert proc.returncode == errors.EXIT_USAGE
+    assert one_error_line(proc) == (f"Error: {X_file}: k=31 is larger than min(rows, columns) = 30, which init "
+                                    "'nndsvd' needs; use a smaller k or init 'random'")
+
+
+def test_cli_plot(X_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    run_nmf("rank", X_file, "-k", "2:3", "--runs", "2", "--max-iter", "10", "--plot", tmp_path / "k.png",
+            "-q", check=0)
+    assert (tmp_path / "k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -175,11 +175,55 @@ def test_mtx_gz(here):
     np.testing.assert_allclose(m.X.toarray(), S.toarray())
 
 
+def test_mtx_small_symmetric_array_is_not_taken_for_truncated(here):
+    """A symmetric array stores only its lower triangle: fewer bytes than m·n values need."""
+    write("s.mtx", "%%MatrixMarket matrix array real symmetric\n3 3\n1\n2\n3\n4\n5\n6\n")
+    np.testing.assert_array_equal(io.read_matrix("s.mtx").X, [[1, 2, 3], [2, 4, 5], [3, 5, 6]])
+
+
 def test_mtx_integer_and_pattern(here):
     write("p.mtx", "%%MatrixMarket matrix coordinate pattern general\n% a comment\n2 3 2\n1 1\n2 3\n")
     np.testing.assert_array_equal(io.read_matrix("p.mtx").X.toarray(), [[1, 0, 0], [0, 0, 1]])
     write("i.mtx", "%%MatrixMarket matrix coordinate integer symmetric\n2 2 2\n1 1 5\n2 1 7\n")
     np.testing.assert_array_equal(io.read_matrix("i.mtx").X.toarray(), [[5, 7], [7, 0]])
+
+
+@pytest.mark.parametrize("symmetry", ["general", "symmetric", "skew-symmetric"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_mtx_reads_what_scipy_writes_as_scipy_reads_it(here, symmetry, sparse):
+    """nmfcli parses MatrixMarket itself (scipy's reader can crash the process on malformed
+    files); on well-formed ones, coordinate or array, in every symmetry, it must give what
+    scipy.io.mmread gives, value for value."""
+    rng = np.random.default_rng(5)
+    A = rng.random((6, 6)) * (rng.random((6, 6)) < 0.5)
+    A = {"general": A, "symmetric": A + A.T, "skew-symmetric": A - A.T}[symmetry]
+    scipy.io.mmwrite("m.mtx", sp.coo_matrix(A) if sparse else A, symmetry=symmetry, comment="a comment")
+    assert symmetry in open("m.mtx").readline()
+    expected = scipy.io.mmread("m.mtx")
+    X = io.read_matrix("m.mtx").X
+    assert sp.isspmatrix_csr(X) == sparse
+    np.testing.assert_array_equal(X.toarray() if sparse else X, expected.toarray() if sparse else expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n2 2 2 2\n", "m.mtx: the data do not match the "
+     "size line (7 numbers after it; 2 entries of 3 numbers declared)"),
+    ("%%MatrixMarket matrix coordinate real general\n2 2 1\n3 1 1\n",
+     "m.mtx: entry 1: row index 3 is not an integer in 1..2"),
+    ("%%MatrixMarket matrix coordinate pattern general\n2 2 1\n1 0.5\n",
+     "m.mtx: entry 1: column index 0.5 is not an integer in 1..2"),
+    ("%%MatrixMarket matrix array real general\n2 2\n1\n2\nthree\n4\n",
+     "m.mtx: the MatrixMarket data is corrupt (a value that is not a number)"),
+    ("%%MatrixMarket matrix array real symmetric\n2 2\n1\n2\n3\n4\n",
+     "m.mtx: the data do not match the size line (4 values after it; a symmetric 2 x 2 array stores 3)"),
+    ("%%MatrixMarket matrix array real skew-symmetric\n3 3\n1\n2\n3\n4\n", "m.mtx: the data do not match the "
+     "size line (4 values after it; a skew-symmetric 3 x 3 array stores 3)"),
+])
+def test_mtx_bad_data_messages(here, text, expected):
+    write("m.mtx", text)
+    with pytest.raises(DataError) as e:
+        io.read_matrix("m.mtx")
+    assert message(e) == expected
 
 
 def test_zarr_dense_and_sparse(here):
@@ -396,6 +440,15 @@ def test_broken_pipe_propagates():
          "the file is truncated or corrupt"),
         ("d.mtx", "%%MatrixMarket matrix coordinate real general\n2 x 1\n",
          "d.mtx: line 2: the size line must hold 3 non-negative integers (rows columns entries)"),
+        # headers the format forbids, which scipy's reader aborts or segfaults on (found by test_io_fuzz)
+        ("d.mtx", "%%MatrixMarket matrix array pattern general\n3 3\n3 3 1\n",
+         "d.mtx: a MatrixMarket array cannot be 'pattern' (only coordinate files list bare positions)"),
+        ("d.mtx", "%%MatrixMarket matrix array real symmetric\n2 3\n1\n2\n3\n4\n5\n6\n",
+         "d.mtx: line 2: a symmetric MatrixMarket matrix must be square; the size line says 2 x 3"),
+        ("d.mtx", "%%MatrixMarket matrix array double skew-symmetric\n% c\n2 3\n1\n2\n3\n4\n5\n6\n",
+         "d.mtx: line 3: a skew-symmetric MatrixMarket matrix must be square; the size line says 2 x 3"),
+        ("d.mtx", "%%MatrixMarket matrix coordinate unsigned-integer skew-symmetric\n2 2 1\n2 1 1\n",
+         "d.mtx: a skew-symmetric MatrixMarket matrix cannot hold unsigned integers"),
         ("d.h5", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "d.h5: not an HDF5 file, or the file is corrupt"),
     ],
 )

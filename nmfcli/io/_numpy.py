@@ -6,6 +6,7 @@ from __future__ import annotations
 import io as _stdio
 import math
 import re
+import warnings
 import zipfile
 
 import numpy as np
@@ -152,9 +153,7 @@ _MM_BANNER = re.compile(rb"%%matrixmarket\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", re.I
 
 
 def read_mtx(path: str, f, size: int, *, dtype):
-    """A MatrixMarket file: header and size line checked before scipy.io.mmread."""
-    import scipy.io
-    import scipy.sparse as sp
+    """A MatrixMarket file: header and size line checked, then the numbers read by _mtx_numbers."""
 
     first = f.readline(1024)
     mt = _MM_BANNER.match(first.strip())
@@ -170,6 +169,12 @@ def read_mtx(path: str, f, size: int, *, dtype):
         raise fail(path, f"holds {what}; nmf needs real numbers (integers or floats)")
     if symmetry not in ("general", "symmetric", "skew-symmetric"):
         raise fail(path, f"unsupported MatrixMarket symmetry '{symmetry}'")
+    # Headers the MatrixMarket format forbids (scipy's reader aborted or crashed the process on
+    # some of them: array pattern; a symmetric array that is not square).
+    if layout == "array" and field == "pattern":
+        raise fail(path, "a MatrixMarket array cannot be 'pattern' (only coordinate files list bare positions)")
+    if symmetry == "skew-symmetric" and field == "unsigned-integer":
+        raise fail(path, "a skew-symmetric MatrixMarket matrix cannot hold unsigned integers")
     lineno = 1
     while True:
         line = f.readline(1 << 16)
@@ -189,6 +194,9 @@ def read_mtx(path: str, f, size: int, *, dtype):
         raise fail(path, f"line {lineno}: the size line must hold {want} non-negative integers ({expect})")
     m, n = dims[0], dims[1]
     check_shape(path, (m, n), "the matrix")
+    if symmetry != "general" and m != n:
+        raise fail(path, f"line {lineno}: a {symmetry} MatrixMarket matrix must be square; the size line says "
+                         f"{m} x {n}")
     rest = size - f.tell()
     if layout == "coordinate":
         nnz = dims[2]
@@ -201,22 +209,73 @@ def read_mtx(path: str, f, size: int, *, dtype):
         factor = 2 if symmetry != "general" else 1
         check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)", nnz * factor * 48)
     else:
-        if m * n * 2 - 1 > rest:
+        # a symmetric array stores its lower triangle, a skew-symmetric one without the diagonal
+        stored = {"general": m * n, "symmetric": n * (n + 1) // 2, "skew-symmetric": n * (n - 1) // 2}[symmetry]
+        if stored * 2 - 1 > rest:
             raise fail(path, f"the size line claims {m} x {n} values but the file holds only {rest} more bytes; "
                        "the file is truncated or corrupt")
         check_memory(path, f"the matrix ({shape_text((m, n))} float64)", m * n * 16)
-    f.seek(0)
+    values = _mtx_numbers(path, f.read())
+    target = float_dtype(np.dtype(np.float64), dtype)
+    if layout == "coordinate":
+        return _mtx_coordinate(path, values, field, symmetry, m, n, dims[2], target)
+    return _mtx_array(path, values, symmetry, m, n, target)
+
+
+def _mtx_numbers(path, body: bytes):
+    """Every number after the size line, as float64 (comment lines dropped). nmfcli parses
+    MatrixMarket itself: scipy's reader (fast_matrix_market) aborts, or corrupts the heap and
+    crashes later, on some malformed files, which no try/except can turn into an error line."""
+    if b"%" in body:
+        body = b"\n".join(line for line in body.split(b"\n") if not line.lstrip().startswith(b"%"))
     try:
-        A = scipy.io.mmread(f)
-    except PARSE_ERRORS as e:
-        raise fail(path, f"the MatrixMarket data is corrupt ({str(e)[:200]})") from None
-    if tuple(A.shape) != (m, n):
-        raise fail(path, f"the data do not match the size line ({shape_text(A.shape)} read, {m} x {n} declared)")
-    if sp.issparse(A):
-        check_dtype(path, A.dtype)
-        X = sp.csr_matrix(A, dtype=float_dtype(A.dtype, dtype))
-        X.sum_duplicates()
-        return X
-    A = np.asarray(A)
-    check_dtype(path, A.dtype)
-    return np.ascontiguousarray(A, dtype=float_dtype(A.dtype, dtype))
+        text = body.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise fail(path, f"the MatrixMarket data is corrupt (byte {e.start} after the size line is not ASCII)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns, and stops, at the first token that is not a number
+        try:
+            return np.fromstring(text, dtype=np.float64, sep=" ") if text.strip() else np.empty(0)
+        except (DeprecationWarning, ValueError):
+            raise fail(path, "the MatrixMarket data is corrupt (a value that is not a number)") from None
+
+
+def _mtx_coordinate(path, values, field, symmetry, m, n, nnz, dtype):
+    import scipy.sparse as sp
+
+    per = 2 if field == "pattern" else 3
+    if values.size != nnz * per:
+        raise fail(path, f"the data do not match the size line ({values.size} numbers after it; {nnz} entries of "
+                         f"{per} numbers declared)")
+    rows, cols = values[0::per], values[1::per]
+    for name, index, bound in (("row", rows, m), ("column", cols, n)):
+        bad = np.flatnonzero((index != np.floor(index)) | (index < 1) | (index > bound))
+        if bad.size:
+            raise fail(path, f"entry {bad[0] + 1}: {name} index {index[bad[0]]:g} is not an integer in 1..{bound}")
+    data = np.ones(nnz) if field == "pattern" else values[2::per]
+    rows, cols = rows.astype(np.int64) - 1, cols.astype(np.int64) - 1
+    if symmetry != "general":  # only one triangle is stored: mirror the entries off the diagonal
+        off = rows != cols
+        sign = -1.0 if symmetry == "skew-symmetric" else 1.0
+        rows, cols, data = (np.concatenate([rows, cols[off]]), np.concatenate([cols, rows[off]]),
+                            np.concatenate([data, sign * data[off]]))
+    X = sp.csr_matrix((data.astype(dtype), (rows, cols)), shape=(m, n))
+    X.sum_duplicates()
+    return X
+
+
+def _mtx_array(path, values, symmetry, m, n, dtype):
+    if symmetry == "general":
+        if values.size != m * n:
+            raise fail(path, f"the data do not match the size line ({values.size} values after it; {m} x {n} "
+                             "declared)")
+        return np.ascontiguousarray(values.reshape(n, m).T, dtype=dtype)  # stored column by column
+    # the lower triangle (without the diagonal when skew-symmetric), column by column
+    upper_rows, upper_cols = np.triu_indices(n, k=0 if symmetry == "symmetric" else 1)
+    if values.size != upper_rows.size:
+        raise fail(path, f"the data do not match the size line ({values.size} values after it; a {symmetry} "
+                         f"{n} x {n} array stores {upper_rows.size})")
+    A = np.zeros((n, n), dtype=np.float64)
+    A[upper_cols, upper_rows] = values
+    A[upper_rows, upper_cols] = values if symmetry == "symmetric" else -values
+    return np.ascontiguousarray(A, dtype=dtype)

@@ -294,7 +294,9 @@ def fit(
         Engine-specific settings; for "dask": scheduler, workers, chunk_rows,
         memory_limit, persist, and output (a .h5/.zarr path that receives W block
         by block, in which case ``FitResult.W`` is that path, not an array; and
-        output_before, where ehals's and emu's final checkpoint then keeps W_before). For
+        output_before, where ehals's and emu's final checkpoint then keeps W_before; a
+        callback's checkpoint then writes its W and W_before there too and names them, so
+        write it at once: the next checkpoint overwrites them). For
         "numpy", chunk_rows (and output) select the out-of-core mode: X may then
         be a path spec as for "dask", read one row block at a time in this process.
     callback : callable(IterationInfo) -> bool | str | None, optional

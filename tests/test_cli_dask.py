@@ -149,6 +149,25 @@ def test_streamed_fit_stopped_early_resumes_bit_identically(tmp_path, loss, max_
                                rtol=1e-9, atol=1e-12)
 
 
+def test_periodic_checkpoints_of_a_streamed_fit_copy_w_in_and_resume_bit_identically(tmp_path):
+    """--checkpoint-every with W streamed (--chunk-rows, --format h5): each checkpoint copies W
+    and W_before into itself from the streamed files, as a stopped fit's does, and resuming the
+    one written at iteration 10 ends where an uninterrupted run does, bit for bit."""
+    _write_h5_input(tmp_path / "x.h5")
+    common = ["fit", "x.h5", "-k", "10", "--chunk-rows", "100", "--format", "h5", "--tol", "0", "--max-iter", "12",
+              "-q"]
+    run_nmf(*common, "-o", "ref", cwd=tmp_path, check=0)
+    run_nmf(*common, "-o", "out", "--checkpoint-every", "5", cwd=tmp_path, check=0)
+    out = tmp_path / "out"
+    ckpt = nio.read_checkpoint(out / "checkpoint.h5")
+    assert ckpt["iteration"] == 10
+    assert (ckpt["W"], ckpt["W_before"]) == (f"{out / 'checkpoint.h5'}::/W", f"{out / 'checkpoint.h5'}::/W_before")
+    assert not [name for name in os.listdir(out) if ".tmp-" in name]
+    run_nmf(*common, "-o", "out", "--resume", "out/checkpoint.h5", "--force", cwd=tmp_path, check=0)
+    for name in ("W.h5", "H.h5"):
+        assert np.array_equal(_read_X(out / name), _read_X(tmp_path / "ref" / name)), name
+
+
 def test_align_to_reorders_a_streamed_W_in_its_file(X, h5_file, tmp_path):
     """With W streamed to W.h5 block by block, --align-to reorders its columns in the file."""
     common = ["fit", h5_file, "-k", K, "--max-iter", 12, "--chunk-rows", 50, "--format", "h5", "--init", "random",

@@ -134,6 +134,46 @@ def test_extrapolated_solvers_in_row_blocks_resume_from_a_callback_checkpoint(X,
     assert np.array_equal(rest.W, full.W) and np.array_equal(rest.H, full.H) and rest.history == full.history
 
 
+@pytest.mark.parametrize("loss", ["frobenius", 1.5])
+def test_a_streamed_w_is_never_gathered_for_a_callback_checkpoint(X, h5_path, loss, tmp_path, monkeypatch):
+    """With ``output`` (and ``output_before``), a callback's checkpoint writes W and W_before
+    there block by block, as the final checkpoint does, instead of gathering them on the
+    client: its W and W_before are specs, which io.write_checkpoint copies in, and resuming
+    from that file gives back the uninterrupted fit bit for bit."""
+    from nmfcli.engines import dask as dask_engine
+
+    def streamed(name):
+        return {"chunk_rows": 70, "output": f"{tmp_path / name}.h5::/X",
+                "output_before": f"{tmp_path / name}-before.h5::/X"}
+
+    full = core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, engine_options=streamed("full"))
+    specs = []
+
+    def at_13(info):
+        if info.iteration == 13:
+            state = info.checkpoint()
+            assert isinstance(state["W"], str) and isinstance(state["W_before"], str)
+            nio.write_checkpoint(tmp_path / "c.h5", state)
+            return "interrupted"
+
+    monkeypatch.setattr(dask_engine._Run, "store", _recording(dask_engine._Run.store, specs))
+    core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, callback=at_13, engine_options=streamed("stopped"))
+    assert len(specs) >= 3 and None not in specs, "W and W_before went to files (twice), none to the client"
+    rest = core.fit(h5_path, 5, loss=loss, tol=0, max_iter=30, resume=nio.read_checkpoint(tmp_path / "c.h5"),
+                    engine_options=streamed("rest"))
+    assert rest.history == full.history
+    with h5py.File(tmp_path / "full.h5") as a, h5py.File(tmp_path / "rest.h5") as b:
+        assert np.array_equal(a["X"][...], b["X"][...])
+    assert np.array_equal(rest.H, full.H)
+
+
+def _recording(store, specs):
+    def recorded(self, W, transposed, spec):
+        specs.append(spec)
+        return store(self, W, transposed, spec)
+    return recorded
+
+
 def test_only_one_block_is_read_at_a_time(X, h5_path, monkeypatch):
     """Every read of X is one block of at most chunk_rows rows, and no block is kept (not persisted)."""
     reads = []

@@ -477,13 +477,24 @@ class _Run:
         def ask():
             lazy = _LazyFactor(self.blocks, W, transposed, self.options["k"])
             return self.core._call(self.callback, n_iter, self.options["max_iter"], run.history, self.start, lazy, H,
-                                   lambda: self.checkpoint(run, n_iter, np.asarray(lazy), H, before, transposed))
+                                   lambda: self.callback_checkpoint(run, n_iter, W, lazy, H, before, transposed))
         return ask
+
+    def callback_checkpoint(self, run, n_iter, W, lazy, H, before, transposed):
+        """A callback's checkpoint: W gathered on the client, or, where W streams to ``output``,
+        written there block by block (W_before beside it, as the final checkpoint keeps it), so a
+        W larger than the client's memory is never gathered. Those are specs into files the next
+        checkpoint and the end of the fit overwrite: write the checkpoint at once
+        (io.write_checkpoint copies them in)."""
+        if self.output is None:
+            return self.checkpoint(run, n_iter, np.asarray(lazy), H, before, transposed)
+        return self.checkpoint(run, n_iter, self.store(W, transposed, self.output), H, before, transposed,
+                               final=True)
 
     def checkpoint(self, run, n_iter, W, H, before=None, transposed=False, final=False):
         """core.checkpoint's state; with ehals's or emu's ``before``, their W_before (blocks, of
-        Wᵀ when ``transposed``: gathered here as m×k, or for the ``final`` one as final_before
-        keeps it) and H_before."""
+        Wᵀ when ``transposed``: gathered here as m×k, or, for the ``final`` one and a streamed
+        callback's, as final_before keeps it) and H_before."""
         state = self.core.checkpoint(n_iter, W, np.array(H, copy=True), run)
         if before is not None:
             W_before, H_before = before

@@ -5,6 +5,7 @@ Inputs are validated once, here; the solvers trust them. Long fits report each
 iteration to an optional callback, which may ask the loop to stop.
 """
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from nmfcli import __version__
 from nmfcli.engines import get_engine
 from nmfcli.errors import DataError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
-from nmfcli.solvers import cd, mu
+from nmfcli.solvers import cd, masked, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
 from nmfcli.solvers.nnls import nnls
 
@@ -91,9 +92,13 @@ class FitResult:
 # --------------------------------------------------------------------------- validation
 
 
-def _as_matrix(X, dtype, name="X"):
-    """X as a float32/float64 ndarray or CSR matrix, checked to be a finite non-negative 2-D matrix."""
+def _as_matrix(X, dtype, name="X", missing=None):
+    """X as a float32/float64 ndarray or CSR matrix, checked to be a finite non-negative 2-D matrix
+    (NaN allowed, as missing entries, with ``missing="nan"``)."""
     if sp.issparse(X):
+        if missing is not None:
+            raise UsageError("missing='nan' needs dense X: the entries a sparse matrix leaves out are zeros, "
+                             "not missing values")
         if X.ndim != 2:
             raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
         kind = X.dtype.kind
@@ -120,18 +125,19 @@ def _as_matrix(X, dtype, name="X"):
         X = np.asarray(X, dtype=dtype)
     if min(X.shape) == 0:
         raise DataError(f"{name} is empty (shape {X.shape[0]} x {X.shape[1]})")
-    _check_values(X, name)
+    _check_values(X, name, allow_nan=missing == "nan")
     return X
 
 
-def _check_values(X, name):
-    """Refuse NaN, Inf and negative entries, saying how many and where the first one is."""
+def _check_values(X, name, allow_nan=False):
+    """Refuse NaN (unless ``allow_nan``), Inf and negative entries, saying how many and where the first one is."""
     if sp.issparse(X):
         coo = X.tocoo()
         data, rows, cols = coo.data, coo.row, coo.col
     else:
         data, rows, cols = X, None, None
-    for bad, what in ((~np.isfinite(data), "NaN or infinite"), (data < 0, "negative")):
+    not_finite = (np.isinf(data), "infinite") if allow_nan else (~np.isfinite(data), "NaN or infinite")
+    for bad, what in (not_finite, (data < 0, "negative")):
         count = int(np.count_nonzero(bad))
         if count:
             flat = int(np.flatnonzero(bad.ravel())[0])
@@ -144,6 +150,8 @@ def _check_values(X, name):
                 f"{name} has {count} {what} value{'s' if count > 1 else ''}; "
                 f"the first is {value:g} at row {i + 1}, column {j + 1}"
                 + ("; NMF needs non-negative data" if what == "negative" else "")
+                + ("; to leave NaN entries out of the fit as missing values, use missing='nan' "
+                   "(nmf fit --missing nan)" if what == "NaN or infinite" and np.isnan(value) else "")
             )
 
 
@@ -247,6 +255,7 @@ def fit(
     resume=None,
     engine_options=None,
     progress=None,
+    missing=None,
 ):
     """Factor a non-negative matrix X (m×n) into W (m×k) and H (k×n), both non-negative.
 
@@ -305,6 +314,13 @@ def fit(
     resume : dict, optional
         A ``checkpoint`` from a previous result or IterationInfo: continue where it
         stopped; the result is bit-identical to an uninterrupted run.
+    missing : {None, "nan"}, default None
+        "nan": NaN entries of X are missing values and take no part in the fit: the loss is
+        summed over the observed entries only, by multiplicative updates weighted by the
+        mask (solver "mu", any beta); W·H then predicts the missing entries. The start
+        (nndsvda or random) sees the missing entries as the mean of the observed ones. Dense
+        X, the numpy engine in memory ("auto" picks it), no fixed factor. Without NaN in X the fit is the
+        ordinary one. ``metrics["missing_entries"]`` counts them.
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations
         to report: called after each block of the free factor's rows (fix_H) or
@@ -316,6 +332,9 @@ def fit(
     FitResult
     """
     start = time.perf_counter()
+    if missing is not None:
+        _check_missing(missing, engine, engine_options, fix_W, fix_H)
+        engine = "numpy"  # "auto" too: the masked updates run on the CPU
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy (issue 7): the Dask engine's blockwise loop run serially in this
         # process, reading one row block of X (an array or a file spec) at a time.
@@ -338,13 +357,19 @@ def fit(
         )
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    X = _as_matrix(X, dtype)
+    X = _as_matrix(X, dtype, missing=missing)
     dtype = X.dtype
     shape = X.shape
     requested_solver = solver
     loss_name, beta, solver = check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
+    observed = _observed(X) if missing is not None else None
+    if observed is not None:
+        if requested_solver not in ("auto", "mu"):
+            raise UsageError(f"with missing values (NaN in X) only solver 'mu' runs; got '{requested_solver}'")
+        requested_solver = solver = "mu"
+        X, X_start = np.where(observed, X, 0.0).astype(dtype), np.where(observed, X, X[observed].mean()).astype(dtype)
     init = check_init(init, k, shape, W0, H0, fix_W, fix_H)
-    if beta <= 0 and _has_zero(X):
+    if beta <= 0 and _has_zero(X if observed is None else X_start):
         raise DataError(
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
             "add a small positive constant or use loss kl or frobenius"
@@ -352,7 +377,9 @@ def fit(
     if not np.any(X.data if sp.issparse(X) else X):
         raise DataError("X is all zeros; there is nothing to factorize")
 
-    eng = get_engine(engine, X, dtype)
+    # with missing values the engine serves the start only (X_start: the missing entries at the mean
+    # of the observed ones); the masked loop reads X (0 where missing) and the mask itself
+    eng = get_engine(engine, X if observed is None else X_start, dtype)
     solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None,
                            beta=beta)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
@@ -366,6 +393,8 @@ def fit(
             alpha_H=alpha_H if alpha_H == "same" else float(alpha_H), l1_ratio=float(l1_ratio),
             dtype=str(dtype), engine=eng.name, fixed="W" if fix_W is not None else "H" if fix_H is not None else None,
         )
+        if missing is not None:
+            options["missing"] = missing
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
         if options["solver"] == "nnls":
@@ -377,13 +406,18 @@ def fit(
                 if W.shape != (m, k) or H.shape != (k, n):
                     raise DataError("the checkpoint's factors do not match the data and k")
             else:
-                W, H = _initial_factors(eng, X, k, init, seed, options["solver"], W0, H0, fix_W, fix_H)
+                W, H = _initial_factors(eng, X if observed is None else X_start, k, init, seed, options["solver"],
+                                        W0, H0, fix_W, fix_H)
             if fix_W is not None:
                 W = fix_W
             if fix_H is not None:
                 H = fix_H
             loop = {"mu": _mu_loop, "emu": _emu_loop, "ehals": _ehals_loop}.get(options["solver"], _cd_loop)
+            if observed is not None:
+                loop = functools.partial(_masked_mu_loop, X, observed.astype(dtype))
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
+        if missing is not None:
+            result.metrics["missing_entries"] = 0 if observed is None else int(observed.size - observed.sum())
         # The fixed factor is handed back as given, not as a device round trip.
         if fix_W is not None:
             result.W = fix_W
@@ -763,6 +797,72 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
     return _result(eng, W, H, run, options, beta, reg, start, _checkpoint(eng, run.n_iter, W, H, run),
                    divergence)
+
+
+def _check_missing(missing, engine, engine_options, fix_W, fix_H):
+    """The settings missing values are fitted under: missing="nan", the numpy engine in memory, both factors free."""
+    if missing != "nan":
+        raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
+    if engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None:
+        got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
+        raise UsageError(f"missing values (missing='nan') are fitted on the numpy engine in memory; got {got}")
+    if fix_W is not None or fix_H is not None:
+        raise UsageError("missing values with a fixed factor (fix_W, fix_H) are not supported")
+
+
+def _observed(X):
+    """The mask of X's observed (not NaN) entries, or None when nothing is missing."""
+    observed = ~np.isnan(X)
+    if observed.all():
+        return None
+    if not observed.any():
+        raise DataError("X has no observed entries: every entry is NaN")
+    return observed
+
+
+def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start):
+    """_mu_loop over the observed entries (solvers.masked): X is 0 and M 0 where X is missing.
+    The same stop (scikit-learn's, every 10 iterations) and history, on the observed divergence."""
+    max_iter, tol = options["max_iter"], options["tol"]
+    l1_W, l1_H, l2_W, l2_H = reg
+    gamma = mu.gamma_for(beta)
+    W, H = np.array(W, order="C"), np.array(H, order="C")
+    run = FitLoop(resume, {}, callback, max_iter, start)
+
+    def measure(n_iter):
+        divergence = masked.divergence(X, M, W, H, beta)
+        run.record(n_iter, float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)))
+        return divergence
+
+    if not run.resumed:
+        error = reconstruction_error(measure(0))
+        run.state.update(error_at_init=error, previous_error=error)
+    measured = None
+    for n_iter in range(run.first, max_iter + 1):
+        masked.update_W(X, M, W, H, beta, l1_W, l2_W, gamma)
+        masked.update_H(X, M, W, H, beta, l1_H, l2_H, gamma)
+        done = False
+        if n_iter % mu.CHECK_EVERY == 0:
+            measured = (n_iter, measure(n_iter))
+            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
+        if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
+            break
+    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else \
+        masked.divergence(X, M, W, H, beta)
+    norm_X = float(np.sqrt(np.sum(X * X)))
+    squared = masked.squared_error(X, M, W @ H)
+    metrics = {
+        "objective": float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)),
+        "beta_divergence": float(divergence),
+        "reconstruction_error": reconstruction_error(divergence),
+        "relative_error": float(np.sqrt(squared) / norm_X) if norm_X else 0.0,
+    }
+    return FitResult(
+        W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
+        history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
+        metrics=metrics, options=options, time_s=time.perf_counter() - start,
+        checkpoint=_checkpoint(eng, run.n_iter, W, H, run),
+    )
 
 
 def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):

@@ -112,7 +112,7 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
     for name in ("k", "W0", "H0", "fix_W", "fix_H", "resume", "callback"):
         if name in fit_options:
             raise UsageError(f"survey_ranks does not take {name}")
-    X = core._as_matrix(X, fit_options.pop("dtype", None))
+    X = core._as_matrix(X, fit_options.pop("dtype", None), missing=fit_options.get("missing"))
     ks = check_ranks(ks, X.shape, runs)
     surveyed = []
     for k in ks:

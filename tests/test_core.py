@@ -458,7 +458,8 @@ def test_exact_recovery_of_low_rank_data():
     (np.array([[1.0, -2.0], [-3.0, 4.0]]),
      "X has 2 negative values; the first is -2 at row 1, column 2; NMF needs non-negative data"),
     (np.array([[1.0, np.nan], [3.0, 4.0]]),
-     "X has 1 NaN or infinite value; the first is nan at row 1, column 2"),
+     "X has 1 NaN or infinite value; the first is nan at row 1, column 2; to leave NaN entries out of the fit "
+     "as missing values, use missing='nan' (nmf fit --missing nan)"),
     (np.zeros((3, 3)), "X is all zeros; there is nothing to factorize"),
     (np.ones(3), "X must be a 2-D matrix (rows x columns); got 1-D with shape (3,)"),
     (np.ones((2, 2, 2)), "X must be a 2-D matrix (rows x columns); got 3-D with shape (2, 2, 2)"),

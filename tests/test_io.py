@@ -418,7 +418,10 @@ def test_broken_pipe_propagates():
         ("d.csv", "1,2,3,4,5\n1,2,3,4,5\n\n# x\n1,2,3,4\n", "d.csv: line 5 has 4 fields, expected 5"),
         ("d.csv", "a,b\n1,2\n3,abc\n", "d.csv: row 2, column 2 (line 3, field 2): 'abc' is not a number"),
         ("d.csv", ",a,b\nr1,1,2\nr2,x,2\n", "d.csv: row 2, column 1 (line 3, field 2): 'x' is not a number"),
-        ("d.csv", "1,2\n3,\n", "d.csv: row 2, column 2 (line 2, field 2) is empty; nmf needs a number in every cell"),
+        ("d.csv", "1,2\n3,\n", "d.csv: row 2, column 2 (line 2, field 2) is empty; nmf needs a number in every "
+         "cell; write a missing value as nan (nmf fit --missing nan leaves them out)"),
+        ("d.csv", "1,2\n3,NA\n", "d.csv: row 2, column 2 (line 2, field 2): 'NA' is not a number; write a missing "
+         "value as nan (nmf fit --missing nan leaves them out)"),
         ("d.csv", "1,5;2\n3;4\n",
          "d.csv: row 1, column 1 (line 1, field 1): '1,5' is not a number; use '.' as the decimal point"),
         ("d.csv", "", "d.csv: the file is empty"),

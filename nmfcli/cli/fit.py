@@ -20,7 +20,7 @@ CHECKPOINT = "checkpoint.h5"
 # Options that change the iterates: a checkpoint resumes only under the same ones.
 # max_iter, max_time and checkpoint_every may differ (they only say when to stop or save).
 RESUME_KEYS = ("k", "solver", "loss", "init", "seed", "tol", "alpha_W", "alpha_H", "l1_ratio",
-               "dtype", "engine", "fix_H", "fix_W", "W0", "H0")
+               "dtype", "engine", "fix_H", "fix_W", "W0", "H0", "missing")
 
 FIT_HELP = """Factor INPUT (m x n, non-negative) into W (m x k) and H (k x n).
 
@@ -38,6 +38,7 @@ Examples:
   nmf fit big.npz -k 50 --max-time 3600 --checkpoint-every 100 --strict
   nmf fit big.npz -k 50 --resume big.nmf/checkpoint.h5   # after Ctrl-C
   nmf fit today.npz -k 20 --align-to yesterday.nmf   # components in last fit's order
+  nmf fit ratings.csv -k 10 --missing nan      # NaN cells left out; W·H fills them
   nmf fit big.h5::/X -k 50 --engine dask --workers 8 --format h5
   nmf fit big.h5::/X -k 50 --engine dask --scheduler tcp://head:8786
   nmf fit big.npy -k 50 --chunk-rows 100000    # out of core, no Dask
@@ -98,6 +99,9 @@ def fit_options(f):
                           "pairs and their similarity."),
         click.option("--dtype", type=shared.DTYPE_CHOICE, default=None,
                      help="[default: float32 data stays float32, anything else becomes float64]"),
+        click.option("--missing", type=click.Choice(["nan"]), default=None,
+                     help="nan: NaN entries (nan in CSV) are missing values, left out of the fit; W·H predicts "
+                          "them. Runs solver mu on dense INPUT in memory."),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
                      help=shared.ENGINE_HELP),
         shared.output_format_option,
@@ -156,7 +160,8 @@ def _resume_command(resume_at: str) -> str:
 def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, alpha_W, alpha_H, l1_ratio,
                 W0_path, H0_path, fix_H_path, fix_W_path, dtype, engine, factor_format, as_json, quiet, verbose,
                 force, resume_path, checkpoint_every, max_time, strict, lock, input_format, dataset, header,
-                index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None, align_path=None):
+                index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None, align_path=None,
+                missing=None):
     term = Terminal(quiet=quiet, verbose=verbose)
     if fix_H_path and fix_W_path:
         raise errors.UsageError("--fix-H and --fix-W cannot both be given: nothing would be left to fit")
@@ -202,7 +207,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
 
     run_options = {
         "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
-        "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": x_dtype, "engine": engine,
+        "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": x_dtype, "engine": engine, "missing": missing,
         **{key: (factors[key].sha256 if key in factors else None) for key in ("fix_H", "fix_W", "W0", "H0")},
     }
     if checkpoint is not None:
@@ -216,6 +221,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     beta = summary.beta_of(loss)
     if isinstance(k, int) and k > 0 and beta is not None and not row_blocks:
         need = summary.fit_memory(X, k, X.dtype, beta)
+        if missing and isinstance(X, np.ndarray):  # X with zeros, the start's X and the mask, and W·H
+            need += 4 * X.nbytes
         avail = nio.available_memory()
         if need > avail:
             raise errors.UnavailableError(
@@ -252,7 +259,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                     checkpoint_every, max_time, max_iter, written,
                                     dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
                                          alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
-                                         engine_options=engine_options),
+                                         engine_options=engine_options, missing=missing),
                                     input_path, resume_path)
         except BaseException:
             _remove(streamed_W)
@@ -526,6 +533,8 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "beta_divergence": result.metrics["beta_divergence"],
         "reconstruction_error": result.metrics["reconstruction_error"],
         "relative_error": result.metrics["relative_error"],
+        **({"missing": result.options.get("missing", "nan"), "missing_entries": result.metrics["missing_entries"]}
+           if "missing_entries" in result.metrics else {}),
         "time_s": result.time_s,
         "history": result.history,
         "history_iter": result.history_iter,

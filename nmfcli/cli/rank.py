@@ -87,6 +87,8 @@ class RanksType(click.ParamType):
               help="Penalty on H ('same' copies --alpha-W).")
 @click.option("--l1-ratio", type=float, default=0.0, show_default=True, help="L1 share of the penalties.")
 @click.option("--dtype", type=shared.DTYPE_CHOICE, default=None, help="[default: INPUT's float type, else float64]")
+@click.option("--missing", type=click.Choice(["nan"]), default=None,
+              help="nan: NaN entries are missing values, left out of every fit (as nmf fit --missing nan).")
 @click.option("--report", "report_path", default=None, metavar="FILE", help="Write the survey as JSON (- for stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the survey as JSON on stdout instead of the table.")
 @click.option("--plot", "plot_path", default=None, metavar="PNG",
@@ -96,8 +98,8 @@ class RanksType(click.ParamType):
 @click.option("-v", "--verbose", is_flag=True, help="A line per fit on stderr (off a terminal).")
 @shared.input_options
 def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, alpha_W, alpha_H, l1_ratio,
-                 dtype, report_path, as_json, plot_path, force, quiet, verbose, input_format, dataset, header,
-                 index_col):
+                 dtype, missing, report_path, as_json, plot_path, force, quiet, verbose, input_format, dataset,
+                 header, index_col):
     term = Terminal(quiet=quiet, verbose=verbose)
     # Refused before the fits, which can take hours, rather than after them.
     for path in (report_path, plot_path):
@@ -125,10 +127,10 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
         with shared.naming_files({"X": input_path, "k": input_path}):
             surveyed = rank.survey_ranks(X, ks, runs=runs, seed=seed, init=init, solver=solver, loss=loss,
                                          max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H,
-                                         l1_ratio=l1_ratio, progress=progress)
+                                         l1_ratio=l1_ratio, missing=missing, progress=progress)
     report = _report(input_path, matrix, surveyed, runs=runs, seed=seed, init=init, solver=solver, loss=loss,
                      max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio,
-                     dtype=str(X.dtype))
+                     dtype=str(X.dtype), missing=missing)
     if plot_path:
         png = plot.render_ranks_png(report["ranks"], title=input_path)
         with nio.atomic_path(plot_path, force=force) as tmp:

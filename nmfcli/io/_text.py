@@ -198,11 +198,14 @@ def _locate_bad_cell(path, body, linenos, first_row, offset, delim):
                 float(cell)
             except ValueError:
                 where = f"row {i + 1}, column {j + 1} (line {linenos[i - first_row]}, field {j + 1 + offset})"
+                missing_hint = "; write a missing value as nan (nmf fit --missing nan leaves them out)"
                 if cell.strip() == "":
-                    raise fail(path, f"{where} is empty; nmf needs a number in every cell") from None
+                    raise fail(path, f"{where} is empty; nmf needs a number in every cell{missing_hint}") from None
                 hint = ""
                 if delim == ";" and "," in cell:
                     hint = "; use '.' as the decimal point"
+                elif cell.strip().lower() in ("na", "n/a", "null", "none", "?", "-"):
+                    hint = missing_hint
                 raise fail(path, f"{where}: {cell.strip()!r} is not a number{hint}") from None
 
 

@@ -1,0 +1,192 @@
+"""Missing values (``missing="nan"``, ``nmf fit --missing nan``): NaN entries are left out of the fit.
+
+The masked updates are checked against nmfcli's own mu (itself scikit-learn's to 1e-6) where
+nothing is missing, against the weighted multiplicative updates written out here where
+entries are missing, and against data of known low rank, whose missing entries a fit of the
+observed ones must predict.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import nmfcli
+from conftest import low_rank, one_error_line, run_nmf, write_csv
+from nmfcli import errors
+from nmfcli.solvers import masked
+from nmfcli.solvers.losses import EPSILON
+
+
+def with_holes(X, fraction=0.15, seed=0):
+    X = np.array(X, dtype=np.float64)
+    X[np.random.default_rng(seed).random(X.shape) < fraction] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("beta", [2.0, 1.0, 0.0, 0.5, 1.5, 3.0])
+def test_with_nothing_missing_the_updates_are_mus(beta):
+    """With every entry observed (M all ones) the masked updates are scikit-learn's mu, as
+    nmfcli's mu runs it, and the divergence is nmfcli.metrics's."""
+    X = low_rank(30, 20, 4, seed=2) + (0.1 if beta <= 0 else 0.0)
+    reference = nmfcli.fit(X, 4, solver="mu", loss=beta, max_iter=30, tol=0)
+    W, H = _nndsvda(X, 4)
+    M = np.ones_like(X)
+    gamma = 1.0 / (2.0 - beta) if beta < 1 else 1.0 / (beta - 1.0) if beta > 2 else 1.0
+    for _ in range(30):
+        masked.update_W(X, M, W, H, beta, 0.0, 0.0, gamma)
+        masked.update_H(X, M, W, H, beta, 0.0, 0.0, gamma)
+    np.testing.assert_allclose(W, reference.W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(H, reference.H, rtol=1e-9, atol=1e-12)
+    expected = nmfcli.metrics(X, W, H, loss=beta)["beta_divergence"]
+    assert masked.divergence(X, M, W, H, beta) == pytest.approx(expected, rel=1e-10)
+
+
+def _nndsvda(X, k):
+    from nmfcli.init import nndsvd_factors
+
+    W, H = nndsvd_factors(X, k, "nndsvda", 0)
+    return np.array(W, dtype=np.float64), np.array(H, dtype=np.float64)
+
+
+def weighted_mu(X, W, H, beta, iterations):
+    """Lee & Seung's multiplicative updates with weights M (1 observed, 0 missing), written out."""
+    M = (~np.isnan(X)).astype(float)
+    X = np.where(M > 0, X, 0.0)
+    W, H = W.copy(), H.copy()
+    for _ in range(iterations):
+        WH = np.maximum(W @ H, EPSILON)
+        if beta == 2:
+            W *= ((M * X) @ H.T) / ((M * (W @ H)) @ H.T)
+        else:  # KL
+            W *= ((M * X / WH) @ H.T) / (M @ H.T)
+        WH = np.maximum(W @ H, EPSILON)
+        if beta == 2:
+            H *= (W.T @ (M * X)) / (W.T @ (M * (W @ H)))
+        else:
+            H *= (W.T @ (M * X / WH)) / (W.T @ M)
+            H[H < np.finfo(np.float64).eps] = 0.0
+    return W, H
+
+
+@pytest.mark.parametrize("loss", ["frobenius", "kl"])
+def test_a_fit_with_missing_values_is_the_weighted_updates(loss):
+    X = with_holes(low_rank(30, 20, 4, seed=3))
+    rng = np.random.default_rng(1)
+    W0, H0 = rng.random((30, 4)) + 0.1, rng.random((4, 20)) + 0.1
+    result = nmfcli.fit(X, 4, loss=loss, missing="nan", init="custom", W0=W0, H0=H0, max_iter=50, tol=0)
+    assert result.options["solver"] == "mu" and result.options["missing"] == "nan"
+    assert result.metrics["missing_entries"] == int(np.isnan(X).sum()) > 0
+    W, H = weighted_mu(X, W0, H0, 2.0 if loss == "frobenius" else 1.0, 50)
+    np.testing.assert_allclose(result.W, W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.H, H, rtol=1e-9, atol=1e-12)
+    observed = ~np.isnan(X)
+    residual = (X - result.W @ result.H)[observed]
+    assert result.metrics["relative_error"] == pytest.approx(
+        np.linalg.norm(residual) / np.linalg.norm(X[observed]), rel=1e-10)
+
+
+def test_the_missing_entries_of_low_rank_data_are_predicted():
+    rng = np.random.default_rng(4)
+    full = rng.random((40, 3)) @ rng.random((3, 30))
+    X = with_holes(full, 0.2, seed=5)
+    result = nmfcli.fit(X, 3, missing="nan", max_iter=10000, tol=0)  # mu converges slowly: 1.8e-4 here
+    missing = np.isnan(X)
+    predicted = (result.W @ result.H)[missing]
+    assert result.metrics["relative_error"] < 1e-3
+    assert np.linalg.norm(predicted - full[missing]) / np.linalg.norm(full[missing]) < 1e-3
+
+
+@pytest.mark.parametrize("loss", ["frobenius", "kl"])
+def test_the_observed_objective_never_rises(loss):
+    X = with_holes(low_rank(30, 20, 4, seed=6) + 0.05 * np.random.default_rng(7).random((30, 20)))
+    result = nmfcli.fit(X, 6, loss=loss, missing="nan", max_iter=300, tol=0, init="random")
+    history = np.array(result.history)
+    assert len(history) == 31 and np.all(np.diff(history) <= 1e-12 * history[:-1])
+
+
+def test_engine_auto_runs_missing_values_on_numpy():
+    X = with_holes(low_rank(30, 20, 3, seed=12))
+    a, b = nmfcli.fit(X, 3, missing="nan", engine="auto", max_iter=20), nmfcli.fit(X, 3, missing="nan", max_iter=20)
+    assert a.options["engine"] == "numpy" and np.array_equal(a.W, b.W)
+
+
+def test_without_nan_missing_nan_is_the_ordinary_fit():
+    X = low_rank(30, 20, 4, seed=8)
+    a, b = nmfcli.fit(X, 4, missing="nan"), nmfcli.fit(X, 4)
+    assert np.array_equal(a.W, b.W) and a.options["solver"] == "ehals" and a.metrics["missing_entries"] == 0
+
+
+def test_resume_with_missing_values_is_bit_identical():
+    X = with_holes(low_rank(30, 20, 4, seed=9))
+    full = nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0)
+    saved = {}
+
+    def stop(info):
+        if info.iteration == 17:
+            saved.update(info.checkpoint())
+            return "interrupted"
+
+    nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0, callback=stop)
+    rest = nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0, resume=saved)
+    assert np.array_equal(rest.W, full.W) and np.array_equal(rest.H, full.H) and rest.history == full.history
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"missing": "zero"}, errors.UsageError, "missing must be None or 'nan'; got 'zero'"),
+    ({"solver": "ehals"}, errors.UsageError, "with missing values (NaN in X) only solver 'mu' runs; got 'ehals'"),
+    ({"engine": "dask"}, errors.UsageError, "missing values (missing='nan') are fitted on the numpy engine in "
+                                            "memory; got engine 'dask'"),
+    ({"engine_options": {"chunk_rows": 10}}, errors.UsageError, "missing values (missing='nan') are fitted on "
+                                                                "the numpy engine in memory; got chunk_rows"),
+    ({"fix_H": np.ones((3, 20))}, errors.UsageError, "missing values with a fixed factor (fix_W, fix_H) are not "
+                                                     "supported"),
+])
+def test_refusals(kwargs, error, message):
+    options = {"missing": "nan", **kwargs}
+    with pytest.raises(error) as e:
+        nmfcli.fit(with_holes(low_rank(30, 20, 3)), 3, **options)
+    assert str(e.value) == message
+
+
+def test_data_refusals():
+    X = with_holes(low_rank(30, 20, 3))
+    with pytest.raises(errors.DataError, match="NaN or infinite values; the first is nan at row .*; to leave NaN "
+                                               r"entries out of the fit as missing values, use missing='nan' \(nmf "
+                                               r"fit --missing nan\)"):
+        nmfcli.fit(X, 3)
+    X[0, 0] = np.inf
+    with pytest.raises(errors.DataError, match="X has 1 infinite value; the first is inf at row 1, column 1"):
+        nmfcli.fit(X, 3, missing="nan")
+    with pytest.raises(errors.DataError, match="X has no observed entries: every entry is NaN"):
+        nmfcli.fit(np.full((4, 3), np.nan), 2, missing="nan")
+    with pytest.raises(errors.UsageError, match="missing='nan' needs dense X"):
+        nmfcli.fit(sp.csr_matrix(low_rank(30, 20, 3)), 3, missing="nan")
+
+
+def test_cli_fits_around_nan_in_a_csv(tmp_path):
+    X = with_holes(low_rank(24, 10, 3, seed=10))
+    write_csv(tmp_path / "x.csv", X)
+    text = (tmp_path / "x.csv").read_text()
+    assert "nan" in text
+    proc = run_nmf("fit", tmp_path / "x.csv", "-k", 3, "-o", tmp_path / "o", "-q")
+    assert proc.returncode == errors.EXIT_DATA and "use missing='nan' (nmf fit --missing nan)" in one_error_line(proc)
+    run_nmf("fit", tmp_path / "x.csv", "-k", 3, "--missing", "nan", "-o", tmp_path / "o", "-q", check=0)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["missing"] == "nan" and report["missing_entries"] == int(np.isnan(X).sum())
+    api = nmfcli.fit(X, 3, missing="nan")
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "W.npy"), api.W, rtol=1e-12)
+    assert report["relative_error"] == pytest.approx(api.metrics["relative_error"], rel=1e-12)
+
+
+def test_rank_survey_with_missing_values():
+    """nmf rank --missing nan: each fit leaves the NaN entries out; the runs are those fits."""
+    from nmfcli.rank import survey_ranks
+
+    X = with_holes(low_rank(30, 20, 3, seed=11))
+    r, = survey_ranks(X, [3], runs=2, missing="nan", max_iter=30)
+    alone = nmfcli.fit(X, 3, init="random", seed=1, missing="nan", max_iter=30)
+    assert r.relative_errors[1] == alone.metrics["relative_error"] and r.stability is not None

@@ -56,13 +56,7 @@ def render_ranks_png(ranks, title="") -> bytes:
     ax_stability.set_xlabel("k")
     ax_stability.set_ylabel("cosine of matched components")
     ax_stability.set_title("stability")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buf = _stdio.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig, title)
 
 
 def render_png(*, history=None, history_iter=None, W=None, H=None, X=None, title="") -> bytes:
@@ -101,6 +95,11 @@ def render_png(*, history=None, history_iter=None, W=None, H=None, X=None, title
             ax.set_xlabel("component" if panel == "W" else "column")
             ax.set_ylabel("component" if panel == "H" else "row")
             fig.colorbar(im, ax=ax)
+    return _png(plt, fig, title)
+
+
+def _png(plt, fig, title):
+    """The figure, titled, as PNG bytes (and closed)."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -57,6 +57,17 @@ def wait_for(path, proc, timeout=60):
         time.sleep(0.02)
 
 
+def checkpoint_at(iteration):
+    """(saved, callback): the callback stops a fit after ``iteration``, keeping its checkpoint in saved."""
+    saved = {}
+
+    def callback(info):
+        if info.iteration == iteration:
+            saved.update(info.checkpoint())
+            return "interrupted"
+    return saved, callback
+
+
 def low_rank(m=24, n=10, k=3, seed=0, noise=0.01):
     """A non-negative m x n matrix of rank about k, with every row and column non-zero."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import nmfcli
 from nmfcli import core
 from nmfcli.errors import DataError, UsageError
 from nmfcli.init import nndsvd_factors, random_factors
-from conftest import emu_slack
+from conftest import checkpoint_at, emu_slack
 
 sk_nmf = pytest.importorskip("sklearn.decomposition._nmf")
 from sklearn.decomposition import NMF as SkNMF  # noqa: E402
@@ -684,13 +684,7 @@ def test_a_mu_checkpoint_resumes_under_auto_as_mu():
     """auto ran mu for KL before emu existed; its checkpoints (no W_before) go on as mu, bit for bit."""
     X = dense(10, 50, 40) + 0.01
     full = nmfcli.fit(X, 4, loss="kl", solver="mu", tol=0, max_iter=30)
-    saved = {}
-
-    def stop_at_12(info):
-        if info.iteration == 12:
-            saved.update(info.checkpoint())
-            return "interrupted"
-
+    saved, stop_at_12 = checkpoint_at(12)
     nmfcli.fit(X, 4, loss="kl", solver="mu", tol=0, max_iter=30, callback=stop_at_12)
     assert "W_before" not in saved
     resumed = nmfcli.fit(X, 4, loss="kl", tol=0, max_iter=30, resume=saved)

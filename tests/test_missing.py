@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 import nmfcli
-from conftest import low_rank, one_error_line, run_nmf, write_csv
+from conftest import checkpoint_at, low_rank, one_error_line, run_nmf, write_csv
 from nmfcli import errors
 from nmfcli.solvers import masked
 from nmfcli.solvers.losses import EPSILON
@@ -123,13 +123,7 @@ def test_without_nan_missing_nan_is_the_ordinary_fit():
 def test_resume_with_missing_values_is_bit_identical():
     X = with_holes(low_rank(30, 20, 4, seed=9))
     full = nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0)
-    saved = {}
-
-    def stop(info):
-        if info.iteration == 17:
-            saved.update(info.checkpoint())
-            return "interrupted"
-
+    saved, stop = checkpoint_at(17)
     nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0, callback=stop)
     rest = nmfcli.fit(X, 4, loss="kl", missing="nan", max_iter=40, tol=0, resume=saved)
     assert np.array_equal(rest.W, full.W) and np.array_equal(rest.H, full.H) and rest.history == full.history

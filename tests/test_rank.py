@@ -138,6 +138,7 @@ def test_cli_table_and_report_file(X_file, tmp_path):
     ("2:x", "'2:x' is not a k, a range START:STOP or START:STOP:STEP of integers"),
     ("5:2", "'5:2': a range needs START <= STOP and STEP >= 1"),
     ("0,3", "every k must be at least 1; got '0,3'"),
+    ("2,2:20000", "'2,2:20000' asks for more than 1000 values of k"),
 ])
 def test_cli_bad_ks(X_file, ks, message):
     proc = run_nmf("rank", X_file, "-k", ks)

@@ -36,6 +36,9 @@ Examples:
 """
 
 
+MAX_KS = 1000  # a typo such as 2:20000 is refused, not run for days
+
+
 class RanksType(click.ParamType):
     """A list of k: 2:10, 2:20:2, 3,5,8, or a mix (ranges are inclusive)."""
 
@@ -61,6 +64,8 @@ class RanksType(click.ParamType):
                 start, stop, step = (*numbers, 1) if len(numbers) == 2 else numbers
                 if step < 1 or stop < start:
                     self.fail(f"{part.strip()!r}: a range needs START <= STOP and STEP >= 1", param, ctx)
+                if len(ks) + (stop - start) // step + 1 > MAX_KS:
+                    self.fail(f"{value!r} asks for more than {MAX_KS} values of k", param, ctx)
                 ks.extend(range(start, stop + 1, step))
             else:
                 self.fail(f"{part.strip()!r} has more than three numbers", param, ctx)

@@ -168,8 +168,9 @@ def test_cli_fits_around_nan_in_a_csv(tmp_path):
     assert "nan" in text
     proc = run_nmf("fit", tmp_path / "x.csv", "-k", 3, "-o", tmp_path / "o", "-q")
     assert proc.returncode == errors.EXIT_DATA and "use missing='nan' (nmf fit --missing nan)" in one_error_line(proc)
-    run_nmf("fit", tmp_path / "x.csv", "-k", 3, "--missing", "nan", "-o", tmp_path / "o", "-q", check=0)
+    proc = run_nmf("fit", tmp_path / "x.csv", "-k", 3, "--missing", "nan", "-o", tmp_path / "o", check=0)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert f"over the observed entries ({int(np.isnan(X).sum())} missing)" in proc.stderr
     assert report["missing"] == "nan" and report["missing_entries"] == int(np.isnan(X).sum())
     api = nmfcli.fit(X, 3, missing="nan")
     np.testing.assert_allclose(np.load(tmp_path / "o" / "W.npy"), api.W, rtol=1e-12)

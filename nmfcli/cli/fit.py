@@ -297,7 +297,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         how = ("solved exactly (nnls)" if report["stop_reason"] == "exact" else
                f"{report['n_iter']} iterations, {'converged' if report['converged'] else 'not converged'} "
                f"({report['stop_reason']})")
-        term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}")
+        observed = (f" over the observed entries ({report['missing_entries']} missing)"
+                    if report.get("missing_entries") else "")
+        term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}"
+                 f"{observed}")
     if alignment is not None and not quiet:
         paired = [v for v in alignment["similarity"] if v is not None]
         moved = sum(i != j for i, j in enumerate(alignment["order"]))

@@ -184,6 +184,8 @@ def fit_rows(report: dict) -> list[tuple[str, str]]:
           [("iterations", report["n_iter"]), ("converged", f"{report['converged']} ({report['stop_reason']})")]),
         ("objective", f"{report['objective']:.6g}"),
         ("relative error", f"{report['relative_error']:.6g}"),
+        *([("missing entries", f"{report['missing_entries']} (left out; the errors are over the others)")]
+          if report.get("missing_entries") else []),
         ("reconstruction error", f"{report['reconstruction_error']:.6g}"),
         ("time", f"{report['time_s']:.2f} s"),
     ]

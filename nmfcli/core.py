@@ -849,20 +849,24 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else \
         masked.divergence(X, M, W, H, beta)
-    norm_X = float(np.sqrt(np.sum(X * X)))
-    squared = masked.squared_error(X, M, W @ H)
-    metrics = {
-        "objective": float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)),
-        "beta_divergence": float(divergence),
-        "reconstruction_error": reconstruction_error(divergence),
-        "relative_error": float(np.sqrt(squared) / norm_X) if norm_X else 0.0,
-    }
+    metrics = {"objective": float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)),
+               **_masked_error_metrics(X, M, W, H, divergence)}
     return FitResult(
         W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
         history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
         metrics=metrics, options=options, time_s=time.perf_counter() - start,
         checkpoint=_checkpoint(eng, run.n_iter, W, H, run),
     )
+
+
+def _masked_error_metrics(X, M, W, H, divergence):
+    """_error_metrics over the observed entries (X is 0 and M 0 where X is missing)."""
+    norm_X = float(np.sqrt(np.sum(X * X)))
+    return {
+        "beta_divergence": float(divergence),
+        "reconstruction_error": reconstruction_error(divergence),
+        "relative_error": float(np.sqrt(masked.squared_error(X, M, W @ H)) / norm_X) if norm_X else 0.0,
+    }
 
 
 def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
@@ -1093,18 +1097,32 @@ def _shape(A):
     return " x ".join(str(s) for s in A.shape)
 
 
-def metrics(X, W, H, loss="frobenius"):
-    """Error metrics of X ≈ W·H: beta_divergence, reconstruction_error, relative_error."""
+def metrics(X, W, H, loss="frobenius", missing=None):
+    """Error metrics of X ≈ W·H: beta_divergence, reconstruction_error, relative_error.
+
+    With ``missing="nan"``, X's NaN entries are left out of all three (as :func:`fit` leaves
+    them out), and ``missing_entries`` counts them.
+    """
     _, beta = _resolve_loss(loss)
-    X = _as_matrix(X, None)
+    if missing not in (None, "nan"):
+        raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
+    X = _as_matrix(X, None, missing=missing)
     W = np.asarray(W, dtype=X.dtype)
     H = np.asarray(H, dtype=X.dtype)
     if W.shape[0] != X.shape[0] or H.shape[1] != X.shape[1] or W.shape[1] != H.shape[0]:
         raise DataError(
             f"X ({_shape(X)}) does not match W ({_shape(W)}) times H ({_shape(H)})"
         )
-    eng = get_engine("numpy", X, X.dtype)
-    return {"beta": beta, **_error_metrics(eng, W, H, beta)}
+    observed = _observed(X) if missing is not None else None
+    if observed is None:
+        eng = get_engine("numpy", X, X.dtype)
+        result = {"beta": beta, **_error_metrics(eng, W, H, beta)}
+    else:
+        X0, M = np.where(observed, X, 0.0), observed.astype(X.dtype)
+        result = {"beta": beta, **_masked_error_metrics(X0, M, W, H, masked.divergence(X0, M, W, H, beta))}
+    if missing is not None:
+        result["missing_entries"] = 0 if observed is None else int(observed.size - observed.sum())
+    return result
 
 
 @dataclass

@@ -185,3 +185,23 @@ def test_rank_survey_with_missing_values():
     r, = survey_ranks(X, [3], runs=2, missing="nan", max_iter=30)
     alone = nmfcli.fit(X, 3, init="random", seed=1, missing="nan", max_iter=30)
     assert r.relative_errors[1] == alone.metrics["relative_error"] and r.stability is not None
+
+
+def test_metrics_and_reconstruct_leave_the_missing_entries_out(tmp_path):
+    """metrics(missing="nan") is the fit's own observed-entry metrics; nmf reconstruct --against
+    --missing nan reports them."""
+    X = with_holes(low_rank(24, 10, 3, seed=13))
+    result = nmfcli.fit(X, 3, loss="kl", missing="nan", max_iter=50)
+    got = nmfcli.metrics(X, result.W, result.H, loss="kl", missing="nan")
+    for key in ("beta_divergence", "reconstruction_error", "relative_error", "missing_entries"):
+        assert got[key] == pytest.approx(result.metrics[key], rel=1e-12), key
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "W.npy", result.W)
+    np.save(tmp_path / "H.npy", result.H)
+    proc = run_nmf("reconstruct", tmp_path / "W.npy", tmp_path / "H.npy", "--against", tmp_path / "X.npy",
+                   "--loss", "kl", "--missing", "nan", "--json", check=0)
+    report = json.loads(proc.stdout)
+    assert report["relative_error"] == pytest.approx(got["relative_error"], rel=1e-12)
+    assert report["missing_entries"] == got["missing_entries"] > 0
+    proc = run_nmf("reconstruct", tmp_path / "W.npy", tmp_path / "H.npy", "--against", tmp_path / "X.npy")
+    assert proc.returncode == errors.EXIT_DATA and "(nmf fit --missing nan)" in one_error_line(proc)

@@ -43,7 +43,8 @@ RECONSTRUCT_HELP = """W·H from W_FILE and H_FILE (or the H of --model).
 Writes CSV on stdout unless -o names a file. With --against X_FILE it also
 prints the error of the reconstruction (beta-divergence, scikit-learn's
 reconstruction_error, relative error) on stderr (or as JSON on stdout with
---json) and writes it to --report.
+--json) and writes it to --report; with --missing nan, over the entries of
+X_FILE that are not NaN.
 
 \b
 Examples:
@@ -168,14 +169,16 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
 @click.option("--report", "report_path", default=None, metavar="PATH", help="Write the --against error report here.")
 @click.option("--loss", type=shared.LossType(), default=None, help="Loss of the error report [default: the model's, else frobenius].")
 @click.option("--json", "as_json", is_flag=True, help="Print the error report as JSON on stdout.")
+@click.option("--missing", type=click.Choice(["nan"]), default=None,
+              help="nan: the NaN entries of X_FILE are missing; the errors are over the others.")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @shared.input_options
 def reconstruct_command(w_path, h_path, model_path, output, against_path, report_path, loss, as_json, force,
-                        input_format, dataset, header, index_col):
+                        input_format, dataset, header, index_col, missing=None):
     if bool(h_path) == bool(model_path):
         raise errors.UsageError("give exactly one of H_FILE and --model MODEL.h5")
-    if (as_json or report_path) and not against_path:
-        raise errors.UsageError("--json and --report need --against X_FILE (the data to compare with)")
+    if (as_json or report_path or missing) and not against_path:
+        raise errors.UsageError("--json, --report and --missing need --against X_FILE (the data to compare with)")
     W = shared.read_factor(w_path, "W")
     model_loss = "frobenius"
     if model_path:
@@ -205,7 +208,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             )
         shared.check_labels(h_cols, matrix.col_labels, got_path=against_path, expected_what=f"{h_source}'s")
         with shared.naming_files({"X ": against_path}):
-            metrics = core.metrics(matrix.X, W.X, H, loss=loss or model_loss)
+            metrics = core.metrics(matrix.X, W.X, H, loss=loss or model_loss, missing=missing)
         report = {
             "k": int(H.shape[0]),
             "shape": [int(s) for s in approx.shape],
@@ -224,7 +227,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             Terminal().table(
                 f"W·H against {against_path}",
                 [(key, f"{metrics[key]:.6g}") for key in ("beta", "beta_divergence", "reconstruction_error",
-                                                         "relative_error")],
+                                                         "relative_error", "missing_entries") if key in metrics],
             )
 
 

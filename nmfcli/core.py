@@ -367,7 +367,8 @@ def fit(
         if requested_solver not in ("auto", "mu"):
             raise UsageError(f"with missing values (NaN in X) only solver 'mu' runs; got '{requested_solver}'")
         requested_solver = solver = "mu"
-        X, X_start = np.where(observed, X, 0.0).astype(dtype), np.where(observed, X, X[observed].mean()).astype(dtype)
+        X_start = np.where(observed, X, X[observed].mean()).astype(dtype)
+        X, mask = _without_missing(X, observed)
     init = check_init(init, k, shape, W0, H0, fix_W, fix_H)
     if beta <= 0 and _has_zero(X if observed is None else X_start):
         raise DataError(
@@ -414,10 +415,10 @@ def fit(
                 H = fix_H
             loop = {"mu": _mu_loop, "emu": _emu_loop, "ehals": _ehals_loop}.get(options["solver"], _cd_loop)
             if observed is not None:
-                loop = functools.partial(_masked_mu_loop, X, observed.astype(dtype))
+                loop = functools.partial(_masked_mu_loop, X, mask)
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         if missing is not None:
-            result.metrics["missing_entries"] = 0 if observed is None else int(observed.size - observed.sum())
+            result.metrics["missing_entries"] = _missing_count(observed)
         # The fixed factor is handed back as given, not as a device round trip.
         if fix_W is not None:
             result.W = fix_W
@@ -753,22 +754,24 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    _checkpoint(eng, run.n_iter, W, H, run, W_before=Wt_before.T, H_before=H_before))
 
 
-def _mu_start(eng, W, H, beta, reg, run):
+def _mu_start(eng, W, H, beta, reg, run, divergence_of=None):
     """mu's and emu's start (not on a resume): the divergence at the initial factors, which
-    the stop test measures from, recorded as iteration 0."""
+    the stop test measures from, recorded as iteration 0. ``divergence_of(W, H)``: another
+    measure of it than the engine's (the masked loop's, over the observed entries)."""
     if not run.resumed:
-        divergence = beta_divergence(eng, W, H, beta)
+        divergence = beta_divergence(eng, W, H, beta) if divergence_of is None else divergence_of(W, H)
         error_at_init = reconstruction_error(divergence)
         run.state.update(error_at_init=error_at_init, previous_error=error_at_init)
         run.record(0, _objective(eng, W, H, beta, reg, divergence))
 
 
-def _mu_test(eng, W, H, beta, reg, run, n_iter, tol):
+def _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of=None):
     """mu's and emu's stop, tested every mu.CHECK_EVERY iterations on the exact divergence,
-    which the history records: ((n_iter, divergence), done), or (None, False) between tests."""
+    which the history records: ((n_iter, divergence), done), or (None, False) between tests.
+    ``divergence_of``: as in _mu_start."""
     if n_iter % mu.CHECK_EVERY:
         return None, False
-    divergence = beta_divergence(eng, W, H, beta)
+    divergence = beta_divergence(eng, W, H, beta) if divergence_of is None else divergence_of(W, H)
     run.record(n_iter, _objective(eng, W, H, beta, reg, divergence))
     return (n_iter, divergence), mu.converged(run.state, reconstruction_error(divergence), tol)
 
@@ -799,7 +802,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    divergence)
 
 
-def _check_missing(missing, engine, engine_options, fix_W, fix_H):
+def _check_missing(missing, engine="numpy", engine_options=None, fix_W=None, fix_H=None):
     """The settings missing values are fitted under: missing="nan", the numpy engine in memory, both factors free."""
     if missing != "nan":
         raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
@@ -820,6 +823,16 @@ def _observed(X):
     return observed
 
 
+def _without_missing(X, observed):
+    """(X with 0 where it is missing, the mask as X's dtype): what the masked updates and measures read."""
+    return np.where(observed, X, 0.0).astype(X.dtype), observed.astype(X.dtype)
+
+
+def _missing_count(observed):
+    """metrics' "missing_entries" for _observed's mask."""
+    return 0 if observed is None else int(observed.size - observed.sum())
+
+
 def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start):
     """_mu_loop over the observed entries (solvers.masked): X is 0 and M 0 where X is missing.
     The same stop (scikit-learn's, every 10 iterations) and history, on the observed divergence."""
@@ -829,27 +842,20 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
     W, H = np.array(W, order="C"), np.array(H, order="C")
     run = FitLoop(resume, {}, callback, max_iter, start)
 
-    def measure(n_iter):
-        divergence = masked.divergence(X, M, W, H, beta)
-        run.record(n_iter, float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)))
-        return divergence
+    def divergence_of(W, H):
+        return masked.divergence(X, M, W, H, beta)
 
-    if not run.resumed:
-        error = reconstruction_error(measure(0))
-        run.state.update(error_at_init=error, previous_error=error)
-    measured = None
+    _mu_start(eng, W, H, beta, reg, run, divergence_of)
+    measured = None  # (iteration, divergence there): the last test's
     for n_iter in range(run.first, max_iter + 1):
         masked.update_W(X, M, W, H, beta, l1_W, l2_W, gamma)
         masked.update_H(X, M, W, H, beta, l1_H, l2_H, gamma)
-        done = False
-        if n_iter % mu.CHECK_EVERY == 0:
-            measured = (n_iter, measure(n_iter))
-            done = mu.converged(run.state, reconstruction_error(measured[1]), tol)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of)
+        measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
-    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else \
-        masked.divergence(X, M, W, H, beta)
-    metrics = {"objective": float(divergence + cd.penalty(W, l1_W, l2_W) + cd.penalty(H, l1_H, l2_H)),
+    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else divergence_of(W, H)
+    metrics = {"objective": _objective(eng, W, H, beta, reg, divergence),
                **_masked_error_metrics(X, M, W, H, divergence)}
     return FitResult(
         W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
@@ -1104,8 +1110,8 @@ def metrics(X, W, H, loss="frobenius", missing=None):
     them out), and ``missing_entries`` counts them.
     """
     _, beta = _resolve_loss(loss)
-    if missing not in (None, "nan"):
-        raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
+    if missing is not None:
+        _check_missing(missing)
     X = _as_matrix(X, None, missing=missing)
     W = np.asarray(W, dtype=X.dtype)
     H = np.asarray(H, dtype=X.dtype)
@@ -1118,10 +1124,10 @@ def metrics(X, W, H, loss="frobenius", missing=None):
         eng = get_engine("numpy", X, X.dtype)
         result = {"beta": beta, **_error_metrics(eng, W, H, beta)}
     else:
-        X0, M = np.where(observed, X, 0.0), observed.astype(X.dtype)
+        X0, M = _without_missing(X, observed)
         result = {"beta": beta, **_masked_error_metrics(X0, M, W, H, masked.divergence(X0, M, W, H, beta))}
     if missing is not None:
-        result["missing_entries"] = 0 if observed is None else int(observed.size - observed.sum())
+        result["missing_entries"] = _missing_count(observed)
     return result
 
 

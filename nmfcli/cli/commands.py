@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -130,8 +129,7 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
         X = shared.input_spec(matrix)
         x_dtype = np.dtype(dtype or nio.float_dtype(matrix.X.dtype, None))
         if output != "-" and nio.write_format(output) == "h5":
-            if os.path.lexists(output) and not force:
-                raise errors.OutputError(f"{output}: already exists; use --force to replace it")
+            nio.refuse_existing(output, force=force)
             engine_options["output"] = f"{output}::/X"
     else:
         matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
@@ -275,9 +273,7 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
 
             png = plot.render_png(X=X, title=path)
     if png is not None:
-        with nio.atomic_path(plot_path, force=force) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(png)
+        nio.write_bytes(plot_path, png, force=force)
     if as_json:
         nio.write_report("-", info, stdout=sys.stdout)
         return

@@ -322,8 +322,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
 
 def _refuse_existing(paths):
     for path in paths.values():
-        if os.path.lexists(path):
-            raise errors.OutputError(f"{path}: already exists; use --force to replace it")
+        nio.refuse_existing(path)
 
 
 def _infer_k(factors, checkpoint):

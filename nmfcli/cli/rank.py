@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from nmfcli import core, errors, rank
+from nmfcli import core, rank
 from nmfcli import io as nio
 from nmfcli.cli import shared
 from nmfcli.cli.terminal import ProgressDisplay, Terminal
@@ -108,8 +107,8 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
     term = Terminal(quiet=quiet, verbose=verbose)
     # Refused before the fits, which can take hours, rather than after them.
     for path in (report_path, plot_path):
-        if path and path != "-" and os.path.lexists(path) and not force:
-            raise errors.OutputError(f"{path}: already exists; use --force to replace it")
+        if path and path != "-":
+            nio.refuse_existing(path, force=force)
     if plot_path:
         from nmfcli import plot
 
@@ -118,13 +117,11 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
                                             "index_col": index_col}, dtype=dtype)
     X = matrix.X
     total = len(ks) * runs
-    done = [0]
     with ProgressDisplay(term, total, "rank survey", unit="fits") as display:
 
         def progress(k, run, result):
-            done[0] += 1
-            if term.tty:
-                display.solved(done[0], total, "fits")
+            if term.tty:  # the fits run k by k (ks is sorted), run by run
+                display.solved(ks.index(k) * runs + run + 1, total, "fits")
             elif term.verbose:
                 term.say(f"k={k} run {run + 1}/{runs}: relative error {result.metrics['relative_error']:.6g}, "
                          f"{result.n_iter} iterations ({result.stop_reason})")
@@ -137,10 +134,7 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
                      max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio,
                      dtype=str(X.dtype), missing=missing)
     if plot_path:
-        png = plot.render_ranks_png(report["ranks"], title=input_path)
-        with nio.atomic_path(plot_path, force=force) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(png)
+        nio.write_bytes(plot_path, plot.render_ranks_png(report["ranks"], title=input_path), force=force)
     if report_path:
         nio.write_report(report_path, report, force=force, stdout=sys.stdout)
     if as_json:

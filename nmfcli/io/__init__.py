@@ -32,6 +32,7 @@ from nmfcli.io._common import (
     float_dtype,
     human_bytes,
     output_lock,
+    refuse_existing,
     replace_together,
     require_file,
     stream_temp_path,
@@ -55,12 +56,14 @@ __all__ = [
     "read_model",
     "read_report",
     "read_row_source",
+    "refuse_existing",
     "replace_together",
     "row_source",
     "row_writer",
     "stream_temp_path",
     "write_checkpoint",
     "write_format",
+    "write_bytes",
     "write_matrix",
     "write_model",
     "write_report",
@@ -438,6 +441,13 @@ def read_checkpoint(path) -> dict:
     from nmfcli.io._hdf5 import read_h5_dict
 
     return read_h5_dict(os.fspath(path), "nmfcli_checkpoint", "checkpoint", "")
+
+
+def write_bytes(path, data: bytes, *, force: bool = False) -> None:
+    """Write bytes (a rendered PNG) to a file, atomically."""
+    with atomic_path(os.fspath(path), force=force) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def write_report(path, report: dict, *, force: bool = False, stdout=None) -> None:

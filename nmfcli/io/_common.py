@@ -293,6 +293,13 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def refuse_existing(path, *, force: bool = False) -> None:
+    """OutputError when ``path`` exists and ``force`` is false: checked before long work too, so a
+    run that would be refused at the end is refused at the start."""
+    if os.path.lexists(path) and not force:
+        raise OutputError(f"{path}: already exists; use --force to replace it")
+
+
 @contextmanager
 def atomic_path(path: str, *, force: bool = False):
     """Yield a temporary path next to ``path``; move it into place on success.
@@ -313,8 +320,7 @@ def atomic_path(path: str, *, force: bool = False):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a folder; give a file name")
-    if os.path.lexists(path) and not force:
-        raise OutputError(f"{path}: already exists; use --force to replace it")
+    refuse_existing(path, force=force)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"{path}: the folder {os.path.dirname(path) or '.'} does not exist")

@@ -71,15 +71,16 @@ class RankFit:
         return float(np.median(self.relative_errors))
 
 
-def check_ranks(ks, shape, runs):
-    """The k values sorted and without repeats; UsageError for an empty list, a k < 1, or runs < 1."""
+def check_ranks(ks, shape, runs, init=None):
+    """The k values sorted and without repeats; UsageError for an empty list, a k < 1 (or one
+    larger than ``init`` allows), or runs < 1: all checked before the first fit."""
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
         raise UsageError(f"runs must be a positive integer; got {runs!r}")
     ks = list(ks)
     if not ks:
         raise UsageError("give at least one k")
     for k in ks:
-        core._check_k(k, shape, None)
+        core._check_k(k, shape, init)
     return sorted(set(int(k) for k in ks))
 
 
@@ -113,7 +114,7 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
         if name in fit_options:
             raise UsageError(f"survey_ranks does not take {name}")
     X = core._as_matrix(X, fit_options.pop("dtype", None), missing=fit_options.get("missing"))
-    ks = check_ranks(ks, X.shape, runs)
+    ks = check_ranks(ks, X.shape, runs, init)
     surveyed = []
     for k in ks:
         fits = []

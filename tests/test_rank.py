@@ -75,6 +75,13 @@ def test_the_true_rank_is_stable_and_fits_exactly():
         assert surveyed[k].lowest_similarity < 0.9 and surveyed[k].stability < surveyed[3].stability - 0.01
 
 
+def test_every_k_is_checked_against_the_init_before_the_first_fit():
+    fitted = []
+    with pytest.raises(errors.UsageError, match="k=31 is larger than min"):
+        survey_ranks(exactly_rank(), [2, 31], init="nndsvd", progress=lambda k, run, result: fitted.append(k))
+    assert fitted == []
+
+
 def test_one_run_has_no_stability():
     r, = survey_ranks(exactly_rank(), [3], runs=1, max_iter=20)
     assert r.stability is None and r.lowest_similarity is None and len(r.relative_errors) == 1

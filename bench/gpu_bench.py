@@ -1,7 +1,7 @@
 """GPU engine benchmark: time per iteration and time to the numpy engine's final loss.
 
 Run on a machine with an NVIDIA GPU and CuPy, via ``bench/gpu_check.sh``. Cases
-(float32, k = 50, each engine's default solver: ehals on numpy, hals on CuPy):
+(float32, k = 50, the default solver, ehals, on both engines):
 
 - dense 20000 x 5000 (low rank plus noise),
 - sparse TF-IDF-like 200000 x 50000 at 0.5 % density (Zipf column popularity).
@@ -14,10 +14,12 @@ for sparse, where nndsvda's randomized SVD alone takes minutes of host SpMM):
   (the sparse case's single-threaded products make a full CPU fit take an hour);
   its final loss is the target;
 - the CuPy engine's fit stopped as soon as its loss is within 0.1 % of the target;
+- plain hals on the CuPy engine, to the same loss: ehals pays a read of its
+  objective from the device every iteration, which hals does not;
 - seconds per iteration of both engines, and of the CuPy engine with one of its
   choices undone: the row-by-row sweep instead of the fused one, the fused sweep
-  compiled for any k instead of the exact k, the sweeps replayed as a CUDA
-  graph instead of launched one by one, and (sparse) Wᵀ·X by the transposed
+  compiled for any k instead of the exact k, the sweeps launched one by one
+  instead of replayed as a CUDA graph, and (sparse) Wᵀ·X by the transposed
   product instead of a kept CSR copy of Xᵀ; then the default once more, to show
   how much the machine drifted meanwhile;
 - with ``--transform``: the exact transform of the dense X against the fitted H;
@@ -183,23 +185,29 @@ def run_case(name, X, k, init, args, gpu):
         gpu_fit, gpu_s, _ = timed_fit(X, k, engine, W0, H0, target=target, max_iter=10 * args.max_iter)
         many = max(cpu.n_iter, 30)
         full, _, gpu_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        hals_fit, hals_s, _ = timed_fit(X, k, engine, W0, H0, target=target, max_iter=10 * args.max_iter,
+                                        solver="hals")
+        _, _, hals_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0, solver="hals")
         with cupy_options(engine, fused=False):
             _, _, rows_it = timed_fit(X, k, engine, W0, H0, max_iter=min(many, 20), tol=0)
         with cupy_options(engine, unroll=False):
             timed_fit(X, k, engine, W0, H0, max_iter=2)  # compiles it
             _, _, any_k_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
-        with cupy_options(engine, graph=True):
-            _, _, graph_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        with cupy_options(engine, graph=False):
+            _, _, launched_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
         transposed_it = None
         if sp.issparse(X):
             with cupy_options(engine, keep_xt=False):
                 _, _, transposed_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
         _, _, again_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)  # the default again: drift
         limit, layouts = product_seconds(X, W0, H0, engine)
-        row.update(gpu_s_to_cpu_loss=init_s + gpu_s, gpu_iter_to_cpu_loss=gpu_fit.n_iter,
-                   gpu_reached=gpu_fit.stop_reason == "target", gpu_s_per_iter=gpu_it,
+        row.update(gpu_solver=gpu_fit.options["solver"], gpu_s_to_cpu_loss=init_s + gpu_s,
+                   gpu_iter_to_cpu_loss=gpu_fit.n_iter, gpu_reached=gpu_fit.stop_reason == "target",
+                   gpu_s_per_iter=gpu_it, gpu_hals_s_to_cpu_loss=init_s + hals_s,
+                   gpu_hals_iter_to_cpu_loss=hals_fit.n_iter, gpu_hals_reached=hals_fit.stop_reason == "target",
+                   gpu_hals_s_per_iter=hals_it,
                    gpu_s_per_iter_again=again_it, gpu_row_sweep_s_per_iter=rows_it,
-                   gpu_any_k_sweep_s_per_iter=any_k_it, gpu_graph_sweeps_s_per_iter=graph_it,
+                   gpu_any_k_sweep_s_per_iter=any_k_it, gpu_launched_sweeps_s_per_iter=launched_it,
                    gpu_transposed_product_s_per_iter=transposed_it, gpu_products_s=limit,
                    gpu_products_by_layout_s=layouts,
                    gpu_tflops=flop / limit / 1e12, gpu_per_iter_over_limit=gpu_it / limit,
@@ -224,8 +232,8 @@ def run_case(name, X, k, init, args, gpu):
 
 def table(rows):
     lines = [f"{'case':30} {'numpy s/it':>10} {'limit':>6} {'cupy s/it':>10} {'again':>8} {'limit':>6} "
-             f"{'rows':>8} {'any-k':>8} {'graph':>8} {'Xᵀ op':>8} "
-             f"{'numpy s':>8} {'cupy s':>7} {'speedup':>7}"]
+             f"{'hals':>8} {'rows':>8} {'any-k':>8} {'launched':>8} {'Xᵀ op':>8} "
+             f"{'numpy s':>8} {'cupy s':>7} {'hals s':>7} {'speedup':>7}"]
     nan = float("nan")
     for r in rows:
         def ms(key):
@@ -235,18 +243,19 @@ def table(rows):
         lines.append(
             f"{r['case']:30} {r['cpu_s_per_iter']:10.4f} {r['cpu_per_iter_over_limit']:6.2f} "
             f"{r.get('gpu_s_per_iter', nan):10.5f} {ms('gpu_s_per_iter_again')} "
-            f"{r.get('gpu_per_iter_over_limit', nan):6.2f} "
+            f"{r.get('gpu_per_iter_over_limit', nan):6.2f} {ms('gpu_hals_s_per_iter')} "
             f"{ms('gpu_row_sweep_s_per_iter')} {ms('gpu_any_k_sweep_s_per_iter')} "
-            f"{ms('gpu_graph_sweeps_s_per_iter')} {ms('gpu_transposed_product_s_per_iter')} "
-            f"{r['cpu_s']:8.2f} "
-            f"{r.get('gpu_s_to_cpu_loss', nan):7.2f} {r.get('speedup_to_loss', nan):6.1f}×")
+            f"{ms('gpu_launched_sweeps_s_per_iter')} {ms('gpu_transposed_product_s_per_iter')} "
+            f"{r['cpu_s']:8.2f} {r.get('gpu_s_to_cpu_loss', nan):7.2f} {r.get('gpu_hals_s_to_cpu_loss', nan):7.2f} "
+            f"{r.get('speedup_to_loss', nan):6.1f}×")
     lines.append(
         "limit: per-iteration time over the time of the two products with X on the same device, each in its "
         "faster layout; again: the default CuPy fit timed once more, after the variants (ms per iteration); "
-        "variants (ms per iteration): rows: the row-by-row sweep; any-k: the fused sweep compiled for any k; "
-        "graph: the sweeps replayed as a CUDA graph instead of launched one by one; Xᵀ op: Wᵀ·X by the "
-        "transposed product instead of a kept copy of Xᵀ; numpy s / cupy s: to the numpy fit's final loss "
-        "(within 0.1%), the shared init included; the numpy engine runs ehals, CuPy hals (each one's default).")
+        "variants (ms per iteration): hals: plain hals instead of ehals; rows: the row-by-row sweep; any-k: the "
+        "fused sweep compiled for any k; launched: the sweeps launched one by one instead of replayed as a CUDA "
+        "graph; Xᵀ op: Wᵀ·X by the transposed product instead of a kept copy of Xᵀ; numpy s / cupy s / hals s: "
+        "to the numpy fit's final loss (within 0.1%), the shared init included; both engines run their default, "
+        "ehals.")
     return "\n".join(lines)
 
 

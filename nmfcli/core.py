@@ -268,7 +268,7 @@ def fit(
     solver : {"auto", "ehals", "hals", "cd", "emu", "mu"}, default "auto"
         Not used for the Frobenius loss with fix_W or fix_H: that is one exact solve, which
         the result's options name "nnls". "auto" is "ehals" for the Frobenius loss and "emu"
-        for every other ("hals" and "mu" on the cupy engine).
+        for every other, on every engine.
         "hals" is accelerated HALS, "ehals" the same with extrapolation (about half the
         iterations; the objective never rises beyond its rounding). "cd" is scikit-learn's
         coordinate descent (same iterates), "mu" its multiplicative updates, and "emu" those

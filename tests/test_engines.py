@@ -30,7 +30,6 @@ CUPY = pytest.param("cupy", id="cupy", marks=[
 ENGINES = [STRICT, CUPY]
 CASES = [("ehals", 2.0), ("hals", 2.0), ("cd", 2.0), ("mu", 2.0), ("mu", 1.0), ("emu", 1.0), ("mu", 0.0), ("emu", 0.0),
          ("mu", 0.5), ("emu", 0.5), ("mu", 1.5), ("emu", 1.5), ("mu", 3.0), ("emu", 3.0)]
-PLAIN = {"ehals": "hals", "emu": "mu"}  # the extrapolated solvers, refused on the GPU (see CupyEngine)
 
 
 def data(dtype=np.float64, m=60, n=40, seed=0):
@@ -50,12 +49,6 @@ def test_engine_matches_numpy_float64(engine, solver, beta, alpha):
     X = data()
     kw = dict(solver=solver, loss=beta, max_iter=40, alpha_W=alpha, l1_ratio=0.5)
     namespaces = set()
-    if engine == "cupy" and solver in PLAIN:
-        # Refused on the GPU until a run explains ehals's wrong objectives there (see CupyEngine).
-        with pytest.raises(UsageError, match=f"^solver '{solver}' does not run on the cupy engine; "
-                                             f"use solver '{PLAIN[solver]}'$"):
-            nmfcli.fit(X, 4, engine=engine, **kw)
-        return
     got = nmfcli.fit(X, 4, engine=engine, callback=lambda info: namespaces.add(
         type(info.W).__module__.split(".")[0]), **kw)
     ref = nmfcli.fit(X, 4, **kw)
@@ -73,8 +66,6 @@ def test_engine_matches_numpy_float64(engine, solver, beta, alpha):
 @pytest.mark.parametrize("solver,beta", [("hals", 2.0), ("mu", 1.0), ("emu", 1.0)])
 def test_engine_float32(engine, solver, beta):
     X = data(np.float32)
-    if engine == "cupy" and solver in PLAIN:
-        return  # refused there: test_engine_matches_numpy_float64
     got = nmfcli.fit(X, 4, engine=engine, solver=solver, loss=beta, max_iter=30)
     ref = nmfcli.fit(X, 4, solver=solver, loss=beta, max_iter=30)
     assert got.W.dtype == np.float32 and got.H.dtype == np.float32
@@ -131,10 +122,6 @@ def test_generic_exact_solve_in_blocks_gives_the_same_bits(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cupy_sparse_matches_numpy(solver, beta, dtype):
     X = sparse_data(dtype)
-    if solver in PLAIN:
-        with pytest.raises(UsageError, match="does not run on the cupy engine"):
-            nmfcli.fit(X, 5, engine="cupy", solver=solver, loss=beta, max_iter=30)
-        return
     got = nmfcli.fit(X, 5, engine="cupy", solver=solver, loss=beta, max_iter=30)
     ref = nmfcli.fit(X, 5, solver=solver, loss=beta, max_iter=30)
     assert got.W.dtype == dtype and got.options["engine"] == "cupy"
@@ -223,15 +210,18 @@ def test_cupy_fused_sweeps_equal_the_row_by_row_sweeps(dtype, k, graph, monkeypa
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 @pytest.mark.parametrize("graph", [True, False], ids=["graph", "launches"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
-def test_cupy_objective_history_matches_numpy(graph, sparse, monkeypatch):
+@pytest.mark.parametrize("solver,loss,iterations", [("hals", "frobenius", 25), ("ehals", "frobenius", 25),
+                                                    ("emu", "kl", 40)])
+def test_cupy_objective_history_matches_numpy(graph, sparse, solver, loss, iterations, monkeypatch):
     # Every recorded objective, the first ones included (the iterations that record graphs):
-    # ehals read ~1e-31 there on the H100, which no final-result check would notice for hals.
+    # ehals read ~1e-31 there on the H100 while graphs overwrote them, and acted on it.
     from nmfcli.engines import cupy as cupy_engine
 
     monkeypatch.setattr(cupy_engine, "GRAPH", graph)
     X = sparse_data() if sparse else data()
-    got = nmfcli.fit(X, 5, engine="cupy", solver="hals", max_iter=25, tol=0)
-    ref = nmfcli.fit(X, 5, solver="hals", max_iter=25, tol=0)
+    got = nmfcli.fit(X, 5, engine="cupy", solver=solver, loss=loss, max_iter=iterations, tol=0)
+    ref = nmfcli.fit(X, 5, solver=solver, loss=loss, max_iter=iterations, tol=0)
+    assert got.options["solver"] == solver
     np.testing.assert_allclose(got.history, ref.history, rtol=1e-6)
 
 
@@ -322,7 +312,7 @@ def test_cupy_says_when_x_does_not_fit(monkeypatch):
 @pytest.mark.skipif(not _cupy_usable(), reason="needs CuPy and an NVIDIA GPU")
 def test_auto_engine_picks_cupy_with_a_gpu():
     result = nmfcli.fit(data(), 2, engine="auto", max_iter=3)
-    assert result.options["engine"] == "cupy" and result.options["solver"] == "hals"
+    assert result.options["engine"] == "cupy" and result.options["solver"] == "ehals"
 
 
 @pytest.mark.gpu
@@ -340,7 +330,7 @@ def test_cli_fit_on_cupy(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nmfcli", "fit", "X.npy", "--k", "3", "--engine", "cupy",
                            "--max-iter", "50", "-o", "out"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    ref = nmfcli.fit(X, 3, solver="hals", max_iter=50)  # "auto" is hals on the GPU
+    ref = nmfcli.fit(X, 3, max_iter=50)  # "auto" is ehals on both engines
     W = np.load(tmp_path / "out" / "W.npy")
     np.testing.assert_allclose(W, ref.W, rtol=0, atol=1e-5 * np.abs(ref.W).max())
 

@@ -70,8 +70,8 @@ def fit_options(f):
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
         click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
-                     help="auto: ehals for frobenius, emu for every other loss (hals and mu with --engine cupy; "
-                          "mu for kl and is with --fix-H/--fix-W). "
+                     help="auto: ehals for frobenius, emu for every other loss (mu for kl and is with "
+                          "--fix-H/--fix-W). "
                           "ehals and emu are hals and mu with extrapolation; cd and mu are scikit-learn's."),
         click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
                      help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),

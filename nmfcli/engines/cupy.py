@@ -15,9 +15,8 @@ Two things are CuPy's own here, the rest is the array-API engine:
   where the next sweep's kernel reads it and returns at once if the inner loop
   has stopped, so the loop needs no round trip to the host. Row by row, the same
   sweep is ~4 kernel launches a row, ~50× slower for k = 50 (measured on an H100).
-  The inner loop's launches (up to max_inner of them, most returning at once) can be
-  recorded once as a CUDA graph and replayed with one launch (GRAPH; off until a GPU
-  run confirms the fix described at _record).
+  The inner loop's launches (up to max_inner of them, most returning at once) are
+  recorded once per factor buffer as a CUDA graph and replayed with one launch (GRAPH).
 - sparse X keeps a CSR copy of Xᵀ when the GPU has room for it, so that Wᵀ·X is a
   plain SpMM rather than cuSPARSE's transposed one.
 """
@@ -40,10 +39,10 @@ from nmfcli.solvers.cd import inner_sweeps
 # keeps a CSR copy of Xᵀ when there is room (False: Wᵀ·X by the transposed product).
 FUSED_SWEEP = True
 UNROLL = True
-# Off until a GPU run confirms the fix of _record (which let a replay write into a freed
-# buffer): graphs made dense iterations 6% faster (1.78 against 1.90 ms on the H100), but that
-# bug overwrote the objectives recorded in the iterations that recorded graphs (~1e-31).
-GRAPH = False
+# Graphs made dense iterations 6% faster (1.78 against 1.90 ms on the H100). A graph keeps
+# every buffer it writes (_record): the first version did not, and its replays overwrote the
+# objectives recorded in the iterations that recorded graphs (~1e-31).
+GRAPH = True
 KEEP_XT = True
 _THREADS = 128  # a block; 20000 columns make 157 blocks, more than an H100's 132 SMs
 
@@ -119,16 +118,10 @@ solver_xp.register(cupy.ndarray, XP)
 
 class CupyEngine(ArrayEngine):
     name = "cupy"
-    # ehals decides every iteration on its objective, a read that waits for the GPU, and its
-    # choices at near-ties can differ from the CPU's. On the H100 dense benchmark hals got
-    # to the loss sooner (3.30 against 3.55 s; 1.78 against 2.33 ms an iteration), and it
-    # matches the numpy engine's hals to 1e-5, so "auto" runs hals here.
-    default_frobenius_solver = "hals"
-    # ... and ehals is refused: on the H100 its recorded objectives were overwritten by graph
-    # replays (the bug fixed in _record), and ehals decides on them. Until a GPU run confirms
-    # the fix (bench/gpu_history_check.py), it is not offered here, nor emu (KL and
-    # Itakura-Saito), which has not run on a GPU yet: "auto" runs mu for those.
-    extrapolated = ()
+    # ehals and emu decide every iteration on a scalar (the objective, or emu's bound), a read
+    # that waits for the GPU: one round trip an iteration, as the numpy engine's defaults.
+    default_frobenius_solver = "ehals"
+    extrapolated = ("ehals", "emu")
 
     def __init__(self, X, dtype):
         if not gpu_available():

@@ -34,16 +34,34 @@ STOP_REASONS = ("tol", "max_iter", "exact", "callback", "time", "interrupted")
 
 @dataclass
 class IterationInfo:
-    """What the callback sees after each iteration. W and H are live views: copy to keep them."""
+    """What the callback sees after each iteration. W and H are live views: copy to keep them.
+
+    ``objective`` and ``relative_change`` are read when asked for: on a GPU that read waits
+    for the device, so a callback that looks at them every iteration makes each iteration
+    wait (the progress display looks a few times a second).
+    """
 
     iteration: int
     max_iter: int
-    objective: float | None
-    relative_change: float | None
     elapsed_s: float
     W: np.ndarray
     H: np.ndarray
     _checkpoint: object = field(repr=False, default=None)
+    _history: object = field(repr=False, default=None)  # () -> the objectives recorded so far, as floats
+
+    @property
+    def objective(self) -> float | None:
+        """The last objective recorded (mu and emu record every 10th iteration); None before any."""
+        history = self._history()
+        return history[-1] if history else None
+
+    @property
+    def relative_change(self) -> float | None:
+        """(previous − last) / |previous| of the last two objectives recorded; None before two."""
+        history = self._history()
+        if len(history) >= 2 and history[-2]:
+            return (history[-2] - history[-1]) / abs(history[-2])
+        return None
 
     def checkpoint(self):
         """Everything needed to resume bit-identically from the end of this iteration (copies)."""
@@ -643,7 +661,7 @@ class FitLoop:
         """finish_iteration, asking the callback given at construction (if any) with this
         iteration's factors; ``save()`` makes the checkpoint the callback may ask for."""
         ask = None if self.callback is None else (
-            lambda: _call(self.callback, n_iter, self.max_iter, self.floats(eng), self.start, W, H, save))
+            lambda: _call(self.callback, n_iter, self.max_iter, lambda: self.floats(eng), self.start, W, H, save))
         return self.finish_iteration(n_iter, done, ask)
 
     def floats(self, eng):
@@ -735,7 +753,20 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
             Wt_next, H_next = cd.extrapolate(Wt, Wt_before, b), cd.extrapolate(H, H_before, b)
         next_cache = cache if check else {}
         violation, next_objective = cd.hals_iteration(eng, Wt_next, H_next, reg, next_cache, inner, check)
-        accepted = cd.step_kept(run.state, plain, next_objective, objective, slack)
+        if not plain and eng.decides_on_device:
+            # The test where the arrays live: the step's factors, objective and products, or
+            # the current ones again (a rejection), chosen there without a read; then kept as
+            # a kept step is, the current iterate becoming the one before.
+            xp = eng.xp
+            kept = cd.step_kept_on_device(xp, run.state, next_objective, objective, slack)
+            Wt_next[...] = xp.where(kept, Wt_next, Wt)
+            H_next[...] = xp.where(kept, H_next, H)
+            next_objective = xp.where(kept, next_objective, xp.asarray(objective, dtype=xp.float64))
+            # (a product the current iterate's cache lacks, after a resume, is left to be recomputed)
+            next_cache = {key: xp.where(kept, value, cache[key]) for key, value in next_cache.items() if key in cache}
+            accepted = True
+        else:
+            accepted = cd.step_kept(run.state, plain, next_objective, objective, slack)
         if accepted:
             Wt_before, Wt, H_before, H = Wt, Wt_next, H, H_next
             objective, cache = next_objective, next_cache
@@ -927,19 +958,34 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                                      bound=True) + penalties
         # plain mu never raises the bound (but for the L2 penalty, whose update is scikit-learn's
         # heuristic): a plain step is always kept, so a rejection cannot repeat forever
-        accepted = cd.step_kept(run.state, plain, next_bound, bound, slack)
+        if not plain and eng.decides_on_device:
+            # As in _ehals_loop: chosen where the arrays live, without a read. The bound after a
+            # rejection is inf there (None on the host): the step after it starts from
+            # before = current, so its extrapolation leaves it plain mu, kept with β as it is.
+            xp = eng.xp
+            bound = xp.asarray(bound, dtype=xp.float64)
+            after_rejection = xp.isinf(bound)
+            kept = cd.step_kept_on_device(xp, run.state, next_bound, bound, slack, plain=after_rejection)
+            if free_W:
+                W_next[...] = xp.where(kept, W_next, W)
+            if free_H:
+                H_next[...] = xp.where(kept, H_next, H)
+            new_bound = xp.where(kept, xp.minimum(next_bound, bound), xp.full_like(bound, math.inf))
+            accepted = True
+        else:
+            accepted = cd.step_kept(run.state, plain, next_bound, bound, slack)
+            new_bound = float(next_bound if plain else min(next_bound, bound)) if accepted else None
         if accepted:
             if free_W:
                 W_before, W = W, W_next
             if free_H:
                 H_before, H = H, H_next
-            run.state["bound"] = float(next_bound if plain else min(next_bound, bound))
         else:
             if free_W:
                 W_before = cd.copy_into(W_next, W)
             if free_H:
                 H_before = cd.copy_into(H_next, H)
-            run.state["bound"] = None
+        run.state["bound"] = new_bound
         tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
         measured = tested or measured
 
@@ -974,12 +1020,9 @@ def _emu_rounding(beta, dtype, shape, sqnorm, power_sum):
 
 
 def _call(callback, n_iter, max_iter, history, start, W, H, checkpoint):
-    objective = history[-1] if history else None
-    change = None
-    if len(history) >= 2 and history[-2]:
-        change = (history[-2] - history[-1]) / abs(history[-2])
-    info = IterationInfo(n_iter, max_iter, objective, change, time.perf_counter() - start, W, H, checkpoint)
-    return callback(info)
+    """callback(IterationInfo); ``history``: the objectives as floats, or what gives them when asked."""
+    floats = history if callable(history) else lambda: history
+    return callback(IterationInfo(n_iter, max_iter, time.perf_counter() - start, W, H, checkpoint, floats))
 
 
 def checkpoint(n_iter, W, H, run):
@@ -992,9 +1035,21 @@ def checkpoint(n_iter, W, H, run):
 def _checkpoint(eng, n_iter, W, H, run, **factors):
     """checkpoint() with host copies of the factors, and of any other factors a solver resumes from (ehals's)."""
     run.floats(eng)
+    _state_to_host(eng, run.state)
     state = checkpoint(n_iter, _host_copy(eng, W), _host_copy(eng, H), run)
     state.update({name: _host_copy(eng, value) for name, value in factors.items()})
     return state
+
+
+def _state_to_host(eng, state):
+    """The loop's state as floats, in place: the values an engine that decides on the device
+    keeps there (ehals's and emu's β, emu's bound, whose inf there is None here) come back in
+    one transfer. The loop goes on from them as it would have from the device's."""
+    pending = [key for key, value in state.items() if value is not None and not isinstance(value, (int, float))]
+    if pending:
+        values = eng.to_host(eng.xp.stack([eng.xp.asarray(state[key], dtype=eng.xp.float64) for key in pending]))
+        for key, value in zip(pending, values.tolist()):
+            state[key] = None if key == "bound" and math.isinf(value) else value
 
 
 def _host_copy(eng, a):

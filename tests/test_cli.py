@@ -469,6 +469,40 @@ def test_progress_display_counts_rows_and_waits_for_slow_work(monkeypatch, delay
     assert ("rows 10000/10000" in screen.getvalue()) == shown, screen.getvalue()
 
 
+def test_progress_bar_reads_the_objective_a_few_times_a_second(monkeypatch):
+    """On a GPU each read of the objective waits for the device: the bar reads it when it is
+    due to show it (and once at the end, so that it ends on the last one), not every iteration."""
+    import io
+
+    from rich.console import Console
+
+    from nmfcli.cli import terminal
+    from nmfcli.core import IterationInfo
+
+    term = terminal.Terminal()
+    term.tty = True
+    screen = io.StringIO()
+    monkeypatch.setattr(term, "console", lambda stderr=True: Console(file=screen, force_terminal=True, width=120))
+    clock = [0.0]
+    monkeypatch.setattr(terminal.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(terminal, "DETAIL_EVERY_S", 0.25)
+    reads = []
+    history = []
+
+    def floats():
+        reads.append(len(history))
+        return history
+
+    with terminal.ProgressDisplay(term, 100, "nmf fit k=3") as bar:
+        for iteration in range(1, 101):
+            history.append(1000.0 / iteration)
+            clock[0] += 1 / 32  # eight iterations per refresh of the objective (sums without rounding)
+            bar.update(IterationInfo(iteration, 100, clock[0], None, None, None, floats))
+    # reads (objective, change) at each refresh: iterations 1, 9, 17, ..., 97, and the last one
+    assert sorted(set(reads)) == [*range(1, 100, 8), 100], reads
+    assert "objective 10 " in screen.getvalue()  # the last iteration's, shown at the end
+
+
 def test_a_fit_stopped_by_max_iter_says_what_to_do(tmp_path):
     np.save(tmp_path / "x.npy", low_rank(M, N))
     p = run_nmf("fit", "x.npy", "-k", "3", "--max-iter", "3", "-o", "a", cwd=tmp_path, check=0)

@@ -359,15 +359,18 @@ def test_array_api_names_are_filled_in_for_an_older_library():
     assert not hasattr(old, "vecdot"), "the library itself is left as it is"
 
 
-@pytest.mark.parametrize("solver", ["hals", "ehals"])
-def test_hals_reads_from_the_device_only_for_its_stopping_test(solver, monkeypatch):
+@pytest.mark.parametrize("solver,loss,plain", [("ehals", 2.0, "hals"), ("emu", 1.0, "mu"), ("emu", 0.0, "mu"),
+                                               ("emu", 1.5, "mu")])
+def test_the_solvers_read_from_the_device_only_for_their_stopping_test(solver, loss, plain, monkeypatch):
     # Issue 6: no per-iteration round trip to a GPU beyond the stopping test, checked every
-    # CHECK_EVERY iterations; ehals adds one read an iteration, its acceptance test. The strict
-    # namespace stands in for the device: every float(), bool() or int() of one of its arrays
-    # is a read that would wait for a GPU.
+    # CHECK_EVERY iterations; ehals and emu decide on their extrapolated steps on the device,
+    # so they read no more than hals and mu. The strict namespace stands in for the device:
+    # every float(), bool() or int() of one of its arrays, and every copy to the host, is a
+    # read that would wait for a GPU.
     import array_api_strict
 
-    from nmfcli.solvers import cd
+    from nmfcli.engines.array_api import ArrayEngine
+    from nmfcli.solvers import cd, mu
 
     Array = type(array_api_strict.asarray(0.0))
     reads = []
@@ -375,20 +378,92 @@ def test_hals_reads_from_the_device_only_for_its_stopping_test(solver, monkeypat
         if hasattr(Array, name):
             original = getattr(Array, name)
             monkeypatch.setattr(Array, name, lambda self, _original=original: reads.append(1) or _original(self))
+    to_host = ArrayEngine.to_host
+    monkeypatch.setattr(ArrayEngine, "to_host", lambda self, a: reads.append(1) or to_host(self, a))
     # The strict engine runs the solvers' host-side inner loop (a read per sweep); the CuPy
     # engine stops its sweeps on the device. Stand in for that with two sweeps, no reads.
     monkeypatch.setattr(cd, "inner_sweeps", lambda A, Gs, Rs, max_inner, delta: [
         cd._sweeper(A, Gs, Rs)() for _ in range(2)])
 
-    def reads_in(max_iter):
+    def reads_in(solver, max_iter, callback=None):
         reads.clear()
-        result = nmfcli.fit(data(), 4, engine="array-api-strict", solver=solver, max_iter=max_iter, tol=0)
-        assert result.n_iter == max_iter and len(result.history) == max_iter
+        result = nmfcli.fit(data(), 4, engine="array-api-strict", solver=solver, loss=loss, max_iter=max_iter, tol=0,
+                            callback=callback)
+        assert result.n_iter == max_iter
         return len(reads)
 
-    extra = reads_in(60) - reads_in(20)  # the fixed costs (start, final metrics) cancel
-    allowed = 40 // cd.CHECK_EVERY + (40 if solver == "ehals" else 0)
-    assert extra <= allowed, f"{extra} reads in 40 iterations"
+    def extra(solver, callback=None):  # in 40 iterations: the fixed costs (start, final metrics) cancel
+        return reads_in(solver, 60, callback) - reads_in(solver, 20, callback)
+
+    tests = 40 // (cd.CHECK_EVERY if plain == "hals" else mu.CHECK_EVERY)
+    assert 0 < extra(plain) <= 3 * tests, f"{plain}: {extra(plain)} reads in 40 iterations"
+    assert extra(solver) <= extra(plain), f"{solver}: {extra(solver)} reads in 40 iterations, {plain}: {extra(plain)}"
+    # A callback that does not ask for the objective (the CLI's, between refreshes of its bar) reads nothing.
+    assert extra(solver, callback=lambda info: None) == extra(solver)
+
+
+STEP_CASES = [("ehals", 2.0, False), ("emu", 1.0, False), ("emu", 0.0, False), ("emu", 1.5, False),
+              ("emu", 1.0, True)]
+
+
+def overshooting(monkeypatch):
+    """β that grows three times as fast (many steps rejected), and the host's decisions, as they are made."""
+    from nmfcli.solvers import cd
+
+    monkeypatch.setattr(cd, "GAMMA", 3.0)
+    decisions = []
+    host_beta = cd.ehals_beta
+    monkeypatch.setattr(cd, "ehals_beta", lambda state, kept: decisions.append(kept) or host_beta(state, kept))
+    return decisions
+
+
+def step_fit_options(solver, loss, fixed, X):
+    kw = dict(solver=solver, loss=loss, tol=0)
+    if fixed:  # transform's flow: one free factor
+        kw["fix_H"] = np.random.RandomState(3).rand(4, X.shape[1])
+    return kw
+
+
+@pytest.mark.parametrize("engine", ["array-api-strict", "array-api-numpy", CUPY])
+@pytest.mark.parametrize("solver,loss,fixed", STEP_CASES)
+def test_steps_decided_on_the_device_follow_the_host(engine, solver, loss, fixed, monkeypatch):
+    # The numpy engine keeps or rejects each extrapolated step on the host; the array-API
+    # engines (CuPy's path) choose between the step's arrays and the current ones on the
+    # device. With many rejections, both must follow the same iterates.
+    decisions = overshooting(monkeypatch)
+    X = data()
+    kw = step_fit_options(solver, loss, fixed, X)
+    ref = nmfcli.fit(X, 4, max_iter=60, **kw)
+    assert decisions.count(False) >= 2 and decisions.count(True) >= 10, decisions
+    decisions.clear()
+    got = nmfcli.fit(X, 4, engine=engine, max_iter=60, **kw)
+    assert decisions == [], "the engine must decide on the device"
+    rel = 1e-10 if engine != "cupy" else tolerance(engine, np.float64)
+    np.testing.assert_allclose(got.W, ref.W, rtol=0, atol=rel * np.abs(ref.W).max())
+    np.testing.assert_allclose(got.history, ref.history, rtol=rel)
+
+
+@pytest.mark.parametrize("solver,loss,fixed", STEP_CASES)
+def test_a_device_decided_fit_resumes_bit_for_bit(solver, loss, fixed, monkeypatch):
+    # A checkpoint reads the device's β (and emu's bound, inf there after a rejection, None in
+    # the checkpoint); the resumed fit must go on exactly as the uninterrupted one.
+    from conftest import checkpoint_at
+
+    overshooting(monkeypatch)
+    X = data()
+    kw = step_fit_options(solver, loss, fixed, X)
+    full = nmfcli.fit(X, 4, engine="array-api-numpy", max_iter=40, **kw)
+    after_rejection = []
+    for stop in (6, 7, 13, 17, 21, 25, 31, 36, 38):  # for this data, emu's cases reject a step before some
+        saved, callback = checkpoint_at(stop)
+        nmfcli.fit(X, 4, engine="array-api-numpy", max_iter=40, callback=callback, **kw)
+        state = saved["solver_state"]
+        assert all(value is None or type(value) is float for value in state.values()), state
+        after_rejection.append(state.get("bound", 0.0) is None)
+        resumed = nmfcli.fit(X, 4, engine="array-api-numpy", max_iter=40, resume=saved, **kw)
+        assert np.array_equal(resumed.W, full.W) and np.array_equal(resumed.H, full.H), stop
+        assert resumed.history == full.history
+    assert solver == "ehals" or any(after_rejection), "no checkpoint came right after a rejection"
 
 
 def test_strict_engine_refuses_sparse_with_a_usage_error():

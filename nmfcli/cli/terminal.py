@@ -12,6 +12,7 @@ import sys
 import time
 
 VERBOSE_EVERY = 10  # off a terminal, --verbose logs one line per this many iterations
+DETAIL_EVERY_S = 0.2  # on a terminal, the bar's objective is read at most this often
 
 
 def no_color() -> bool:
@@ -87,6 +88,8 @@ class ProgressDisplay:
         self._task = None
         self._start = None
         self._logged = 0  # the last tenth of an exact solve logged off a terminal
+        self._detail_at = None  # when the bar's objective was last read
+        self._last = None  # the last update's info, whose objective the bar shows at the end
 
     def __enter__(self):
         self._start = time.perf_counter()
@@ -116,18 +119,28 @@ class ProgressDisplay:
         return self._progress is not None or time.perf_counter() - self._start >= self.delay_s
 
     def update(self, info) -> None:
-        objective = "-" if info.objective is None else f"{info.objective:.6g}"
-        change = "-" if info.relative_change is None else f"{info.relative_change:.2e}"
+        # The objective is read only when shown (a few times a second on the bar, every
+        # VERBOSE_EVERY iterations in the log): on a GPU each read waits for the device.
         if self._due() and self._show() is not None:
-            self._progress.update(self._task, completed=info.iteration, total=info.max_iter,
-                                  detail=f"objective {objective}  change {change}")
+            now = time.perf_counter()
+            fields = {}
+            if self._detail_at is None or now - self._detail_at >= DETAIL_EVERY_S:
+                self._detail_at = now
+                fields["detail"] = self._detail(info)
+            self._last = None if fields else info
+            self._progress.update(self._task, completed=info.iteration, total=info.max_iter, **fields)
         elif self.term.verbose and (info.iteration == 1 or info.iteration % VERBOSE_EVERY == 0):
             print(
-                f"iteration {info.iteration}/{info.max_iter}  objective {objective}  "
-                f"change {change}  elapsed {info.elapsed_s:.2f}s",
+                f"iteration {info.iteration}/{info.max_iter}  {self._detail(info)}  elapsed {info.elapsed_s:.2f}s",
                 file=sys.stderr,
                 flush=True,
             )
+
+    @staticmethod
+    def _detail(info) -> str:
+        objective = "-" if info.objective is None else f"{info.objective:.6g}"
+        change = "-" if info.relative_change is None else f"{info.relative_change:.2e}"
+        return f"objective {objective}  change {change}"
 
     def solved(self, done: int, total: int, what: str = "rows") -> None:
         if self._due() and self._show() is not None:
@@ -139,6 +152,8 @@ class ProgressDisplay:
 
     def __exit__(self, *exc):
         if self._progress is not None:
+            if self._last is not None:  # the bar ends on the last iteration's objective
+                self._progress.update(self._task, detail=self._detail(self._last))
             self._progress.stop()
         return False
 

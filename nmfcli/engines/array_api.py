@@ -13,6 +13,7 @@ import numpy as np
 from nmfcli.engines.sparse_products import with_values
 from nmfcli.errors import UsageError
 from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, power, row_blocks
+from nmfcli.solvers.xp import scalar
 
 
 class ArrayEngine:
@@ -93,6 +94,9 @@ class ArrayEngine:
     # same questions).
     default_frobenius_solver = "ehals"
     extrapolated = ("ehals", "emu")
+    # ehals and emu test each extrapolated step where the arrays live (core._ehals_loop): a
+    # read of its result would make the host wait for the device every iteration.
+    decides_on_device = True
 
     @property
     def where(self):
@@ -259,7 +263,8 @@ class ArrayEngine:
         return numerator, denominator
 
     def log_sum(self, values, weights=None):
-        """Σ weights ⊙ log(values) (Σ log(values) without weights) as a float; ``values`` may be overwritten.
+        """Σ weights ⊙ log(values) (Σ log(values) without weights) as xp.scalar gives it (a
+        float on numpy); ``values`` may be overwritten.
 
         The log is taken in float32, where it is 3-5× cheaper than in float64 (numpy's float64
         log is not vectorised without AVX-512), after raising the values to float32's smallest
@@ -268,12 +273,12 @@ class ArrayEngine:
         """
         xp = self.xp
         logs = xp.astype(xp.log(xp.maximum(xp.astype(values, xp.float32), TINY32)), values.dtype)
-        return float(xp.sum(logs if weights is None else weights * logs))
+        return scalar(xp, xp.sum(logs if weights is None else weights * logs))
 
     def _is_terms(self, X, inverse):
         """Σ q − log q for q = X ⊙ inverse (inverse = 1 / max(WH, EPSILON)): the Itakura-Saito terms."""
         q = X * inverse
-        return float(self.xp.sum(q)) - self.log_sum(q)
+        return scalar(self.xp, self.xp.sum(q)) - self.log_sum(q)
 
     # The three block-sized steps of mu_products; the numpy engine does them in buffers it keeps.
     def _WH_block(self, W, H, rows):

@@ -118,8 +118,8 @@ solver_xp.register(cupy.ndarray, XP)
 
 class CupyEngine(ArrayEngine):
     name = "cupy"
-    # ehals and emu decide every iteration on a scalar (the objective, or emu's bound), a read
-    # that waits for the GPU: one round trip an iteration, as the numpy engine's defaults.
+    # The numpy engine's defaults, so that a fit gives the same numbers with or without a GPU;
+    # ehals and emu keep or reject each step on the GPU (ArrayEngine.decides_on_device).
     default_frobenius_solver = "ehals"
     extrapolated = ("ehals", "emu")
 

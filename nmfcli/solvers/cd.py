@@ -15,7 +15,7 @@ branching on array values inside a sweep, so nothing waits for the GPU there.
 
 import numpy as np
 
-from nmfcli.solvers.xp import namespace
+from nmfcli.solvers.xp import in_dtype, namespace, scalar
 
 
 def sweep(A, G, R, violation=True):
@@ -71,8 +71,7 @@ def penalty(A, l1, l2):
 
 def _sum64(xp, a):
     """Σa as a float (numpy), or as a 0-d float64 array that nothing waits for."""
-    total = xp.sum(a)
-    return float(total) if xp is np else xp.astype(total, xp.float64)
+    return scalar(xp, xp.sum(a))
 
 
 def cd_iteration(engine, Wt, H, reg, HHt=None):
@@ -336,10 +335,11 @@ def extrapolate(A, before, beta):
     """
     if isinstance(before, np.ndarray):
         np.subtract(A, before, out=before)
-        before *= beta
+        before *= A.dtype.type(beta)  # in A's dtype, as a Python float β would be
         before += A
         return np.maximum(before, 0.0, out=before)
     xp = namespace(A)
+    beta = in_dtype(xp, beta, A.dtype)
     before[...] = xp.maximum(A + beta * (A - before), 0.0)
     return before
 
@@ -352,6 +352,23 @@ def step_kept(state, plain, value, reference, slack):
         return True
     kept = bool(value <= reference + slack)
     ehals_beta(state, kept)
+    return kept
+
+
+def step_kept_on_device(xp, state, value, reference, slack, plain=None):
+    """step_kept for an extrapolated step, decided where the arrays live: a 0-d bool array,
+    which nothing waits for. ``state``'s β and its cap become 0-d float64 arrays (ehals_beta's
+    arithmetic, the same bits). ``plain``: a 0-d bool array, true where the step was plain
+    after all (emu's, after a rejection): kept, β left as it is."""
+    beta, cap = (xp.asarray(state[key], dtype=xp.float64) for key in ("beta", "beta_cap"))
+    kept = value <= reference + slack
+    grown = xp.minimum(cap, GAMMA * beta), xp.minimum(GAMMA_BAR * cap, xp.ones_like(cap))  # (no copy from the host)
+    shrunk = beta / ETA, beta
+    new = [xp.where(kept, a, b) for a, b in zip(grown, shrunk)]
+    if plain is not None:
+        kept = kept | plain
+        new = [xp.where(plain, old, value) for old, value in zip((beta, cap), new)]
+    state["beta"], state["beta_cap"] = new
     return kept
 
 

@@ -23,3 +23,15 @@ def namespace(*arrays):
         if get is not None:
             return get()
     return np
+
+
+def in_dtype(xp, value, dtype):
+    """A Python float as it is (an operand of an array takes the array's dtype), a 0-d array
+    (a device's scalar) cast to ``dtype``, so that both give the same bits."""
+    return value if isinstance(value, (int, float)) else xp.astype(value, dtype)
+
+
+def scalar(xp, value):
+    """A 0-d array's value: a float on numpy, else a 0-d float64 array, which nothing waits for
+    (a float of a device's array would make the host wait for the device)."""
+    return float(value) if xp is np else xp.astype(value, xp.float64)

@@ -106,6 +106,21 @@ def test_generic_sparse_path_matches_numpy(solver, beta):
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("entries", [7 * 40, 1 << 27], ids=["7-rows", "whole"])
+@pytest.mark.parametrize("solver,beta", [("mu", 1.0), ("emu", 0.0), ("emu", 1.5), ("ehals", 2.0)])
+def test_row_blocks_of_any_size_give_the_same_fit(entries, solver, beta, monkeypatch):
+    # The CuPy engine takes row blocks of up to 2²⁷ entries where the CPU's hold 2¹⁸: only the
+    # order of the sums changes (the products, the divergence and the stopping test).
+    from nmfcli.engines.array_api import ArrayEngine
+
+    X = data()
+    ref = nmfcli.fit(X, 4, solver=solver, loss=beta, max_iter=30)
+    monkeypatch.setattr(ArrayEngine, "block_entries", entries)
+    got = nmfcli.fit(X, 4, engine="array-api-numpy", solver=solver, loss=beta, max_iter=30)
+    np.testing.assert_allclose(got.W, ref.W, rtol=1e-10, atol=1e-12)
+    assert got.metrics["beta_divergence"] == pytest.approx(ref.metrics["beta_divergence"], rel=1e-12)
+
+
 def test_generic_exact_solve_in_blocks_gives_the_same_bits(monkeypatch):
     # The blocks that a progress callback brings, on the array-API engine's path (CuPy's).
     X, H = data(), nmfcli.fit(data(), 5, max_iter=30).H

@@ -12,7 +12,7 @@ import numpy as np
 
 from nmfcli.engines.sparse_products import with_values
 from nmfcli.errors import UsageError
-from nmfcli.solvers.losses import EPSILON, dense_divergence_sums, power, row_blocks
+from nmfcli.solvers.losses import BLOCK_ENTRIES, EPSILON, dense_divergence_sums, power, row_blocks
 from nmfcli.solvers.xp import scalar
 
 
@@ -97,6 +97,8 @@ class ArrayEngine:
     # ehals and emu test each extrapolated step where the arrays live (core._ehals_loop): a
     # read of its result would make the host wait for the device every iteration.
     decides_on_device = True
+    # Dense X is processed in row blocks of about this many entries (losses.row_blocks).
+    block_entries = BLOCK_ENTRIES
 
     @property
     def where(self):
@@ -165,7 +167,7 @@ class ArrayEngine:
                 sums[beta] = float(xp.sum(power(xp, self.X.data, beta)))
             else:
                 sums[beta] = sum(float(xp.sum(power(xp, self.X[rows, :], beta)))
-                                 for rows in row_blocks(*self.shape))
+                                 for rows in row_blocks(*self.shape, self.block_entries))
         return sums[beta]
 
     def WH_at_X(self, W, H):
@@ -229,7 +231,7 @@ class ArrayEngine:
                 terms = (self.log_sum(ratio, self.X.data) if beta == 1
                          else self._is_terms(self.X.data, 1.0 / xp.maximum(WH, EPSILON)))
         shared_power = beta not in (0, 1)  # one power gives both blocks (ratio_and_power)
-        for rows in row_blocks(m, n):
+        for rows in row_blocks(m, n, self.block_entries):
             if self.is_sparse and denominator is None:
                 break
             WH = self._WH_block(W, H, rows)

@@ -134,6 +134,11 @@ class CupyEngine(ArrayEngine):
                 "use --dtype float32, sparse input, or --engine numpy/dask"
             )
         super().__init__(X, dtype, XP, cupyx.scipy.sparse)
+        # Row blocks as large as a few temporaries in what is free allow, up to 2²⁷ entries:
+        # a CPU's cache-sized blocks (2¹⁸ entries, 52 rows of 5000) made a KL iteration of
+        # 20000×5000 thousands of small launches, 92 ms against 0.65 ms for its products.
+        free, _total = cupy.cuda.runtime.memGetInfo()
+        self.block_entries = int(max(self.block_entries, min(1 << 27, free // (8 * np.dtype(dtype).itemsize))))
         self._changes = cupy.zeros(0, dtype=self.dtype)  # each sweep's squared change, on the device
         self._graphs = {}  # the inner loop as CUDA graphs, with the buffers their kernels read
         self._Xt = None

@@ -25,9 +25,10 @@ LOSS_ALIASES = {
 }
 
 
-def row_blocks(m, n):
-    """Slices of rows such that a block of an m×n array has about BLOCK_ENTRIES entries."""
-    step = max(1, BLOCK_ENTRIES // max(n, 1))
+def row_blocks(m, n, entries=BLOCK_ENTRIES):
+    """Slices of rows such that a block of an m×n array has about ``entries`` entries (an
+    engine's ``block_entries``: a GPU wants far larger blocks than a CPU's cache holds)."""
+    step = max(1, entries // max(n, 1))
     for start in range(0, m, step):
         yield slice(start, min(start + step, m))
 
@@ -61,10 +62,14 @@ def squared_error(engine, W, H):
         return max(engine.sqnorm() - 2.0 * cross + norm_WH, 0.0)
     X = engine.X
     total = 0.0
-    for rows in row_blocks(*X.shape):
+    for rows in row_blocks(*X.shape, _block_entries(engine)):
         D = X[rows, :] - W[rows, :] @ H
         total += float(xp.sum(D * D))
     return total
+
+
+def _block_entries(engine):
+    return getattr(engine, "block_entries", BLOCK_ENTRIES)
 
 
 def reconstruction_error(divergence):
@@ -83,7 +88,7 @@ def beta_divergence(engine, W, H, beta):
         res = _divergence_terms(xp, engine.X.data, engine.WH_at_X(W, H), beta)
         if beta not in (0.0, 1.0):
             sum_WH_beta = 0.0
-            for rows in row_blocks(W.shape[0], H.shape[1]):
+            for rows in row_blocks(W.shape[0], H.shape[1], _block_entries(engine)):
                 sum_WH_beta += float(xp.sum(power(xp, W[rows, :] @ H, beta)))
             res = _finish_beta(res, sum_WH_beta, beta)
     else:
@@ -104,7 +109,7 @@ def dense_divergence_sums(engine, W, H, beta):
     X = engine.X
     res = 0.0
     sum_WH_beta = 0.0
-    for rows in row_blocks(*X.shape):
+    for rows in row_blocks(*X.shape, _block_entries(engine)):
         WH = W[rows, :] @ H
         if beta not in (0.0, 1.0):
             sum_WH_beta += float(xp.sum(power(xp, WH, beta)))

@@ -77,13 +77,17 @@ def sparse_case(m, n, density, seed=0):
     return sp.csc_matrix((vals, rows, indptr), shape=(m, n)).tocsr()
 
 
-def timed_fit(X, k, engine, W0, H0, target=None, max_iter=200, seconds=None, tol=DEFAULT_TOL, solver="auto"):
+def timed_fit(X, k, engine, W0, H0, target=None, max_iter=200, seconds=None, tol=DEFAULT_TOL, solver="auto",
+              loss="frobenius"):
     """Fit from (W0, H0); returns (result, seconds, per-iteration seconds from the callback's clock)."""
     marks = []
 
     def watch(info):
+        # Reading the objective waits for the device: done every iteration to stop at the target,
+        # else at the first and the last one only, so that the clock brackets the device's work.
+        objective = info.objective if target is not None or info.iteration in (1, max_iter) else None
         marks.append((info.iteration, time.perf_counter()))
-        if target is not None and info.objective is not None and info.objective <= target:
+        if target is not None and objective is not None and objective <= target:
             return "target"
         if seconds is not None and time.perf_counter() - start > seconds:
             return "time"
@@ -91,7 +95,7 @@ def timed_fit(X, k, engine, W0, H0, target=None, max_iter=200, seconds=None, tol
 
     start = time.perf_counter()
     result = nmfcli.fit(X, k, engine=engine, init="custom", W0=W0, H0=H0, max_iter=max_iter, tol=tol,
-                        callback=watch, solver=solver)
+                        callback=watch, solver=solver, loss=loss)
     total = time.perf_counter() - start
     if len(marks) >= 3:  # from the first iteration's end: leaves out moving X and the start
         (i0, t0), (i1, t1) = marks[0], marks[-1]
@@ -132,21 +136,23 @@ def product_seconds(X, W, H, engine, repeats=5):
 
 @contextlib.contextmanager
 def cupy_options(engine, **options):
-    """The CuPy engine with some of its module switches changed (fused, unroll, graph, keep_xt)."""
+    """The CuPy engine with some of its switches changed (fused, unroll, graph, keep_xt, on_device)."""
     if engine != "cupy" or not options:
         yield
         return
     from nmfcli.engines import cupy as cupy_engine
 
-    names = {"fused": "FUSED_SWEEP", "unroll": "UNROLL", "graph": "GRAPH", "keep_xt": "KEEP_XT"}
-    saved = {names[key]: getattr(cupy_engine, names[key]) for key in options}
+    names = {"fused": (cupy_engine, "FUSED_SWEEP"), "unroll": (cupy_engine, "UNROLL"),
+             "graph": (cupy_engine, "GRAPH"), "keep_xt": (cupy_engine, "KEEP_XT"),
+             "on_device": (cupy_engine.CupyEngine, "decides_on_device")}
+    saved = [(names[key], getattr(*names[key])) for key in options]
     for key, value in options.items():
-        setattr(cupy_engine, names[key], value)
+        setattr(*names[key], value)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(cupy_engine, name, value)
+        for (owner, name), value in saved:
+            setattr(owner, name, value)
 
 
 def gpu_name():
@@ -195,6 +201,13 @@ def run_case(name, X, k, init, args, gpu):
             _, _, any_k_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
         with cupy_options(engine, graph=False):
             _, _, launched_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        with cupy_options(engine, on_device=False):
+            _, _, host_it = timed_fit(X, k, engine, W0, H0, max_iter=many, tol=0)
+        kl = {}
+        if not sp.issparse(X):  # KL: emu (steps decided on the device, or on the host) and mu, per iteration
+            for label, solver, on_device in (("emu", "emu", True), ("emu_host", "emu", False), ("mu", "mu", True)):
+                with cupy_options(engine, on_device=on_device):
+                    _, _, kl[label] = timed_fit(X, k, engine, W0, H0, max_iter=60, tol=0, solver=solver, loss="kl")
         transposed_it = None
         if sp.issparse(X):
             with cupy_options(engine, keep_xt=False):
@@ -208,6 +221,8 @@ def run_case(name, X, k, init, args, gpu):
                    gpu_hals_s_per_iter=hals_it,
                    gpu_s_per_iter_again=again_it, gpu_row_sweep_s_per_iter=rows_it,
                    gpu_any_k_sweep_s_per_iter=any_k_it, gpu_launched_sweeps_s_per_iter=launched_it,
+                   gpu_host_decisions_s_per_iter=host_it,
+                   **{f"gpu_kl_{label}_s_per_iter": seconds for label, seconds in kl.items()},
                    gpu_transposed_product_s_per_iter=transposed_it, gpu_products_s=limit,
                    gpu_products_by_layout_s=layouts,
                    gpu_tflops=flop / limit / 1e12, gpu_per_iter_over_limit=gpu_it / limit,
@@ -232,7 +247,7 @@ def run_case(name, X, k, init, args, gpu):
 
 def table(rows):
     lines = [f"{'case':30} {'numpy s/it':>10} {'limit':>6} {'cupy s/it':>10} {'again':>8} {'limit':>6} "
-             f"{'hals':>8} {'rows':>8} {'any-k':>8} {'launched':>8} {'Xᵀ op':>8} "
+             f"{'hals':>8} {'host':>8} {'rows':>8} {'any-k':>8} {'launched':>8} {'Xᵀ op':>8} "
              f"{'numpy s':>8} {'cupy s':>7} {'hals s':>7} {'speedup':>7}"]
     nan = float("nan")
     for r in rows:
@@ -244,6 +259,7 @@ def table(rows):
             f"{r['case']:30} {r['cpu_s_per_iter']:10.4f} {r['cpu_per_iter_over_limit']:6.2f} "
             f"{r.get('gpu_s_per_iter', nan):10.5f} {ms('gpu_s_per_iter_again')} "
             f"{r.get('gpu_per_iter_over_limit', nan):6.2f} {ms('gpu_hals_s_per_iter')} "
+            f"{ms('gpu_host_decisions_s_per_iter')} "
             f"{ms('gpu_row_sweep_s_per_iter')} {ms('gpu_any_k_sweep_s_per_iter')} "
             f"{ms('gpu_launched_sweeps_s_per_iter')} {ms('gpu_transposed_product_s_per_iter')} "
             f"{r['cpu_s']:8.2f} {r.get('gpu_s_to_cpu_loss', nan):7.2f} {r.get('gpu_hals_s_to_cpu_loss', nan):7.2f} "
@@ -251,11 +267,16 @@ def table(rows):
     lines.append(
         "limit: per-iteration time over the time of the two products with X on the same device, each in its "
         "faster layout; again: the default CuPy fit timed once more, after the variants (ms per iteration); "
-        "variants (ms per iteration): hals: plain hals instead of ehals; rows: the row-by-row sweep; any-k: the "
+        "variants (ms per iteration): hals: plain hals instead of ehals; host: ehals's steps kept or rejected on "
+        "the host (a read of the objective each iteration) instead of on the GPU; rows: the row-by-row sweep; any-k: the "
         "fused sweep compiled for any k; launched: the sweeps launched one by one instead of replayed as a CUDA "
         "graph; Xᵀ op: Wᵀ·X by the transposed product instead of a kept copy of Xᵀ; numpy s / cupy s / hals s: "
         "to the numpy fit's final loss (within 0.1%), the shared init included; both engines run their default, "
         "ehals.")
+    for r in rows:
+        if r.get("gpu_kl_emu_s_per_iter") is not None:
+            lines.append(f"{r['case']}, KL (ms per iteration): emu {1e3 * r['gpu_kl_emu_s_per_iter']:.2f}, emu deciding on "
+                         f"the host {1e3 * r['gpu_kl_emu_host_s_per_iter']:.2f}, mu {1e3 * r['gpu_kl_mu_s_per_iter']:.2f}")
     return "\n".join(lines)
 
 

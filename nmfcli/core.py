@@ -337,8 +337,9 @@ def fit(
         summed over the observed entries only, by multiplicative updates weighted by the
         mask (solver "mu", any beta); W·H then predicts the missing entries. The start
         (nndsvda or random) sees the missing entries as the mean of the observed ones. Dense
-        X, the numpy engine in memory ("auto" picks it), no fixed factor. Without NaN in X the fit is the
-        ordinary one. ``metrics["missing_entries"]`` counts them.
+        X, the numpy engine in memory ("auto" picks it). With a fixed factor under the Frobenius
+        loss, each row (fix_H) or column (fix_W) is solved exactly over its observed entries.
+        Without NaN in X the fit is the ordinary one. ``metrics["missing_entries"]`` counts them.
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations
         to report: called after each block of the free factor's rows (fix_H) or
@@ -416,7 +417,9 @@ def fit(
             options["missing"] = missing
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
-        if options["solver"] == "nnls":
+        if options["solver"] == "nnls" and observed is not None:
+            result = _solve_fixed_masked(X, mask, fix_W, fix_H, options, reg, start, progress)
+        elif options["solver"] == "nnls":
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
             result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
         else:
@@ -834,14 +837,12 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
 
 
 def _check_missing(missing, engine="numpy", engine_options=None, fix_W=None, fix_H=None):
-    """The settings missing values are fitted under: missing="nan", the numpy engine in memory, both factors free."""
+    """The settings missing values are fitted under: missing="nan", the numpy engine in memory."""
     if missing != "nan":
         raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
     if engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None:
         got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
         raise UsageError(f"missing values (missing='nan') are fitted on the numpy engine in memory; got {got}")
-    if fix_W is not None or fix_H is not None:
-        raise UsageError("missing values with a fixed factor (fix_W, fix_H) are not supported")
 
 
 def _observed(X):
@@ -879,8 +880,10 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
     _mu_start(eng, W, H, beta, reg, run, divergence_of)
     measured = None  # (iteration, divergence there): the last test's
     for n_iter in range(run.first, max_iter + 1):
-        masked.update_W(X, M, W, H, beta, l1_W, l2_W, gamma)
-        masked.update_H(X, M, W, H, beta, l1_H, l2_H, gamma)
+        if options["fixed"] != "W":
+            masked.update_W(X, M, W, H, beta, l1_W, l2_W, gamma)
+        if options["fixed"] != "H":
+            masked.update_H(X, M, W, H, beta, l1_H, l2_H, gamma)
         tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of)
         measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
@@ -894,6 +897,46 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
         metrics=metrics, options=options, time_s=time.perf_counter() - start,
         checkpoint=_checkpoint(eng, run.n_iter, W, H, run),
     )
+
+
+def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
+    """_solve_fixed_frobenius over the observed entries (X is 0 and M 0 where X is missing):
+    each row of X (fix_H; each column for fix_W) is its own least-squares problem, whose Gram
+    matrix holds the components at that row's observed entries only: Σⱼ M[i, j]·hⱼhⱼᵀ, all
+    rows' at once as M times the k² products hⱼhⱼᵀ, in blocks of rows. A row with nothing
+    observed gets 0; so does a component that is 0 wherever its row is observed."""
+    l1_W, l1_H, l2_W, l2_H = reg
+    free_W = fix_H is not None
+    F = fix_H.T if free_W else fix_W  # the fixed factor, one row per column of X (or of Xᵀ)
+    Xs, Ms = (X, M) if free_W else (X.T, M.T)
+    l1, l2 = (l1_W, l2_W) if free_W else (l1_H, l2_H)
+    p, k = Xs.shape[0], F.shape[1]
+    F64 = F.astype(np.float64)
+    outer = (F64[:, :, None] * F64[:, None, :]).reshape(F.shape[0], k * k)  # hⱼhⱼᵀ, row j
+    block = max(1, MASKED_GRAM_ENTRIES // (k * k))
+    solved, n_iter = np.empty((k, p), dtype=X.dtype), 0
+    for lo in range(0, p, block):
+        rows = slice(lo, min(lo + block, p))
+        G = (Ms[rows] @ outer).reshape(-1, k, k)
+        if l2:
+            G += l2 * np.eye(k)
+        R = (Xs[rows] @ F64).T - l1 if l1 else (Xs[rows] @ F64).T
+        solved[:, rows], passes = nnls(G, np.ascontiguousarray(R))
+        n_iter = max(n_iter, passes)
+        if progress is not None:
+            progress(rows.stop, p)
+    W, H = (np.ascontiguousarray(solved.T), fix_H) if free_W else (fix_W, solved)
+    divergence = masked.divergence(X, M, W, H, 2.0)
+    run = FitLoop.exact(n_iter)
+    metrics = {"objective": _objective(None, W, H, 2.0, reg, divergence),
+               **_masked_error_metrics(X, M, W, H, divergence)}
+    return FitResult(W=W, H=H, n_iter=int(run.n_iter), converged=True, stop_reason=run.stop_reason,
+                     history=[], history_iter=[], metrics=metrics, options=options,
+                     time_s=time.perf_counter() - start, checkpoint={})
+
+
+# Gram matrices built at once in _solve_fixed_masked: rows × k² entries (32 MiB of float64).
+MASKED_GRAM_ENTRIES = 1 << 22
 
 
 def _masked_error_metrics(X, M, W, H, divergence):
@@ -1098,7 +1141,7 @@ def _error_metrics(eng, W, H, beta, divergence=None):
 
 
 def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, engine="numpy",
-              max_iter=1000, tol=1e-8, engine_options=None, progress=None):
+              max_iter=1000, tol=1e-8, engine_options=None, progress=None, missing=None):
     """W ≥ 0 (m×k) minimising the loss of X ≈ W·H for fixed components H (k×n).
 
     For the Frobenius loss this is an exact non-negative least-squares solve of
@@ -1109,6 +1152,10 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
 
     ``progress(done, total)``, if given, is called as the work goes: rows solved of X's
     rows (Frobenius), or iterations of ``max_iter`` (other losses).
+
+    ``missing="nan"``: NaN entries of X are missing, as in fit: each row is fitted over its
+    observed entries only (for the Frobenius loss, an exact solve of each row against the
+    components at those entries), and W·H predicts the rest. Numpy engine, in memory.
     """
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy: row blocks read one at a time in this process (see fit).
@@ -1121,7 +1168,7 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
 
         return transform_dask(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
                               max_iter=max_iter, tol=tol, progress=progress, **(engine_options or {}))
-    X = _as_matrix(X, dtype)
+    X = _as_matrix(X, dtype, missing=missing)
     H = np.asarray(H)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:
         raise DataError(
@@ -1130,7 +1177,8 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
         )
     result = fit(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
                  l1_ratio=l1_ratio, fix_H=H, dtype=X.dtype, engine=engine,
-                 max_iter=max_iter, tol=tol, callback=iteration_progress(progress), progress=progress)
+                 max_iter=max_iter, tol=tol, callback=iteration_progress(progress), progress=progress,
+                 missing=missing)
     return result.W
 
 

@@ -108,7 +108,11 @@ def test_the_observed_objective_never_rises(loss):
     assert len(history) == 31 and np.all(np.diff(history) <= 1e-12 * history[:-1])
 
 
-def test_engine_auto_runs_missing_values_on_numpy():
+def test_engine_auto_runs_missing_values_on_numpy(monkeypatch):
+    # Even where "auto" picks another engine (the GPU's: the array-API engine stands in for it).
+    from nmfcli import engines
+
+    monkeypatch.setattr(engines, "_auto_engine", lambda: "array-api-numpy")
     X = with_holes(low_rank(30, 20, 3, seed=12))
     a, b = nmfcli.fit(X, 3, missing="nan", engine="auto", max_iter=20), nmfcli.fit(X, 3, missing="nan", max_iter=20)
     assert a.options["engine"] == "numpy" and np.array_equal(a.W, b.W)
@@ -136,8 +140,6 @@ def test_resume_with_missing_values_is_bit_identical():
                                             "memory; got engine 'dask'"),
     ({"engine_options": {"chunk_rows": 10}}, errors.UsageError, "missing values (missing='nan') are fitted on "
                                                                 "the numpy engine in memory; got chunk_rows"),
-    ({"fix_H": np.ones((3, 20))}, errors.UsageError, "missing values with a fixed factor (fix_W, fix_H) are not "
-                                                     "supported"),
 ])
 def test_refusals(kwargs, error, message):
     options = {"missing": "nan", **kwargs}
@@ -205,3 +207,78 @@ def test_metrics_and_reconstruct_leave_the_missing_entries_out(tmp_path):
     assert report["missing_entries"] == got["missing_entries"] > 0
     proc = run_nmf("reconstruct", tmp_path / "W.npy", tmp_path / "H.npy", "--against", tmp_path / "X.npy")
     assert proc.returncode == errors.EXIT_DATA and "(nmf fit --missing nan)" in one_error_line(proc)
+
+
+def test_transform_solves_each_row_exactly_over_its_observed_entries():
+    """Frobenius with H fixed: each row is a non-negative least-squares problem of its own,
+    against the components at its observed entries: scipy.optimize.nnls, row by row, is the
+    oracle. A row with nothing observed, and a component that is 0 wherever a row is
+    observed, get 0."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(20)
+    H = rng.random((5, 30))
+    X = with_holes(rng.random((60, 5)) @ H + 0.05 * rng.random((60, 30)), fraction=0.3, seed=21)
+    X[4] = np.nan  # nothing observed
+    H[2, :10] = 0.0
+    X[7, 10:] = np.nan  # component 2 is 0 wherever row 7 is observed
+    W = nmfcli.transform(X, H, missing="nan")
+    assert W.shape == (60, 5) and np.all(W >= 0)
+    for i in range(60):
+        seen = ~np.isnan(X[i])
+        expected = nnls(H[:, seen].T, X[i, seen])[0] if seen.any() else np.zeros(5)
+        cost = lambda w: np.sum((X[i, seen] - w @ H[:, seen]) ** 2)  # noqa: E731
+        assert cost(W[i]) <= cost(expected) + 1e-12 * max(cost(expected), 1.0), i
+        np.testing.assert_allclose(W[i], expected, rtol=1e-8, atol=1e-10)
+    assert np.all(W[4] == 0) and W[7, 2] == 0
+
+
+def test_fit_with_a_fixed_w_solves_each_column_over_its_observed_entries():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(22)
+    W = rng.random((40, 4))
+    X = with_holes(W @ rng.random((4, 25)), fraction=0.25, seed=23)
+    result = nmfcli.fit(X, 4, fix_W=W, missing="nan")
+    assert result.options["solver"] == "nnls" and result.converged and np.array_equal(result.W, W)
+    for j in range(25):
+        seen = ~np.isnan(X[:, j])
+        np.testing.assert_allclose(result.H[:, j], nnls(W[seen], X[seen, j])[0], rtol=1e-8, atol=1e-10)
+    assert result.metrics["missing_entries"] == int(np.isnan(X).sum())
+    np.testing.assert_allclose(result.metrics["relative_error"], 0.0, atol=1e-7)  # exactly rank 4: the fit is exact
+    measured = nmfcli.metrics(X, result.W, result.H, missing="nan")
+    for key in ("beta_divergence", "reconstruction_error", "relative_error", "missing_entries"):
+        assert result.metrics[key] == pytest.approx(measured[key], rel=1e-9, abs=1e-15), key
+
+
+@pytest.mark.parametrize("loss, kwargs", [("frobenius", {}), ("frobenius", {"alpha_W": 0.05, "l1_ratio": 0.5}),
+                                          ("kl", {"tol": 0, "max_iter": 60}), (1.5, {"tol": 0, "max_iter": 60})])
+def test_transform_rows_without_holes_are_the_ordinary_transforms(loss, kwargs):
+    """With H fixed the rows are independent problems: a row with nothing missing gets what
+    the ordinary transform gives it (penalties included; other losses run the masked mu with
+    H fixed, iteration for iteration the same as mu, which transform's "auto" runs for KL; for
+    β = 1.5 it runs emu, so the reference asks for mu)."""
+    rng = np.random.default_rng(24)
+    H = rng.random((4, 20))
+    X = rng.random((30, 4)) @ H + 0.05
+    holed = X.copy()
+    holed[::3, 5] = np.nan  # a hole in every third row
+    got = nmfcli.transform(holed, H, loss=loss, missing="nan", **kwargs)
+    full = (nmfcli.transform(X, H, loss=loss, **kwargs) if loss != 1.5
+            else nmfcli.fit(X, 4, fix_H=H, loss=loss, solver="mu", **kwargs).W)
+    whole = ~np.isnan(holed).any(axis=1)
+    np.testing.assert_allclose(got[whole], full[whole], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(got[~whole], full[~whole], rtol=1e-6), "the holed rows leave column 5 out"
+
+
+def test_cli_transforms_rows_with_missing_values(tmp_path):
+    rng = np.random.default_rng(25)
+    H = rng.random((3, 12))
+    np.save(tmp_path / "H.npy", H)
+    X = with_holes(rng.random((15, 3)) @ H, seed=26)
+    write_csv(tmp_path / "x.csv", X)
+    proc = run_nmf("transform", tmp_path / "x.csv", "--components", tmp_path / "H.npy", check=None)
+    assert proc.returncode == errors.EXIT_DATA and "(nmf fit --missing nan)" in one_error_line(proc)
+    proc = run_nmf("transform", tmp_path / "x.csv", "--components", tmp_path / "H.npy", "--missing", "nan",
+                   "-o", tmp_path / "W.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "W.npy"), nmfcli.transform(X, H, missing="nan"), rtol=1e-12)

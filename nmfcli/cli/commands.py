@@ -30,6 +30,10 @@ Examples:
   nmf transform new.csv --model m.h5 | sort -t, -k2 -gr | head
   nmf transform frames.npy --components basis.npy -o activations.npy
   nmf transform big.h5::/X --model m.h5 --engine dask --workers 8 -o W.h5
+  nmf transform partial.csv --model m.h5 --missing nan > mix.csv
+
+With --missing nan, NaN entries are missing: each row is solved exactly over
+its observed entries, against the components at those entries.
 
 With --engine dask, or --chunk-rows R on the numpy engine, INPUT (.h5
 dataset, .zarr, .npy, or a folder of .npy/.npz row blocks) is read in
@@ -114,12 +118,14 @@ def _components(model_path, components_path, dtype):
 @click.option("--loss", type=shared.LossType(), default=None, help="[default: the model's, else frobenius]")
 @click.option("--dtype", type=shared.DTYPE_CHOICE, default=None)
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--missing", type=click.Choice(["nan"]), default=None,
+              help="nan: NaN entries (nan in CSV) are missing values: each row is fitted over the others.")
 @click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True, help=shared.ENGINE_HELP)
 @shared.engine_options
 @shared.input_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
-                      dataset, header, index_col, engine="numpy", scheduler=None, workers=None, chunk_rows=None,
-                      memory_limit=None):
+                      dataset, header, index_col, missing=None, engine="numpy", scheduler=None, workers=None,
+                      chunk_rows=None, memory_limit=None):
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
     if row_blocks:
@@ -149,7 +155,8 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
             ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
         W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
                            alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
-                           engine_options=engine_options, progress=lambda done, total: bar.solved(done, total, unit))
+                           engine_options=engine_options, progress=lambda done, total: bar.solved(done, total, unit),
+                           missing=missing)
     if isinstance(W, str):
         return  # the engine wrote W to the output file block by block
     nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,

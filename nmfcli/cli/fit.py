@@ -101,7 +101,8 @@ def fit_options(f):
                      help="[default: float32 data stays float32, anything else becomes float64]"),
         click.option("--missing", type=click.Choice(["nan"]), default=None,
                      help="nan: NaN entries (nan in CSV) are missing values, left out of the fit; W·H predicts "
-                          "them. Runs solver mu on dense INPUT in memory."),
+                          "them. Runs solver mu (with --fix-H/--fix-W and the frobenius loss, the exact solve "
+                          "of each row over its observed entries) on dense INPUT in memory."),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
                      help=shared.ENGINE_HELP),
         shared.output_format_option,

@@ -26,8 +26,11 @@ CHUNK_ENTRIES = 1 << 21
 def nnls(G, C, *, warm_start_sweeps=3, max_iter=None, map_chunks=None):
     """Return (X, n_iter): X (k×p, C's dtype) ≥ 0 solving every column's problem exactly, and the passes used.
 
-    ``map_chunks(f, chunks)`` runs f on every chunk of columns, in any order (the numpy
-    engine's runs them on several threads); the default is a plain loop.
+    G is k×k, shared by every column, or p×k×k, a Gram matrix for each column (a fit over
+    the observed entries of X: each row sees the components at its own entries). A
+    variable whose row of G is zero (a component with nothing where the column is seen)
+    stays 0. ``map_chunks(f, chunks)`` runs f on every chunk of columns, in any order (the
+    numpy engine's runs them on several threads); the default is a plain loop.
     """
     solve = functools.partial(_solve_passive, map_chunks=map_chunks or _each)
     xp = namespace(C)
@@ -43,7 +46,10 @@ def nnls(G, C, *, warm_start_sweeps=3, max_iter=None, map_chunks=None):
     # so pivoting usually ends in one or two passes instead of ~k.
     X = xp.zeros_like(C)
     for _ in range(warm_start_sweeps):
-        sweep(X, G, C, violation=False)
+        if G.ndim == 2:
+            sweep(X, G, C, violation=False)
+        else:
+            _sweep_each(X, G, C)
     passive = X > 0
     X, Y = solve(G, C, passive)
     scale = _scales(xp, G, C)
@@ -72,7 +78,7 @@ def nnls(G, C, *, warm_start_sweeps=3, max_iter=None, map_chunks=None):
         if backup.size:
             last = k - 1 - xp.argmax(infeasible[::-1, backup], axis=0)
             passive[last, backup] = ~passive[last, backup]
-        X[:, todo], Y[:, todo] = solve(G, C[:, todo], passive[:, todo])
+        X[:, todo], Y[:, todo] = solve(G if G.ndim == 2 else G[todo], C[:, todo], passive[:, todo])
     return xp.astype(xp.maximum(X, 0), dtype, copy=False), n_iter
 
 
@@ -81,8 +87,16 @@ def _scales(xp, G, C):
     eps = float(np.finfo(C.dtype).eps)
     tiny = float(np.finfo(C.dtype).tiny)
     c_scale = xp.abs(C).max(axis=0) + tiny
-    g_scale = float(xp.abs(G).max()) + tiny
+    g_scale = float(xp.abs(G).max()) + tiny if G.ndim == 2 else xp.abs(G).max(axis=(1, 2)) + tiny
     return {"y": 64 * eps * c_scale, "x": 64 * eps * c_scale / g_scale}
+
+
+def _sweep_each(X, G, C):
+    """cd.sweep without the violation, for a Gram matrix per column (G p×k×k): in place."""
+    for t in range(X.shape[0]):
+        h = G[:, t, t]
+        grad = np.einsum("ps,sp->p", G[:, t, :], X) - C[t]
+        X[t] = np.where(h > 0, np.maximum(X[t] - grad / np.where(h > 0, h, 1.0), 0.0), X[t])
 
 
 def _each(f, chunks):
@@ -102,7 +116,7 @@ def _solve_passive(G, C, passive, map_chunks=_each):
         P = passive[:, s].T  # (b, k)
         # Restrict G to the passive set and put 1 on the diagonal of the rest:
         # the same solution on the passive set, and 0 elsewhere.
-        A = G[None, :, :] * (P[:, :, None] & P[:, None, :])
+        A = (G[None, :, :] if G.ndim == 2 else G[s]) * (P[:, :, None] & P[:, None, :])
         A += eye * ~P[:, :, None]
         b = (C[:, s].T * P)[:, :, None]
         try:
@@ -115,7 +129,7 @@ def _solve_passive(G, C, passive, map_chunks=_each):
         X[:, s] = sol.T  # chunks are disjoint column ranges
 
     map_chunks(solve, [slice(start, min(start + chunk, p)) for start in range(0, p, chunk)])
-    Y = G @ X - C
+    Y = (G @ X if G.ndim == 2 else xp.einsum("pts,sp->tp", G, X)) - C
     Y[passive] = 0
     X[~passive] = 0
     return X, Y

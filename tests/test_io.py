@@ -350,18 +350,13 @@ def test_csv_single_column(here):
     assert m.X.shape == (2, 1) and m.col_labels == ["score"]
 
 
-def test_csv_2000_square_parses_fast(here):
+def test_csv_2000_square_parses_exactly(here):
+    # 17 significant digits round-trip every float64. The speed of this parse against
+    # numpy.loadtxt is bench/io_bench.py's (no timing here: a loaded CI machine made it flaky).
     rng = np.random.default_rng(0)
     X = rng.random((2000, 2000))
     np.savetxt("big.csv", X, delimiter=",", fmt="%.17g")
-    # Relative to numpy's C parser, so a loaded CI machine does not make it flaky
-    # (idle: about 3 s for io, 2 s for loadtxt, on one core).
-    t = time.perf_counter()
-    np.loadtxt("big.csv", delimiter=",")
-    reference = time.perf_counter() - t
-    t = time.perf_counter()
     m = io.read_matrix("big.csv")
-    assert time.perf_counter() - t < 4 * reference + 1
     np.testing.assert_array_equal(m.X, X)
 
 

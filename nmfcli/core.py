@@ -352,7 +352,7 @@ def fit(
     """
     start = time.perf_counter()
     if missing is not None:
-        _check_missing(missing, engine, engine_options, fix_W, fix_H)
+        _check_missing(missing, engine, engine_options)
         engine = "numpy"  # "auto" too: the masked updates run on the CPU
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy (issue 7): the Dask engine's blockwise loop run serially in this
@@ -836,7 +836,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    divergence)
 
 
-def _check_missing(missing, engine="numpy", engine_options=None, fix_W=None, fix_H=None):
+def _check_missing(missing, engine="numpy", engine_options=None):
     """The settings missing values are fitted under: missing="nan", the numpy engine in memory."""
     if missing != "nan":
         raise UsageError(f"missing must be None or 'nan'; got {missing!r}")

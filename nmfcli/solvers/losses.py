@@ -62,14 +62,10 @@ def squared_error(engine, W, H):
         return max(engine.sqnorm() - 2.0 * cross + norm_WH, 0.0)
     X = engine.X
     total = 0.0
-    for rows in row_blocks(*X.shape, _block_entries(engine)):
+    for rows in row_blocks(*X.shape, engine.block_entries):
         D = X[rows, :] - W[rows, :] @ H
         total += float(xp.sum(D * D))
     return total
-
-
-def _block_entries(engine):
-    return getattr(engine, "block_entries", BLOCK_ENTRIES)
 
 
 def reconstruction_error(divergence):
@@ -88,7 +84,7 @@ def beta_divergence(engine, W, H, beta):
         res = _divergence_terms(xp, engine.X.data, engine.WH_at_X(W, H), beta)
         if beta not in (0.0, 1.0):
             sum_WH_beta = 0.0
-            for rows in row_blocks(W.shape[0], H.shape[1], _block_entries(engine)):
+            for rows in row_blocks(W.shape[0], H.shape[1], engine.block_entries):
                 sum_WH_beta += float(xp.sum(power(xp, W[rows, :] @ H, beta)))
             res = _finish_beta(res, sum_WH_beta, beta)
     else:
@@ -109,7 +105,7 @@ def dense_divergence_sums(engine, W, H, beta):
     X = engine.X
     res = 0.0
     sum_WH_beta = 0.0
-    for rows in row_blocks(*X.shape, _block_entries(engine)):
+    for rows in row_blocks(*X.shape, engine.block_entries):
         WH = W[rows, :] @ H
         if beta not in (0.0, 1.0):
             sum_WH_beta += float(xp.sum(power(xp, WH, beta)))

@@ -917,10 +917,7 @@ def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
     solved, n_iter = np.empty((k, p), dtype=X.dtype), 0
     for lo in range(0, p, block):
         rows = slice(lo, min(lo + block, p))
-        G = (Ms[rows] @ outer).reshape(-1, k, k)
-        if l2:
-            G += l2 * np.eye(k)
-        R = (Xs[rows] @ F64).T - l1 if l1 else (Xs[rows] @ F64).T
+        G, R = cd.gram_and_cross_from((Ms[rows] @ outer).reshape(-1, k, k), (Xs[rows] @ F64).T, l1, l2)
         solved[:, rows], passes = nnls(G, np.ascontiguousarray(R))
         n_iter = max(n_iter, passes)
         if progress is not None:

@@ -99,10 +99,11 @@ def cd_iteration(engine, Wt, H, reg, HHt=None):
 def gram_and_cross_from(G0, FXt, l1, l2):
     """Add the penalties to a Gram matrix and cross term computed elsewhere (new arrays, never in place).
 
-    L2 adds to the diagonal of the Gram matrix, L1 subtracts from every cross term.
+    L2 adds to the diagonal of the Gram matrix (of each, for a stack of them), L1 subtracts
+    from every cross term.
     """
     xp = namespace(G0)
-    G = G0 + l2 * xp.eye(G0.shape[0], dtype=G0.dtype) if l2 else G0
+    G = G0 + l2 * xp.eye(G0.shape[-1], dtype=G0.dtype) if l2 else G0
     R = FXt - l1 if l1 else FXt
     return G, R
 

@@ -890,7 +890,7 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else divergence_of(W, H)
     metrics = {"objective": _objective(eng, W, H, beta, reg, divergence),
-               **_masked_error_metrics(X, M, W, H, divergence)}
+               **_masked_error_metrics(X, M, W, H, beta, divergence)}
     return FitResult(
         W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
         history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
@@ -926,7 +926,7 @@ def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
     divergence = masked.divergence(X, M, W, H, 2.0)
     run = FitLoop.exact(n_iter)
     metrics = {"objective": _objective(None, W, H, 2.0, reg, divergence),
-               **_masked_error_metrics(X, M, W, H, divergence)}
+               **_masked_error_metrics(X, M, W, H, 2.0, divergence)}
     return FitResult(W=W, H=H, n_iter=int(run.n_iter), converged=True, stop_reason=run.stop_reason,
                      history=[], history_iter=[], metrics=metrics, options=options,
                      time_s=time.perf_counter() - start, checkpoint={})
@@ -936,13 +936,14 @@ def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
 MASKED_GRAM_ENTRIES = 1 << 22
 
 
-def _masked_error_metrics(X, M, W, H, divergence):
+def _masked_error_metrics(X, M, W, H, beta, divergence):
     """_error_metrics over the observed entries (X is 0 and M 0 where X is missing)."""
     norm_X = float(np.sqrt(np.sum(X * X)))
+    squared = 2.0 * max(divergence, 0.0) if beta == 2 else masked.squared_error(X, M, W @ H)
     return {
         "beta_divergence": float(divergence),
         "reconstruction_error": reconstruction_error(divergence),
-        "relative_error": float(np.sqrt(masked.squared_error(X, M, W @ H)) / norm_X) if norm_X else 0.0,
+        "relative_error": float(np.sqrt(squared) / norm_X) if norm_X else 0.0,
     }
 
 
@@ -1225,7 +1226,7 @@ def metrics(X, W, H, loss="frobenius", missing=None):
         result = {"beta": beta, **_error_metrics(eng, W, H, beta)}
     else:
         X0, M = _without_missing(X, observed)
-        result = {"beta": beta, **_masked_error_metrics(X0, M, W, H, masked.divergence(X0, M, W, H, beta))}
+        result = {"beta": beta, **_masked_error_metrics(X0, M, W, H, beta, masked.divergence(X0, M, W, H, beta))}
     if missing is not None:
         result["missing_entries"] = _missing_count(observed)
     return result

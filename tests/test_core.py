@@ -571,6 +571,37 @@ def test_numpy_sweeps_are_the_row_by_row_definition(n, dtype):
     assert np.array_equal(A, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kept_sweeps_are_block_sweeps_bit_for_bit(dtype):
+    """The numpy engine's kept buffers and row operands give block_sweeps's iterates, bit for bit,
+    call after call: new Gram matrices and cross terms each time, two buffers a factor swept in
+    turn (as ehals does), factors of one shape sharing the scaled buffers, a flat row (zero
+    Hessian, kept as it is) and a cross term in float64 for a float32 factor."""
+    from nmfcli.solvers import cd
+
+    rng = np.random.RandomState(1)
+    k, shapes = 5, {"Wt": 30, "H": 30, "H2": 700}  # Wt and H of one shape, as for a square X
+    kept, factors, expected = cd.KeptSweeps(), {}, {}
+    for name, p in shapes.items():
+        for copy in range(2):
+            factors[name, copy] = rng.rand(k, p).astype(dtype)
+            expected[name, copy] = factors[name, copy].copy()
+    for call in range(12):
+        name, p = list(shapes.items())[call % 3]
+        copy = (call // 3) % 2
+        B = rng.rand(k, 3 * k).astype(dtype)
+        G = B @ B.T
+        if call == 4:
+            G[2, :] = G[:, 2] = 0  # a flat row
+        R = rng.rand(k, p) - 0.3
+        R = R if call % 2 else R.astype(dtype)
+        kept(factors[name, copy], G, R, 4, 0.1)
+        cd.block_sweeps(expected[name, copy], G, R, 4, 0.1)
+        assert np.array_equal(factors[name, copy], expected[name, copy]), (call, name, copy)
+    A = factors["H2", 0]
+    assert (A == 0).any() and (A > 0).any(), "the case must clip some entries and keep others"
+
+
 @pytest.mark.parametrize("shape", [(100, 625, 50), (1797, 64, 50), (20000, 64, 50), (100, 625, 10),
                                    (20000, 64, 10), (5000, 2000, 10), (30, 20, 2), (10**6, 50, 100)])
 def test_inner_sweep_limits_lower_the_floor_only_for_ehals_where_sweeps_cost_more(shape):

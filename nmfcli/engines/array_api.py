@@ -12,6 +12,7 @@ import numpy as np
 
 from nmfcli.engines.sparse_products import with_values
 from nmfcli.errors import UsageError
+from nmfcli.solvers import cd
 from nmfcli.solvers.losses import BLOCK_ENTRIES, EPSILON, dense_divergence_sums, power, row_blocks
 from nmfcli.solvers.xp import scalar
 
@@ -108,6 +109,10 @@ class ArrayEngine:
     # The inner HALS sweeps (cd.block_sweeps' ``sweeps``); None: the solvers' own, row by row.
     # The CuPy engine fuses each sweep into one kernel and stops them on the device.
     inner_sweeps = None
+
+    def block_sweeps(self, A, G, R, max_inner, delta):
+        """cd.block_sweeps of factor A (Gram matrix G, cross term R), with this engine's ``inner_sweeps``."""
+        cd.block_sweeps(A, G, R, max_inner, delta, self.inner_sweeps)
 
     def map_chunks(self, f, chunks):
         """Run f on every chunk, in any order (the numpy engine uses several threads)."""

@@ -8,6 +8,7 @@ import scipy.sparse
 
 from nmfcli.engines import blas, sparse_products, threads
 from nmfcli.engines.array_api import TINY32, ArrayEngine
+from nmfcli.solvers import cd
 from nmfcli.solvers.losses import EPSILON, POWER_FORMS, row_blocks
 
 
@@ -42,6 +43,7 @@ class NumpyEngine(ArrayEngine):
     def __init__(self, X, dtype):
         super().__init__(X, dtype, np, scipy.sparse)
         self._buffers = {}
+        self._kept_sweeps = cd.KeptSweeps()
         self._tiny = None
         self._total = None
         self._products = None
@@ -67,6 +69,10 @@ class NumpyEngine(ArrayEngine):
         # A sweep's row products read all of A: past the size of a core's cache they are
         # bound by memory bandwidth, which more threads add to (50×20000: 16 -> 12 ms a sweep).
         return blas.product_threads() if A.size >= LARGE_FACTOR else contextlib.nullcontext()
+
+    def block_sweeps(self, A, G, R, max_inner, delta):
+        # A fit sweeps the same factor buffers every iteration; their sweeps' operands are kept.
+        self._kept_sweeps(A, G, R, max_inner, delta)
 
     def map_chunks(self, f, chunks):
         # The exact solve's batches of small LAPACK calls release the GIL: a thread per BLAS

@@ -8,6 +8,8 @@ Gallopoulos 2008), and a fresh generator from the same seed for the noise of
 identical factors.
 """
 
+import math
+
 import numpy as np
 import scipy.linalg as linalg
 import scipy.sparse as sp
@@ -76,16 +78,28 @@ def nndsvd_factors(X, k, variant, seed, eps=1e-6):
 
 
 def _norm(x):
-    """Euclidean norm by a dot product, as scikit-learn's ``norm`` (bit-identical results)."""
-    return np.sqrt(np.dot(x.ravel(), x.ravel()))
+    """Euclidean norm by a dot product, as scikit-learn's ``norm`` (bit-identical results): its
+    square root is math.sqrt's, a Python float even for float32 x, and so are the products of
+    norms that scale the components (in float32 a numpy square root rounded them 1 ulp away)."""
+    return math.sqrt(np.dot(x.ravel(), x.ravel()))
 
 
 def randomized_svd(M, k, seed, n_oversamples=10):
-    """Rank-k randomized SVD with scikit-learn's defaults (n_iter auto, LU power iterations, sign flip)."""
+    """Rank-k randomized SVD with scikit-learn's defaults (n_iter auto, LU power iterations, sign flip).
+
+    Within a fit it runs, products, LU, QR and SVD alike, on the BLAS threads the process had
+    (engines/blas.py), as scikit-learn's does: the BLAS rounds differently on one thread, and
+    the start would no longer be scikit-learn's bit for bit.
+    """
     rng = np.random.RandomState(seed)
     n_random = k + n_oversamples
-    m, n = M.shape
     n_iter = 7 if k < 0.1 * min(M.shape) else 4
+    with blas.product_threads():
+        return _randomized_svd(M, k, rng, n_random, n_iter)
+
+
+def _randomized_svd(M, k, rng, n_random, n_iter):
+    m, n = M.shape
     transpose = m < n
     if transpose:
         M = M.T
@@ -98,7 +112,7 @@ def randomized_svd(M, k, seed, n_oversamples=10):
         Q = normalizer(times(Q))
         Q = normalizer(times_T(Q))
     Q, _ = linalg.qr(times(Q), mode="economic", check_finite=False)
-    B = np.asarray(_product(Q.T, M)) if not sp.issparse(M) else np.asarray(times_T(Q).T)
+    B = np.asarray(Q.T @ M) if not sp.issparse(M) else np.asarray(times_T(Q).T)
     Uhat, s, Vt = linalg.svd(B, full_matrices=False, lapack_driver="gesdd")
     U = Q @ Uhat
     U, Vt = _svd_flip(U, Vt, u_based=not transpose)
@@ -112,19 +126,12 @@ def _products(M):
     (engines/sparse_products.py); those summing over its rows stay one scipy call, whose
     order of summation is scikit-learn's, so the factors stay the same bit for bit."""
     if not sp.issparse(M):
-        return (lambda V: _product(M, V)), (lambda V: _product(M.T, V))
+        return (lambda V: M @ V), (lambda V: M.T @ V)
     if M.format == "csr":
         products = sparse_products.SparseProducts(M)
         return products.XV, (lambda V: products.XtV(V, blocks=1))
     products = sparse_products.SparseProducts(M.T.tocsr())  # M CSC: Mᵀ is CSR without a copy
     return (lambda V: products.XtV(V, blocks=1)), products.XV
-
-
-def _product(A, B):
-    """A @ B on the process's BLAS threads within a fit; the small LU, QR and SVD run on one
-    (engines/blas.py)."""
-    with blas.product_threads():
-        return A @ B
 
 
 def _lu(A):

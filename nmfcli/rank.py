@@ -11,13 +11,18 @@ differently from run to run and the stability drops). The components are matched
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
 
 from nmfcli import core
-from nmfcli.errors import UsageError
+from nmfcli.engines import blas
+from nmfcli.errors import UnavailableError, UsageError
 
 DEFAULT_RUNS = 5
 
@@ -85,7 +90,7 @@ def check_ranks(ks, shape, runs, init=None):
 
 
 def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="random", keep_factors=False,
-                 progress=None, **fit_options):
+                 progress=None, jobs=1, **fit_options):
     """Fit X with every k in ``ks``, ``runs`` times each, and measure error and stability.
 
     Parameters
@@ -102,7 +107,15 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
     keep_factors : bool, default False
         Keep every run's :class:`FitResult` in ``RankFit.results`` (else only the numbers).
     progress : callable(k, run, FitResult), optional
-        Called after each fit (the CLI prints a line).
+        Called after each fit (the CLI prints a line); with ``jobs`` > 1, in the order the
+        fits end.
+    jobs : int, default 1
+        Worker processes that run the fits side by side, each fit on one BLAS thread (the
+        fits are independent; on a machine with more cores than one fit keeps busy, the
+        survey ends up to ``jobs`` times sooner). Each worker holds a copy of X. The fits are
+        those of ``jobs=1``, bit for bit where their BLAS calls run on one thread anyway (as for
+        dense X under 2¹⁷ entries); where a serial fit's products with X run on several
+        threads, the BLAS rounds differently and the numbers can differ in the last digits.
     **fit_options
         Passed to :func:`nmfcli.fit` (loss, solver, max_iter, tol, alpha_W, dtype, ...).
 
@@ -113,18 +126,65 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
     for name in ("k", "W0", "H0", "fix_W", "fix_H", "resume", "callback"):
         if name in fit_options:
             raise UsageError(f"survey_ranks does not take {name}")
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+        raise UsageError(f"jobs must be a positive integer; got {jobs!r}")
     X = core._as_matrix(X, fit_options.pop("dtype", None), missing=fit_options.get("missing"))
     ks = check_ranks(ks, X.shape, runs, init)
-    surveyed = []
-    for k in ks:
-        fits = []
-        for run in range(runs):
-            result = core.fit(X, k, seed=seed + run, init=init, **fit_options)
-            fits.append(result)
-            if progress is not None:
-                progress(k, run, result)
-        surveyed.append(_rank_fit(k, [seed + run for run in range(runs)], fits, keep_factors))
-    return surveyed
+    tasks = [(k, seed + run) for k in ks for run in range(runs)]
+    fits = {}
+    for (k, run_seed), result in _fits(X, tasks, init, fit_options, jobs):
+        fits[k, run_seed] = result
+        if progress is not None:
+            progress(k, run_seed - seed, result)
+    seeds = [seed + run for run in range(runs)]
+    return [_rank_fit(k, seeds, [fits[k, s] for s in seeds], keep_factors) for k in ks]
+
+
+def _fits(X, tasks, init, fit_options, jobs):
+    """((k, seed), FitResult) for every task: in order here, or as they end on ``jobs`` workers."""
+    if jobs == 1 or len(tasks) == 1:
+        for k, run_seed in tasks:
+            yield (k, run_seed), core.fit(X, k, seed=run_seed, init=init, **fit_options)
+        return
+    # spawn: a fresh interpreter per worker on every platform (a fork would copy the BLAS's
+    # threads' state). A worker that dies (killed, out of memory) breaks the pool, which
+    # says so, rather than leaving its fit waited for forever.
+    context = multiprocessing.get_context("spawn")
+    workers = min(jobs, len(tasks))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                             initargs=(X, init, fit_options)) as pool:
+        pending = {pool.submit(_worker_fit, task) for task in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        except BrokenProcessPool:
+            raise UnavailableError(f"a worker process of the survey stopped abruptly (killed, or out of "
+                                   f"memory: each of the {workers} holds a copy of X); try fewer jobs") from None
+        except BaseException:
+            # An error, an interrupt, or the caller leaving early: no worker outlives the survey
+            # (shutting the pool down would let each finish its fit first). The pool then fails
+            # the pending fits itself (cancelling them first trips Python 3.11's pool).
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            raise
+
+
+_worker = {}
+
+
+def _worker_start(X, init, fit_options):
+    # SIGINT (Ctrl-C reaches the whole process group) is the parent's to handle: it stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for library in blas.libraries():  # the workers share the cores: one BLAS thread each
+        library.set(1)
+    _worker.update(X=X, init=init, fit_options=fit_options)
+
+
+def _worker_fit(task):
+    k, run_seed = task
+    return task, core.fit(_worker["X"], k, seed=run_seed, init=_worker["init"], **_worker["fit_options"])
 
 
 def _rank_fit(k, seeds, fits, keep_factors):

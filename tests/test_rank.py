@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nmfcli
-from conftest import one_error_line, run_nmf
+from conftest import nmf_env, one_error_line, run_nmf, start_nmf
 from nmfcli import errors
 from nmfcli.rank import survey_ranks
 
@@ -98,6 +98,67 @@ def test_bad_arguments(kwargs, message):
         survey_ranks(exactly_rank(), **kwargs)
 
 
+@pytest.mark.parametrize("jobs", [0, -1, True, 1.5])
+def test_jobs_must_be_a_positive_integer(jobs):
+    with pytest.raises(errors.UsageError, match="jobs must be a positive integer"):
+        survey_ranks(exactly_rank(), [2], jobs=jobs)
+
+
+def test_jobs_give_the_serial_survey_bit_for_bit():
+    """Worker processes run the same fits (a small X's products are on one BLAS thread either
+    way); progress hears of each fit once, in whatever order they end."""
+    from nmfcli.rank import survey_ranks as survey
+
+    X = exactly_rank() + 0.05 * np.random.default_rng(1).random((40, 30))
+    heard = []
+    parallel = survey(X, [2, 3, 4], runs=3, max_iter=40, keep_factors=True, jobs=2,
+                      progress=lambda k, run, result: heard.append((k, run, result.n_iter)))
+    serial = survey(X, [2, 3, 4], runs=3, max_iter=40, keep_factors=True)
+    assert sorted(heard) == sorted((r.k, run, n) for r in serial for run, n in enumerate(r.n_iter))
+    for a, b in zip(parallel, serial):
+        assert (a.k, a.seeds, a.relative_errors, a.stability, a.best) == (b.k, b.seeds, b.relative_errors,
+                                                                          b.stability, b.best)
+        for fa, fb in zip(a.results, b.results):
+            assert np.array_equal(fa.W, fb.W) and np.array_equal(fa.H, fb.H)
+
+
+def test_jobs_stop_when_the_caller_stops_and_pass_errors_on():
+    """An interrupt (here from the progress callback) or a fit's error ends the survey at once,
+    with no worker left running; the error is the fit's own."""
+    import multiprocessing
+    import time
+
+    X = exactly_rank() + 0.05 * np.random.default_rng(1).random((40, 30))
+
+    def interrupt(k, run, result):
+        raise KeyboardInterrupt
+
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        survey_ranks(X, list(range(2, 20)), runs=5, jobs=2, max_iter=5000, tol=0, progress=interrupt)
+    assert time.perf_counter() - started < 30  # not the 90 fits of 5000 iterations
+    assert multiprocessing.active_children() == []
+    with pytest.raises(errors.UsageError, match="solver must be one of"):
+        survey_ranks(X, [2, 3], runs=2, jobs=2, solver="newton")
+    assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for():
+    import multiprocessing
+    import os
+    import signal
+
+    X = exactly_rank() + 0.05 * np.random.default_rng(1).random((40, 30))
+
+    def kill_a_worker(k, run, result):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    with pytest.raises(errors.UnavailableError, match="a worker process of the survey stopped abruptly"):
+        survey_ranks(X, list(range(2, 20)), runs=5, jobs=2, max_iter=5000, tol=0, progress=kill_a_worker)
+    assert multiprocessing.active_children() == []
+
+
 # --------------------------------------------------------------------------- nmf rank
 
 
@@ -124,6 +185,52 @@ def test_cli_json_matches_the_api_and_the_best_seed_refits(X_file, tmp_path):
             "-o", tmp_path / "best", "-q", check=0)
     refit = json.loads((tmp_path / "best" / "report.json").read_text())
     assert refit["relative_error"] == best["relative_error"]
+
+
+def test_cli_jobs_give_the_same_survey(X_file):
+    args = ["rank", X_file, "-k", "2:4", "--runs", "3", "--max-iter", "50", "--json"]
+    serial, parallel = (json.loads(run_nmf(*args, *jobs, check=0).stdout) for jobs in ([], ["--jobs", "2"]))
+    for report in (serial, parallel):
+        for r in report["ranks"]:
+            del r["time_s"]
+    assert (serial["jobs"], parallel["jobs"]) == (1, 2)
+    assert serial["ranks"] == parallel["ranks"]
+
+
+def test_cli_jobs_sigterm_stops_every_worker(X_file, tmp_path):
+    """SIGTERM ends the survey with exit 143, as without workers, and takes the workers with it
+    (a killed parent would leave each to finish its fit): no process of this run is left."""
+    import os
+    import signal
+    import time
+
+    marker = f"NMF_TEST_RUN={os.getpid()}-{time.monotonic_ns()}"
+    env = dict(nmf_env(), **dict([marker.split("=")]))
+    proc = start_nmf("rank", X_file, "-k", "2:25", "--runs", "5", "--max-iter", "5000", "--tol", "0",
+                     "--jobs", "2", "-v", env=env)
+
+    def ours():
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if marker.encode() in f.read().split(b"\0"):
+                        found.append(int(pid))
+            except (OSError, ValueError):
+                pass
+        return found
+
+    deadline = time.monotonic() + 60
+    while len(ours()) < 3 and time.monotonic() < deadline:  # the parent and its two workers
+        time.sleep(0.1)
+    assert len(ours()) >= 3, "the workers did not start"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == errors.EXIT_SIGTERM
+    deadline = time.monotonic() + 10
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ours() == []
 
 
 def test_cli_table_and_report_file(X_file, tmp_path):

@@ -85,21 +85,11 @@ def _norm(x):
 
 
 def randomized_svd(M, k, seed, n_oversamples=10):
-    """Rank-k randomized SVD with scikit-learn's defaults (n_iter auto, LU power iterations, sign flip).
-
-    Within a fit it runs, products, LU, QR and SVD alike, on the BLAS threads the process had
-    (engines/blas.py), as scikit-learn's does: the BLAS rounds differently on one thread, and
-    the start would no longer be scikit-learn's bit for bit.
-    """
+    """Rank-k randomized SVD with scikit-learn's defaults (n_iter auto, LU power iterations, sign flip)."""
     rng = np.random.RandomState(seed)
     n_random = k + n_oversamples
-    n_iter = 7 if k < 0.1 * min(M.shape) else 4
-    with blas.product_threads():
-        return _randomized_svd(M, k, rng, n_random, n_iter)
-
-
-def _randomized_svd(M, k, rng, n_random, n_iter):
     m, n = M.shape
+    n_iter = 7 if k < 0.1 * min(M.shape) else 4
     transpose = m < n
     if transpose:
         M = M.T
@@ -112,7 +102,7 @@ def _randomized_svd(M, k, rng, n_random, n_iter):
         Q = normalizer(times(Q))
         Q = normalizer(times_T(Q))
     Q, _ = linalg.qr(times(Q), mode="economic", check_finite=False)
-    B = np.asarray(Q.T @ M) if not sp.issparse(M) else np.asarray(times_T(Q).T)
+    B = np.asarray(_product(Q.T, M)) if not sp.issparse(M) else np.asarray(times_T(Q).T)
     Uhat, s, Vt = linalg.svd(B, full_matrices=False, lapack_driver="gesdd")
     U = Q @ Uhat
     U, Vt = _svd_flip(U, Vt, u_based=not transpose)
@@ -126,12 +116,22 @@ def _products(M):
     (engines/sparse_products.py); those summing over its rows stay one scipy call, whose
     order of summation is scikit-learn's, so the factors stay the same bit for bit."""
     if not sp.issparse(M):
-        return (lambda V: M @ V), (lambda V: M.T @ V)
+        return (lambda V: _product(M, V)), (lambda V: _product(M.T, V))
     if M.format == "csr":
         products = sparse_products.SparseProducts(M)
         return products.XV, (lambda V: products.XtV(V, blocks=1))
     products = sparse_products.SparseProducts(M.T.tocsr())  # M CSC: Mᵀ is CSR without a copy
     return (lambda V: products.XtV(V, blocks=1)), products.XV
+
+
+def _product(A, B):
+    """A @ B on the process's BLAS threads within a fit; the small LU, QR and SVD run on one
+    (engines/blas.py). scikit-learn runs those on the process's threads, where the BLAS rounds
+    them differently, so within a fit the start can differ from scikit-learn's in the last bits
+    (called outside a fit it is the same to the bit). Threads there would cost more than they
+    are worth: digits' (1797×64) start took 16-55 ms on two threads against 5-7 ms within a fit."""
+    with blas.product_threads():
+        return A @ B
 
 
 def _lu(A):

@@ -233,6 +233,29 @@ def test_cli_jobs_sigterm_stops_every_worker(X_file, tmp_path):
     assert ours() == []
 
 
+def test_cli_refuses_a_survey_larger_than_memory_before_fitting(X_file):
+    """As nmf fit does: exit 69 with the estimate, before the first fit. With --jobs each worker
+    holds its own X and working memory, so N fits that each fit in memory can be refused together."""
+    import re
+
+    from nmfcli import io as nio
+    from nmfcli import summary
+
+    line = one_error_line(run_nmf("rank", X_file, "-k", "2,100000000000", "--runs", "1", check=69))
+    assert re.fullmatch(rf"Error: {re.escape(str(X_file))}: the fit needs about [\d.]+ [KMGTi]*B of memory \(40 x 30, "
+                        r"k=100000000000\) but only [\d.]+ [KMGTi]*B is available; use a smaller k, --dtype float32 "
+                        r"or sparse input \(\.npz, \.mtx or a sparse HDF5 group\)", line), line
+    X = np.load(X_file)
+    lo, hi = 1, 10**12  # the k at which one fit needs 60% of the memory available
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if summary.fit_memory(X, mid, X.dtype, 2.0) < 0.6 * nio.available_memory() else (lo, mid)
+    line = one_error_line(run_nmf("rank", X_file, "-k", lo, "--runs", "2", "--jobs", "3", check=69))
+    assert re.fullmatch(rf"Error: {re.escape(str(X_file))}: 2 fits at once need about [\d.]+ [KMGTi]*B of memory "
+                        rf"\(40 x 30, k up to {lo}, each worker with its own copy of X\) but only [\d.]+ [KMGTi]*B "
+                        r"is available; use fewer --jobs", line), line
+
+
 def test_cli_table_and_report_file(X_file, tmp_path):
     proc = run_nmf("rank", X_file, "-k", "3,2", "--runs", "2", "--max-iter", "20", "--report", tmp_path / "r.json",
                    check=0)

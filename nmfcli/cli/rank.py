@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from nmfcli import core, errors, rank
+from nmfcli import core, errors, rank, summary
 from nmfcli import io as nio
 from nmfcli.cli import shared
 from nmfcli.cli.terminal import ProgressDisplay, Terminal
@@ -127,6 +127,7 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
                                             "index_col": index_col}, dtype=dtype)
     X = matrix.X
     total = len(ks) * runs
+    _check_memory(input_path, X, max(ks), loss, missing, min(jobs, total))
     finished = []
     with ProgressDisplay(term, total, "rank survey", unit="fits") as display, _stopping_workers(jobs):
 
@@ -154,6 +155,31 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
             nio.write_report("-", report, stdout=sys.stdout)
     elif report_path != "-":
         _print_table(report)
+
+
+def _check_memory(input_path, X, k, loss, missing, at_once):
+    """Refuse, before the first fit, a survey whose fits running at once (each worker with its
+    own copy of X) need more memory than is available, at the largest k: exit 69, as nmf fit."""
+    beta = summary.beta_of(loss)
+    if beta is None:
+        return
+    need = summary.fit_memory(X, k, X.dtype, beta)
+    if missing and not hasattr(X, "nnz"):  # as nmf fit: X with zeros, the start's X, the mask and W·H
+        need += 4 * X.nbytes
+    need *= at_once
+    avail = nio.available_memory()
+    if need <= avail:
+        return
+    m, n = X.shape
+    if at_once == 1:
+        raise errors.UnavailableError(
+            f"{input_path}: the fit needs about {summary.format_bytes(need)} of memory ({m} x {n}, k={k}) but "
+            f"only {summary.format_bytes(avail)} is available; use a smaller k, --dtype float32 or sparse input "
+            "(.npz, .mtx or a sparse HDF5 group)")
+    raise errors.UnavailableError(
+        f"{input_path}: {at_once} fits at once need about {summary.format_bytes(need)} of memory ({m} x {n}, k up "
+        f"to {k}, each worker with its own copy of X) but only {summary.format_bytes(avail)} is available; "
+        "use fewer --jobs")
 
 
 @contextlib.contextmanager

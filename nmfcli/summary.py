@@ -138,13 +138,6 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def relative_change(history) -> float | None:
-    """Relative decrease of the last objective over the one before, or None."""
-    if len(history) < 2 or not history[-2]:
-        return None
-    return (history[-2] - history[-1]) / abs(history[-2])
-
-
 def beta_of(loss) -> float | None:
     """beta for a --loss value (name or number); None when it is neither."""
     aliases = {"frobenius": 2.0, "kl": 1.0, "is": 0.0}

@@ -221,16 +221,10 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     # ---- memory, before anything big is allocated
     beta = summary.beta_of(loss)
     if isinstance(k, int) and k > 0 and beta is not None and not row_blocks:
-        need = summary.fit_memory(X, k, X.dtype, beta)
-        if missing and isinstance(X, np.ndarray):  # X with zeros, the start's X and the mask, and W·H
-            need += 4 * X.nbytes
-        avail = nio.available_memory()
-        if need > avail:
-            raise errors.UnavailableError(
-                f"{input_path}: the fit needs about {summary.format_bytes(need)} of memory "
-                f"({matrix.shape[0]} x {matrix.shape[1]}, k={k}) but only {summary.format_bytes(avail)} is available; "
-                "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine"
-            )
+        shared.refuse_beyond_memory(input_path, summary.fit_memory(X, k, X.dtype, beta, missing), "the fit needs",
+                                    f"{matrix.shape[0]} x {matrix.shape[1]}, k={k}",
+                                    "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the "
+                                    "Dask engine")
 
     outdir = outdir or default_outdir(input_path)
     ext = {"npy": ".npy", "csv": ".csv", "h5": ".h5"}[factor_format]

@@ -163,23 +163,15 @@ def _check_memory(input_path, X, k, loss, missing, at_once):
     beta = summary.beta_of(loss)
     if beta is None:
         return
-    need = summary.fit_memory(X, k, X.dtype, beta)
-    if missing and not hasattr(X, "nnz"):  # as nmf fit: X with zeros, the start's X, the mask and W·H
-        need += 4 * X.nbytes
-    need *= at_once
-    avail = nio.available_memory()
-    if need <= avail:
-        return
+    need = at_once * summary.fit_memory(X, k, X.dtype, beta, missing)
     m, n = X.shape
     if at_once == 1:
-        raise errors.UnavailableError(
-            f"{input_path}: the fit needs about {summary.format_bytes(need)} of memory ({m} x {n}, k={k}) but "
-            f"only {summary.format_bytes(avail)} is available; use a smaller k, --dtype float32 or sparse input "
-            "(.npz, .mtx or a sparse HDF5 group)")
-    raise errors.UnavailableError(
-        f"{input_path}: {at_once} fits at once need about {summary.format_bytes(need)} of memory ({m} x {n}, k up "
-        f"to {k}, each worker with its own copy of X) but only {summary.format_bytes(avail)} is available; "
-        "use fewer --jobs")
+        shared.refuse_beyond_memory(input_path, need, "the fit needs", f"{m} x {n}, k={k}",
+                                    "use a smaller k, --dtype float32 or sparse input (.npz, .mtx or a sparse "
+                                    "HDF5 group)")
+    else:
+        shared.refuse_beyond_memory(input_path, need, f"{at_once} fits at once need",
+                                    f"{m} x {n}, k up to {k}, each worker with its own copy of X", "use fewer --jobs")
 
 
 @contextlib.contextmanager

@@ -221,6 +221,16 @@ def engine_settings(engine, scheduler, workers, chunk_rows, memory_limit):
     return False, None
 
 
+def refuse_beyond_memory(input_path, need: int, needs: str, detail: str, advice: str) -> None:
+    """Exit 69 before anything big is allocated when ``need`` bytes exceed the memory available:
+    "INPUT: {needs} about N of memory ({detail}) but only M is available; {advice}"."""
+    avail = nio.available_memory()
+    if need > avail:
+        raise errors.UnavailableError(
+            f"{input_path}: {needs} about {summary.format_bytes(need)} of memory ({detail}) but only "
+            f"{summary.format_bytes(avail)} is available; {advice}")
+
+
 def input_spec(matrix) -> str:
     """The path spec a row-block engine opens on its own: FILE::/dataset for HDF5/Zarr, else the path."""
     source = matrix.X

@@ -413,6 +413,10 @@ def bench_config(case, k, loss, dtype, repeats, log):
         "target_error": TOLERANCE * sk_err,
         "speedup_to_target": (sk_time / nt_time) if reached_all else None,
         "speedup_default": sk_time / nd_time,
+        # The fastest run of each side: the VM runs the same fit at two speeds (bench/README),
+        # and a median of 7 lands in either; the minima compare both sides in the fast one.
+        "speedup_best": (min(r["time_s"] for r in sk_runs) / min(r["time_s"] for r in nt_runs))
+        if reached_all else None,
         "bound": bound,
         "per_iter_over_bound": per_iter / bound["bound_s"] if per_iter else None,
         "sklearn_per_iter_over_bound": sk_time / max(sk_runs[-1]["n_iter"], 1) / bound["bound_s"],
@@ -588,7 +592,7 @@ def bench_memory(case, k, dtype, loss, max_iter, log):
 COLUMNS = [
     ("case", 14), ("k", 3), ("loss", 4), ("dtype", 4), ("sk s", 7), ("sk it", 5),
     ("sk err", 10), ("nmf s", 7), ("it", 4), ("nmf err", 10), ("dflt", 4),
-    ("tgt s", 7), ("tgt it", 6), ("speedup", 7), ("it/bnd", 6), ("hals/bnd", 8), ("sk/bnd", 6), ("GF/s", 5),
+    ("tgt s", 7), ("tgt it", 6), ("speedup", 7), ("best", 6), ("it/bnd", 6), ("hals/bnd", 8), ("sk/bnd", 6), ("GF/s", 5),
 ]
 
 
@@ -612,6 +616,7 @@ def table_line(row):
         "yes" if nd["reached_target"] else "no",
         _fmt_time(nt["time_s"]) if nt["reached"] else "-", str(nt["n_iter"]) if nt["reached"] else "-",
         speed_s,
+        "-" if row.get("speedup_best") is None else f"{row['speedup_best']:.2f}x",
         "-" if row["per_iter_over_bound"] is None else f"{row['per_iter_over_bound']:.2f}",
         "-" if row.get("hals_per_iter_over_bound") is None else f"{row['hals_per_iter_over_bound']:.2f}",
         f"{row['sklearn_per_iter_over_bound']:.2f}",

@@ -110,13 +110,18 @@ class FitResult:
 # --------------------------------------------------------------------------- validation
 
 
-def _as_matrix(X, dtype, name="X", missing=None):
+def _as_matrix(X, dtype, name="X", missing=None, weighted=False, hints=True):
     """X as a float32/float64 ndarray or CSR matrix, checked to be a finite non-negative 2-D matrix
-    (NaN allowed, as missing entries, with ``missing="nan"``)."""
+    (NaN allowed, as missing entries, with ``missing="nan"``); ``weighted``: X will be weighted,
+    which needs it dense; ``hints``: a bad value's message says what to do about it (for data;
+    else that ``name`` must be finite and non-negative)."""
     if sp.issparse(X):
         if missing is not None:
             raise UsageError("missing='nan' needs dense X: the entries a sparse matrix leaves out are zeros, "
                              "not missing values")
+        if weighted:
+            raise UsageError("weights need dense X: the weighted updates work on dense m x n arrays "
+                             "(convert X with .toarray() if it fits in memory)")
         if X.ndim != 2:
             raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
         kind = X.dtype.kind
@@ -143,12 +148,13 @@ def _as_matrix(X, dtype, name="X", missing=None):
         X = np.asarray(X, dtype=dtype)
     if min(X.shape) == 0:
         raise DataError(f"{name} is empty (shape {X.shape[0]} x {X.shape[1]})")
-    _check_values(X, name, allow_nan=missing == "nan")
+    _check_values(X, name, allow_nan=missing == "nan", hints=hints)
     return X
 
 
-def _check_values(X, name, allow_nan=False):
-    """Refuse NaN (unless ``allow_nan``), Inf and negative entries, saying how many and where the first one is."""
+def _check_values(X, name, allow_nan=False, hints=True):
+    """Refuse NaN (unless ``allow_nan``), Inf and negative entries, saying how many and where the first one is
+    (and, with ``hints``, for X or a factor, what to do; else that ``name`` must be finite and non-negative)."""
     if sp.issparse(X):
         coo = X.tocoo()
         data, rows, cols = coo.data, coo.row, coo.col
@@ -167,9 +173,10 @@ def _check_values(X, name, allow_nan=False):
             raise DataError(
                 f"{name} has {count} {what} value{'s' if count > 1 else ''}; "
                 f"the first is {value:g} at row {i + 1}, column {j + 1}"
-                + ("; NMF needs non-negative data" if what == "negative" else "")
+                + ("" if hints else f"; {name} must be finite and non-negative")
+                + ("; NMF needs non-negative data" if hints and what == "negative" else "")
                 + ("; to leave NaN entries out of the fit as missing values, use missing='nan' "
-                   "(nmf fit --missing nan)" if what == "NaN or infinite" and np.isnan(value) else "")
+                   "(nmf fit --missing nan)" if hints and what == "NaN or infinite" and np.isnan(value) else "")
             )
 
 
@@ -274,6 +281,7 @@ def fit(
     engine_options=None,
     progress=None,
     missing=None,
+    weights=None,
 ):
     """Factor a non-negative matrix X (m×n) into W (m×k) and H (k×n), both non-negative.
 
@@ -340,6 +348,15 @@ def fit(
         X, the numpy engine in memory ("auto" picks it). With a fixed factor under the Frobenius
         loss, each row (fix_H) or column (fix_W) is solved exactly over its observed entries.
         Without NaN in X the fit is the ordinary one. ``metrics["missing_entries"]`` counts them.
+    weights : array (m×n), optional
+        Non-negative, finite weight of each entry of X: the loss becomes Σ wᵢⱼ·d_β(Xᵢⱼ | (WH)ᵢⱼ),
+        so an entry of weight 0 takes no part (as a missing one) and an entry of weight 2
+        counts as twice. Fitted as ``missing`` is (the updates weighted by w; solver "mu"; an
+        exact weighted solve with a fixed factor under the Frobenius loss; dense X on the numpy
+        engine in memory), from the start of the unweighted X; the metrics are weighted too
+        (relative_error: √(Σ w·(X − WH)²) / √(Σ w·X²)). A sparse ``weights`` is densified (its
+        unstored entries weigh 0). With ``missing``, the missing entries weigh 0 whatever
+        ``weights`` says there.
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations
         to report: called after each block of the free factor's rows (fix_H) or
@@ -351,9 +368,9 @@ def fit(
     FitResult
     """
     start = time.perf_counter()
-    if missing is not None:
-        _check_missing(missing, engine, engine_options)
-        engine = "numpy"  # "auto" too: the masked updates run on the CPU
+    if missing is not None or weights is not None:
+        _check_weighted(missing, weights, engine, engine_options)
+        engine = "numpy"  # "auto" too: the weighted updates run on the CPU
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy (issue 7): the Dask engine's blockwise loop run serially in this
         # process, reading one row block of X (an array or a file spec) at a time.
@@ -376,20 +393,23 @@ def fit(
         )
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    X = _as_matrix(X, dtype, missing=missing)
+    X = _as_matrix(X, dtype, missing=missing, weighted=weights is not None)
     dtype = X.dtype
     shape = X.shape
     requested_solver = solver
     loss_name, beta, solver = check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol)
     observed = _observed(X) if missing is not None else None
-    if observed is not None:
+    weights = _weights_matrix(weights, X, observed)
+    masked_fit = observed is not None or weights is not None
+    if masked_fit:
         if requested_solver not in ("auto", "mu"):
-            raise UsageError(f"with missing values (NaN in X) only solver 'mu' runs; got '{requested_solver}'")
+            what = "missing values (NaN in X)" if weights is None else "weights"
+            raise UsageError(f"with {what} only solver 'mu' runs; got '{requested_solver}'")
         requested_solver = solver = "mu"
-        X_start = np.where(observed, X, X[observed].mean()).astype(dtype)
-        X, mask = _without_missing(X, observed)
+        X_start = X if observed is None else np.where(observed, X, X[observed].mean()).astype(dtype)
+        X, XM, mask = _weighted_data(X, observed, weights)
     init = check_init(init, k, shape, W0, H0, fix_W, fix_H)
-    if beta <= 0 and _has_zero(X if observed is None else X_start):
+    if beta <= 0 and _has_zero(X_start[mask > 0] if masked_fit else X):
         raise DataError(
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
             "add a small positive constant or use loss kl or frobenius"
@@ -397,9 +417,9 @@ def fit(
     if not np.any(X.data if sp.issparse(X) else X):
         raise DataError("X is all zeros; there is nothing to factorize")
 
-    # with missing values the engine serves the start only (X_start: the missing entries at the mean
-    # of the observed ones); the masked loop reads X (0 where missing) and the mask itself
-    eng = get_engine(engine, X if observed is None else X_start, dtype)
+    # with missing values or weights the engine serves the start only (X_start: the missing entries
+    # at the mean of the observed ones); the weighted loop reads X (0 where missing), XM and the weights
+    eng = get_engine(engine, X_start if masked_fit else X, dtype)
     solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None,
                            beta=beta)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
@@ -415,10 +435,12 @@ def fit(
         )
         if missing is not None:
             options["missing"] = missing
+        if weights is not None:
+            options["weighted"] = True
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
-        if options["solver"] == "nnls" and observed is not None:
-            result = _solve_fixed_masked(X, mask, fix_W, fix_H, options, reg, start, progress)
+        if options["solver"] == "nnls" and masked_fit:
+            result = _solve_fixed_masked(X, XM, mask, fix_W, fix_H, options, reg, start, progress)
         elif options["solver"] == "nnls":
             W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
             result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
@@ -428,15 +450,15 @@ def fit(
                 if W.shape != (m, k) or H.shape != (k, n):
                     raise DataError("the checkpoint's factors do not match the data and k")
             else:
-                W, H = _initial_factors(eng, X if observed is None else X_start, k, init, seed, options["solver"],
+                W, H = _initial_factors(eng, X_start if masked_fit else X, k, init, seed, options["solver"],
                                         W0, H0, fix_W, fix_H)
             if fix_W is not None:
                 W = fix_W
             if fix_H is not None:
                 H = fix_H
             loop = {"mu": _mu_loop, "emu": _emu_loop, "ehals": _ehals_loop}.get(options["solver"], _cd_loop)
-            if observed is not None:
-                loop = functools.partial(_masked_mu_loop, X, mask)
+            if masked_fit:
+                loop = functools.partial(_masked_mu_loop, X, XM, mask)
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         if missing is not None:
             result.metrics["missing_entries"] = _missing_count(observed)
@@ -845,6 +867,44 @@ def _check_missing(missing, engine="numpy", engine_options=None):
         raise UsageError(f"missing values (missing='nan') are fitted on the numpy engine in memory; got {got}")
 
 
+def _check_weighted(missing, weights, engine="numpy", engine_options=None):
+    """The settings missing values and weights are fitted under: the numpy engine in memory."""
+    if missing is not None:
+        _check_missing(missing, engine, engine_options)
+    if weights is not None and (engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None):
+        got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
+        raise UsageError(f"weights are fitted on the numpy engine in memory; got {got}")
+
+
+def _weights_matrix(weights, X, observed):
+    """``weights`` checked against dense X (same shape, finite, ≥ 0, some entry positive where X
+    is observed), as a dense array of X's dtype; None for None."""
+    if weights is None:
+        return None
+    M = _as_matrix(weights, X.dtype, name="weights", hints=False)
+    if M.shape != X.shape:
+        raise DataError(f"the weights are {_shape(M)} but X is {_shape(X)}; they must have the same shape")
+    M = M.toarray() if sp.issparse(M) else M
+    if not np.any(M if observed is None else M[observed]):
+        raise DataError("every weight is 0" + ("" if observed is None else " where X is observed")
+                        + ": nothing is left to fit")
+    return M
+
+
+def _weighted_data(X, observed, weights):
+    """(X0, XM, M) for solvers.masked: X with 0 where it is missing, M⊙X0, and M, the weights
+    (0 where X is missing; the mask of observed entries when there are no weights). Without
+    weights XM is X0 itself."""
+    if observed is None:
+        X0, mask = X, None
+    else:
+        X0, mask = _without_missing(X, observed)
+    if weights is None:
+        return X0, X0, mask
+    M = weights if mask is None else weights * mask
+    return X0, M * X0, M
+
+
 def _observed(X):
     """The mask of X's observed (not NaN) entries, or None when nothing is missing."""
     observed = ~np.isnan(X)
@@ -865,9 +925,10 @@ def _missing_count(observed):
     return 0 if observed is None else int(observed.size - observed.sum())
 
 
-def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start):
-    """_mu_loop over the observed entries (solvers.masked): X is 0 and M 0 where X is missing.
-    The same stop (scikit-learn's, every 10 iterations) and history, on the observed divergence."""
+def _masked_mu_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, start):
+    """_mu_loop over the weighted entries (solvers.masked): X is 0 and M 0 where X is missing, M
+    the weights (or the mask of observed entries), XM = M⊙X. The same stop (scikit-learn's,
+    every 10 iterations) and history, on the weighted divergence."""
     max_iter, tol = options["max_iter"], options["tol"]
     l1_W, l1_H, l2_W, l2_H = reg
     gamma = mu.gamma_for(beta)
@@ -875,22 +936,22 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
     run = FitLoop(resume, {}, callback, max_iter, start)
 
     def divergence_of(W, H):
-        return masked.divergence(X, M, W, H, beta)
+        return masked.divergence(X, XM, M, W, H, beta)
 
     _mu_start(eng, W, H, beta, reg, run, divergence_of)
     measured = None  # (iteration, divergence there): the last test's
     for n_iter in range(run.first, max_iter + 1):
         if options["fixed"] != "W":
-            masked.update_W(X, M, W, H, beta, l1_W, l2_W, gamma)
+            masked.update_W(XM, M, W, H, beta, l1_W, l2_W, gamma)
         if options["fixed"] != "H":
-            masked.update_H(X, M, W, H, beta, l1_H, l2_H, gamma)
+            masked.update_H(XM, M, W, H, beta, l1_H, l2_H, gamma)
         tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of)
         measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else divergence_of(W, H)
     metrics = {"objective": _objective(eng, W, H, beta, reg, divergence),
-               **_masked_error_metrics(X, M, W, H, beta, divergence)}
+               **_masked_error_metrics(X, XM, M, W, H, beta, divergence)}
     return FitResult(
         W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
         history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
@@ -899,16 +960,17 @@ def _masked_mu_loop(X, M, eng, W, H, options, reg, beta, callback, resume, start
     )
 
 
-def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
-    """_solve_fixed_frobenius over the observed entries (X is 0 and M 0 where X is missing):
-    each row of X (fix_H; each column for fix_W) is its own least-squares problem, whose Gram
-    matrix holds the components at that row's observed entries only: Σⱼ M[i, j]·hⱼhⱼᵀ, all
-    rows' at once as M times the k² products hⱼhⱼᵀ, in blocks of rows. A row with nothing
-    observed gets 0; so does a component that is 0 wherever its row is observed."""
+def _solve_fixed_masked(X, XM, M, fix_W, fix_H, options, reg, start, progress=None):
+    """_solve_fixed_frobenius over the weighted entries (X, XM and M as in _masked_mu_loop):
+    each row of X (fix_H; each column for fix_W) is its own weighted least-squares problem,
+    whose Gram matrix weighs the components by that row's weights: Σⱼ M[i, j]·hⱼhⱼᵀ, all
+    rows' at once as M times the k² products hⱼhⱼᵀ, in blocks of rows, and whose cross term
+    is Σⱼ XM[i, j]·hⱼ. A row with nothing observed (every weight 0) gets 0; so does a
+    component that is 0 wherever its row weighs."""
     l1_W, l1_H, l2_W, l2_H = reg
     free_W = fix_H is not None
     F = fix_H.T if free_W else fix_W  # the fixed factor, one row per column of X (or of Xᵀ)
-    Xs, Ms = (X, M) if free_W else (X.T, M.T)
+    Xs, Ms = (XM, M) if free_W else (XM.T, M.T)
     l1, l2 = (l1_W, l2_W) if free_W else (l1_H, l2_H)
     p, k = Xs.shape[0], F.shape[1]
     F64 = F.astype(np.float64)
@@ -923,10 +985,10 @@ def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
         if progress is not None:
             progress(rows.stop, p)
     W, H = (np.ascontiguousarray(solved.T), fix_H) if free_W else (fix_W, solved)
-    divergence = masked.divergence(X, M, W, H, 2.0)
+    divergence = masked.divergence(X, XM, M, W, H, 2.0)
     run = FitLoop.exact(n_iter)
     metrics = {"objective": _objective(None, W, H, 2.0, reg, divergence),
-               **_masked_error_metrics(X, M, W, H, 2.0, divergence)}
+               **_masked_error_metrics(X, XM, M, W, H, 2.0, divergence)}
     return FitResult(W=W, H=H, n_iter=int(run.n_iter), converged=True, stop_reason=run.stop_reason,
                      history=[], history_iter=[], metrics=metrics, options=options,
                      time_s=time.perf_counter() - start, checkpoint={})
@@ -936,9 +998,10 @@ def _solve_fixed_masked(X, M, fix_W, fix_H, options, reg, start, progress=None):
 MASKED_GRAM_ENTRIES = 1 << 22
 
 
-def _masked_error_metrics(X, M, W, H, beta, divergence):
-    """_error_metrics over the observed entries (X is 0 and M 0 where X is missing)."""
-    norm_X = float(np.sqrt(np.sum(X * X)))
+def _masked_error_metrics(X, XM, M, W, H, beta, divergence):
+    """_error_metrics over the weighted entries (X, XM and M as in _masked_mu_loop); the
+    relative error is √(Σ M⊙(X − WH)²) / √(Σ M⊙X²)."""
+    norm_X = float(np.sqrt(np.sum(XM * X)))
     squared = 2.0 * max(divergence, 0.0) if beta == 2 else masked.squared_error(X, M, W @ H)
     return {
         "beta_divergence": float(divergence),
@@ -1139,7 +1202,7 @@ def _error_metrics(eng, W, H, beta, divergence=None):
 
 
 def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, engine="numpy",
-              max_iter=1000, tol=1e-8, engine_options=None, progress=None, missing=None):
+              max_iter=1000, tol=1e-8, engine_options=None, progress=None, missing=None, weights=None):
     """W ≥ 0 (m×k) minimising the loss of X ≈ W·H for fixed components H (k×n).
 
     For the Frobenius loss this is an exact non-negative least-squares solve of
@@ -1154,6 +1217,9 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     ``missing="nan"``: NaN entries of X are missing, as in fit: each row is fitted over its
     observed entries only (for the Frobenius loss, an exact solve of each row against the
     components at those entries), and W·H predicts the rest. Numpy engine, in memory.
+
+    ``weights`` (m×n, ≥ 0): each row is fitted with its entries weighted, as in fit (for the
+    Frobenius loss an exact weighted least-squares solve of each row); dense X, numpy engine.
     """
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy: row blocks read one at a time in this process (see fit).
@@ -1166,7 +1232,7 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
 
         return transform_dask(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
                               max_iter=max_iter, tol=tol, progress=progress, **(engine_options or {}))
-    X = _as_matrix(X, dtype, missing=missing)
+    X = _as_matrix(X, dtype, missing=missing, weighted=weights is not None)
     H = np.asarray(H)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:
         raise DataError(
@@ -1176,7 +1242,7 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
     result = fit(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
                  l1_ratio=l1_ratio, fix_H=H, dtype=X.dtype, engine=engine,
                  max_iter=max_iter, tol=tol, callback=iteration_progress(progress), progress=progress,
-                 missing=missing)
+                 missing=missing, weights=weights)
     return result.W
 
 
@@ -1204,16 +1270,17 @@ def _shape(A):
     return " x ".join(str(s) for s in A.shape)
 
 
-def metrics(X, W, H, loss="frobenius", missing=None):
+def metrics(X, W, H, loss="frobenius", missing=None, weights=None):
     """Error metrics of X ≈ W·H: beta_divergence, reconstruction_error, relative_error.
 
     With ``missing="nan"``, X's NaN entries are left out of all three (as :func:`fit` leaves
-    them out), and ``missing_entries`` counts them.
+    them out), and ``missing_entries`` counts them. With ``weights`` (m×n, ≥ 0), all three
+    are weighted as :func:`fit` weighs them.
     """
     _, beta = _resolve_loss(loss)
-    if missing is not None:
-        _check_missing(missing)
-    X = _as_matrix(X, None, missing=missing)
+    if missing is not None or weights is not None:
+        _check_weighted(missing, weights)
+    X = _as_matrix(X, None, missing=missing, weighted=weights is not None)
     W = np.asarray(W, dtype=X.dtype)
     H = np.asarray(H, dtype=X.dtype)
     if W.shape[0] != X.shape[0] or H.shape[1] != X.shape[1] or W.shape[1] != H.shape[0]:
@@ -1221,12 +1288,14 @@ def metrics(X, W, H, loss="frobenius", missing=None):
             f"X ({_shape(X)}) does not match W ({_shape(W)}) times H ({_shape(H)})"
         )
     observed = _observed(X) if missing is not None else None
-    if observed is None:
+    weights = _weights_matrix(weights, X, observed)
+    if observed is None and weights is None:
         eng = get_engine("numpy", X, X.dtype)
         result = {"beta": beta, **_error_metrics(eng, W, H, beta)}
     else:
-        X0, M = _without_missing(X, observed)
-        result = {"beta": beta, **_masked_error_metrics(X0, M, W, H, beta, masked.divergence(X0, M, W, H, beta))}
+        X0, XM, M = _weighted_data(X, observed, weights)
+        divergence = masked.divergence(X0, XM, M, W, H, beta)
+        result = {"beta": beta, **_masked_error_metrics(X0, XM, M, W, H, beta, divergence)}
     if missing is not None:
         result["missing_entries"] = _missing_count(observed)
     return result

@@ -42,7 +42,7 @@ def test_with_nothing_missing_the_updates_are_mus(beta):
     np.testing.assert_allclose(W, reference.W, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(H, reference.H, rtol=1e-9, atol=1e-12)
     expected = nmfcli.metrics(X, W, H, loss=beta)["beta_divergence"]
-    assert masked.divergence(X, M, W, H, beta) == pytest.approx(expected, rel=1e-10)
+    assert masked.divergence(X, X, M, W, H, beta) == pytest.approx(expected, rel=1e-10)
 
 
 def _nndsvda(X, k):

@@ -117,7 +117,7 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
         dense X under 2¹⁷ entries); where a serial fit's products with X run on several
         threads, the BLAS rounds differently and the numbers can differ in the last digits.
     **fit_options
-        Passed to :func:`nmfcli.fit` (loss, solver, max_iter, tol, alpha_W, dtype, ...).
+        Passed to :func:`nmfcli.fit` (loss, solver, max_iter, tol, alpha_W, dtype, missing, weights, ...).
 
     Returns
     -------
@@ -128,7 +128,8 @@ def survey_ranks(X, ks, *, runs=DEFAULT_RUNS, seed=core.DEFAULT_SEED, init="rand
             raise UsageError(f"survey_ranks does not take {name}")
     if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
         raise UsageError(f"jobs must be a positive integer; got {jobs!r}")
-    X = core._as_matrix(X, fit_options.pop("dtype", None), missing=fit_options.get("missing"))
+    X = core._as_matrix(X, fit_options.pop("dtype", None), missing=fit_options.get("missing"),
+                        weighted=fit_options.get("weights") is not None)
     ks = check_ranks(ks, X.shape, runs, init)
     tasks = [(k, seed + run) for k in ks for run in range(runs)]
     fits = {}

@@ -119,16 +119,19 @@ def matrix_bytes(X) -> int:
     return int(np.prod(X.shape, dtype=np.int64)) * np.dtype(X.dtype).itemsize
 
 
-def fit_memory(X, k: int, dtype=None, beta: float = 2.0, missing=None) -> int:
+def fit_memory(X, k: int, dtype=None, beta: float = 2.0, missing=None, weighted=False) -> int:
     """Bytes a fit needs: X (converted to the fit's dtype) plus core's estimate for the rest;
     with ``missing`` (dense X), four more arrays of X's size: X with zeros, the start's X, the
-    mask and W·H."""
+    mask and W·H; ``weighted``, with weights, four: the weights, M⊙X, W·H and the update's
+    weighted block M⊙(W·H) (three with ``missing``, which counts W·H already)."""
     dtype = np.dtype(dtype) if dtype is not None else np.dtype(X.dtype)
     x_bytes = matrix_bytes(X)
     if not sp.issparse(X) and np.dtype(X.dtype) != dtype:
         x_bytes += int(np.prod(X.shape, dtype=np.int64)) * dtype.itemsize  # the converted copy
     if missing and not sp.issparse(X):
         x_bytes += 4 * matrix_bytes(X)
+    if weighted and not sp.issparse(X):
+        x_bytes += (3 if missing else 4) * matrix_bytes(X)
     nnz = int(X.nnz) if sp.issparse(X) else None
     return x_bytes + int(core.estimate_fit_bytes(X.shape, int(k), dtype, nnz=nnz, beta=beta))
 

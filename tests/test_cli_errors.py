@@ -33,6 +33,10 @@ def _build(d):
     (d / "inf.csv").write_text("1,2,inf\n4,5,6\n")
     (d / "zeros.csv").write_text("0,0,0\n0,0,0\n")
     (d / "somezeros.csv").write_text("1,0,3\n4,5,6\n7,8,9\n")
+    np.save(d / "weights_5x6.npy", np.ones((5, 6)))
+    negative_weights = np.ones_like(X)
+    negative_weights[1, 2] = -0.5
+    np.save(d / "negative_weights.npy", negative_weights)
     np.save(d / "one_d.npy", np.arange(5.0))
     np.save(d / "three_d.npy", np.ones((2, 3, 4)))
     np.save(d / "complex.npy", np.ones((3, 3), dtype=complex))
@@ -86,6 +90,11 @@ CASES = [
     ("Inf", ["fit", "inf.csv", "-k", "2"], 65,
      "Error: inf.csv: X has 1 NaN or infinite value; the first is inf at row 1, column 3"),
     ("all zeros", ["fit", "zeros.csv", "-k", "1"], 65, "Error: zeros.csv: X is all zeros; there is nothing to factorize"),
+    ("weights of another shape", ["fit", "good.npy", "-k", "2", "--weights", "weights_5x6.npy"], 65,
+     "Error: weights_5x6.npy: the weights are 5 x 6 but good.npy is 12 x 6; they must have the same shape"),
+    ("negative weights", ["fit", "good.npy", "-k", "2", "--weights", "negative_weights.npy"], 65,
+     "Error: negative_weights.npy: weights has 1 negative value; the first is -0.5 at row 2, column 3; weights "
+     "must be finite and non-negative"),
     ("zeros with Itakura-Saito", ["fit", "somezeros.csv", "-k", "2", "--loss", "is"], 65,
      "Error: somezeros.csv: X contains zeros, where the is loss (beta=0 <= 0) is undefined; "
      "add a small positive constant or use loss kl or frobenius"),

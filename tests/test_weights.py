@@ -8,13 +8,15 @@ the missing-value fit (weights of 0 and 1 are a mask), and, with the components 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
 import nmfcli
-from conftest import low_rank
+from conftest import low_rank, one_error_line, run_nmf, write_csv
 from nmfcli import errors
 from nmfcli.solvers.losses import EPSILON
 
@@ -265,3 +267,108 @@ def test_data_refusals():
     with pytest.raises(errors.DataError, match="the weights are 30 x 19 but X is 30 x 20"):
         nmfcli.metrics(X, np.ones((30, 3)), np.ones((3, 20)), weights=np.ones((30, 19)))
 
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_fit_with_weights(tmp_path):
+    X = noisy(24, 10, 3, seed=30)
+    M = some_weights(X.shape, seed=31)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "w.npy", M)
+    proc = run_nmf("fit", tmp_path / "X.npy", "-k", 3, "--weights", tmp_path / "w.npy", "-o", tmp_path / "o",
+                   "--max-iter", 50, check=0)
+    assert f"weighted by {tmp_path / 'w.npy'}" in proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["weights"]["path"] == str(tmp_path / "w.npy") and len(report["weights"]["sha256"]) == 64
+    assert report["options"]["weighted"] is True and report["solver"] == "mu"
+    api = nmfcli.fit(X, 3, weights=M, max_iter=50)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "W.npy"), api.W, rtol=1e-12)
+    assert report["relative_error"] == pytest.approx(api.metrics["relative_error"], rel=1e-12)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda M: M[:, :9], "the weights are 24 x 9 but {X} is 24 x 10; they must have the same shape"),
+    (lambda M: np.where(np.arange(10) == 4, -1.0, M), "weights has 24 negative values; the first is -1"),
+    (lambda M: np.zeros_like(M), "every weight is 0: nothing is left to fit"),
+])
+def test_cli_refuses_bad_weights_naming_the_file(tmp_path, make, message):
+    X = noisy(24, 10, 3, seed=32)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "w.npy", make(some_weights(X.shape, seed=33)))
+    proc = run_nmf("fit", tmp_path / "X.npy", "-k", 3, "--weights", tmp_path / "w.npy", "-o", tmp_path / "o")
+    line = one_error_line(proc)
+    assert proc.returncode == errors.EXIT_DATA
+    assert line.startswith(f"Error: {tmp_path / 'w.npy'}: " + message.format(X=tmp_path / "X.npy")), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_weights_with_labels_must_match_the_input(tmp_path):
+    X = noisy(6, 4, 2, seed=34)
+    rows, cols = [f"r{i}" for i in range(6)], ["a", "b", "c", "d"]
+    write_csv(tmp_path / "x.csv", X, rows, cols)
+    write_csv(tmp_path / "w.csv", np.ones_like(X), rows, ["a", "b", "d", "c"])
+    proc = run_nmf("fit", tmp_path / "x.csv", "-k", 2, "--weights", tmp_path / "w.csv", "-o", tmp_path / "o")
+    assert proc.returncode == errors.EXIT_DATA
+    assert f"w.csv: column 3 is 'd' but {tmp_path / 'x.csv'}'s column 3 is 'c'" in one_error_line(proc)
+    write_csv(tmp_path / "w.csv", np.ones_like(X), rows, cols)
+    run_nmf("fit", tmp_path / "x.csv", "-k", 2, "--weights", tmp_path / "w.csv", "-o", tmp_path / "o", check=0)
+
+
+def test_cli_resume_needs_the_same_weights(tmp_path):
+    X = noisy(24, 10, 3, seed=35)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "w.npy", some_weights(X.shape, seed=36))
+    np.save(tmp_path / "w2.npy", some_weights(X.shape, seed=37))
+    common = ("fit", tmp_path / "X.npy", "-k", 3, "--tol", 0)
+    run_nmf(*common, "--weights", tmp_path / "w.npy", "-o", tmp_path / "a", "--max-iter", 20,
+            "--checkpoint-every", 20, check=0)
+    proc = run_nmf(*common, "--weights", tmp_path / "w2.npy", "-o", tmp_path / "b", "--max-iter", 40,
+                   "--resume", tmp_path / "a" / "checkpoint.h5")
+    assert proc.returncode == errors.EXIT_USAGE and "weights" in one_error_line(proc)
+    run_nmf(*common, "--weights", tmp_path / "w.npy", "-o", tmp_path / "b", "--max-iter", 40,
+            "--resume", tmp_path / "a" / "checkpoint.h5", check=0)
+    run_nmf(*common, "--weights", tmp_path / "w.npy", "-o", tmp_path / "c", "--max-iter", 40, check=0)
+    assert np.array_equal(np.load(tmp_path / "b" / "W.npy"), np.load(tmp_path / "c" / "W.npy"))
+
+
+def test_cli_transform_reconstruct_and_rank_with_weights(tmp_path):
+    from nmfcli.rank import survey_ranks
+
+    rng = np.random.default_rng(38)
+    H = rng.random((3, 12))
+    X = rng.random((15, 3)) @ H + 0.1 * rng.random((15, 12))
+    M = some_weights(X.shape, seed=39)
+    np.save(tmp_path / "H.npy", H)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "w.npy", M)
+    run_nmf("transform", tmp_path / "X.npy", "--components", tmp_path / "H.npy", "--weights", tmp_path / "w.npy",
+            "-o", tmp_path / "W.npy", check=0)
+    W = np.load(tmp_path / "W.npy")
+    np.testing.assert_allclose(W, nmfcli.transform(X, H, weights=M), rtol=1e-12)
+    proc = run_nmf("reconstruct", tmp_path / "W.npy", tmp_path / "H.npy", "--against", tmp_path / "X.npy",
+                   "--weights", tmp_path / "w.npy", "--json", check=0)
+    report = json.loads(proc.stdout)
+    assert report["relative_error"] == pytest.approx(nmfcli.metrics(X, W, H, weights=M)["relative_error"], rel=1e-12)
+    assert report["weights"]["path"] == str(tmp_path / "w.npy")
+    proc = run_nmf("reconstruct", tmp_path / "W.npy", tmp_path / "H.npy", "--weights", tmp_path / "w.npy")
+    assert proc.returncode == errors.EXIT_USAGE and "need --against X_FILE" in one_error_line(proc)
+    proc = run_nmf("rank", tmp_path / "X.npy", "-k", "2,3", "--runs", 2, "--max-iter", 30, "--weights",
+                   tmp_path / "w.npy", "--json", check=0)
+    report = json.loads(proc.stdout)
+    api = survey_ranks(X, [2, 3], runs=2, max_iter=30, weights=M)
+    assert [r["relative_errors"] for r in report["ranks"]] == [r.relative_errors for r in api]
+    assert report["weights"]["path"] == str(tmp_path / "w.npy")
+
+
+def test_the_memory_check_counts_the_weighted_arrays():
+    """nmf fit and nmf rank refuse a fit beyond memory before it starts: with weights it holds
+    four more arrays of X's size (the weights, M⊙X, W·H and M⊙(W·H); three more with missing
+    values, which count W·H already)."""
+    from nmfcli import summary
+
+    X = np.ones((300, 200))
+    size = X.nbytes
+    plain = summary.fit_memory(X, 5)
+    assert summary.fit_memory(X, 5, weighted=True) - plain == 4 * size
+    assert summary.fit_memory(X, 5, missing="nan", weighted=True) - summary.fit_memory(X, 5, missing="nan") == 3 * size

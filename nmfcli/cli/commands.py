@@ -31,9 +31,12 @@ Examples:
   nmf transform frames.npy --components basis.npy -o activations.npy
   nmf transform big.h5::/X --model m.h5 --engine dask --workers 8 -o W.h5
   nmf transform partial.csv --model m.h5 --missing nan > mix.csv
+  nmf transform new.npy --model m.h5 --weights conf.npy -o W.npy
 
 With --missing nan, NaN entries are missing: each row is solved exactly over
-its observed entries, against the components at those entries.
+its observed entries, against the components at those entries. With
+--weights FILE (a matrix of INPUT's shape, >= 0), each row's solve weighs
+each entry's squared error by its weight (0 leaves it out).
 
 With --engine dask, or --chunk-rows R on the numpy engine, INPUT (.h5
 dataset, .zarr, .npy, or a folder of .npy/.npz row blocks) is read in
@@ -47,7 +50,8 @@ Writes CSV on stdout unless -o names a file. With --against X_FILE it also
 prints the error of the reconstruction (beta-divergence, scikit-learn's
 reconstruction_error, relative error) on stderr (or as JSON on stdout with
 --json) and writes it to --report; with --missing nan, over the entries of
-X_FILE that are not NaN.
+X_FILE that are not NaN; with --weights FILE (X_FILE's shape, >= 0), each
+entry's error weighted as `nmf fit --weights` weighs it.
 
 \b
 Examples:
@@ -120,12 +124,15 @@ def _components(model_path, components_path, dtype):
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--missing", type=click.Choice(["nan"]), default=None,
               help="nan: NaN entries (nan in CSV) are missing values: each row is fitted over the others.")
+@click.option("--weights", "weights_path", default=None, metavar="FILE",
+              help="Weight of each entry of INPUT (a matrix of INPUT's shape, >= 0): each row is fitted with "
+                   "each entry's loss times its weight; 0 leaves an entry out. Dense INPUT, numpy engine.")
 @click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True, help=shared.ENGINE_HELP)
 @shared.engine_options
 @shared.input_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
                       dataset, header, index_col, missing=None, engine="numpy", scheduler=None, workers=None,
-                      chunk_rows=None, memory_limit=None):
+                      chunk_rows=None, memory_limit=None, weights_path=None):
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
     if row_blocks:
@@ -148,15 +155,16 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
             "the new data must have the model's columns"
         )
     shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
+    weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
     loss = loss or model_loss
     # A bar on a terminal once the solve has run a second: rows solved (Frobenius), else iterations.
     unit = "rows" if summary.beta_of(loss) == 2 else "iter"
-    with shared.naming_files({"X ": input_path}), \
+    with shared.naming_files({"X ": input_path, **shared.weights_messages(weights_path)}), \
             ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
         W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
                            alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
                            engine_options=engine_options, progress=lambda done, total: bar.solved(done, total, unit),
-                           missing=missing)
+                           missing=missing, weights=weights.X if weights is not None else None)
     if isinstance(W, str):
         return  # the engine wrote W to the output file block by block
     nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,
@@ -176,14 +184,17 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
 @click.option("--json", "as_json", is_flag=True, help="Print the error report as JSON on stdout.")
 @click.option("--missing", type=click.Choice(["nan"]), default=None,
               help="nan: the NaN entries of X_FILE are missing; the errors are over the others.")
+@click.option("--weights", "weights_path", default=None, metavar="FILE",
+              help="Weight of each entry of X_FILE (its shape, >= 0): the errors weigh each entry's by it.")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @shared.input_options
 def reconstruct_command(w_path, h_path, model_path, output, against_path, report_path, loss, as_json, force,
-                        input_format, dataset, header, index_col, missing=None):
+                        input_format, dataset, header, index_col, missing=None, weights_path=None):
     if bool(h_path) == bool(model_path):
         raise errors.UsageError("give exactly one of H_FILE and --model MODEL.h5")
-    if (as_json or report_path or missing) and not against_path:
-        raise errors.UsageError("--json, --report and --missing need --against X_FILE (the data to compare with)")
+    if (as_json or report_path or missing or weights_path) and not against_path:
+        raise errors.UsageError("--json, --report, --missing and --weights need --against X_FILE (the data to "
+                                "compare with)")
     W = shared.read_factor(w_path, "W")
     model_loss = "frobenius"
     if model_path:
@@ -212,8 +223,10 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
                 f"{approx.shape[0]} x {approx.shape[1]}; they must match"
             )
         shared.check_labels(h_cols, matrix.col_labels, got_path=against_path, expected_what=f"{h_source}'s")
-        with shared.naming_files({"X ": against_path}):
-            metrics = core.metrics(matrix.X, W.X, H, loss=loss or model_loss, missing=missing)
+        weights = shared.read_weights(weights_path, matrix, against_path) if weights_path else None
+        with shared.naming_files({"X ": against_path, **shared.weights_messages(weights_path)}):
+            metrics = core.metrics(matrix.X, W.X, H, loss=loss or model_loss, missing=missing,
+                                   weights=weights.X if weights is not None else None)
         report = {
             "k": int(H.shape[0]),
             "shape": [int(s) for s in approx.shape],
@@ -222,6 +235,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             "W": w_path,
             "H": h_source,
             "against": {"path": matrix.path, "sha256": matrix.sha256},
+            **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}),
             "versions": core.versions(),
         }
         if report_path:

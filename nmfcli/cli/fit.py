@@ -20,7 +20,7 @@ CHECKPOINT = "checkpoint.h5"
 # Options that change the iterates: a checkpoint resumes only under the same ones.
 # max_iter, max_time and checkpoint_every may differ (they only say when to stop or save).
 RESUME_KEYS = ("k", "solver", "loss", "init", "seed", "tol", "alpha_W", "alpha_H", "l1_ratio",
-               "dtype", "engine", "fix_H", "fix_W", "W0", "H0", "missing")
+               "dtype", "engine", "fix_H", "fix_W", "W0", "H0", "missing", "weights")
 
 FIT_HELP = """Factor INPUT (m x n, non-negative) into W (m x k) and H (k x n).
 
@@ -39,6 +39,7 @@ Examples:
   nmf fit big.npz -k 50 --resume big.nmf/checkpoint.h5   # after Ctrl-C
   nmf fit today.npz -k 20 --align-to yesterday.nmf   # components in last fit's order
   nmf fit ratings.csv -k 10 --missing nan      # NaN cells left out; W·H fills them
+  nmf fit counts.npy -k 5 --weights conf.npy   # each cell's loss times its weight
   nmf fit big.h5::/X -k 50 --engine dask --workers 8 --format h5
   nmf fit big.h5::/X -k 50 --engine dask --scheduler tcp://head:8786
   nmf fit big.npy -k 50 --chunk-rows 100000    # out of core, no Dask
@@ -103,6 +104,12 @@ def fit_options(f):
                      help="nan: NaN entries (nan in CSV) are missing values, left out of the fit; W·H predicts "
                           "them. Runs solver mu (with --fix-H/--fix-W and the frobenius loss, the exact solve "
                           "of each row over its observed entries) on dense INPUT in memory."),
+        click.option("--weights", "weights_path", default=None, metavar="FILE",
+                     help="Weight of each entry of INPUT (a matrix of INPUT's shape, >= 0): the loss is "
+                          "summed with each entry's loss times its weight, so 0 leaves an entry out and 2 counts "
+                          "it twice. Runs as --missing does (solver mu; with --fix-H/--fix-W and the frobenius "
+                          "loss, the exact weighted solve of each row) on dense INPUT in memory; the errors are "
+                          "weighted too."),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
                      help=shared.ENGINE_HELP),
         shared.output_format_option,
@@ -162,7 +169,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 W0_path, H0_path, fix_H_path, fix_W_path, dtype, engine, factor_format, as_json, quiet, verbose,
                 force, resume_path, checkpoint_every, max_time, strict, lock, input_format, dataset, header,
                 index_col, scheduler=None, workers=None, chunk_rows=None, memory_limit=None, align_path=None,
-                missing=None):
+                missing=None, weights_path=None):
     term = Terminal(quiet=quiet, verbose=verbose)
     if fix_H_path and fix_W_path:
         raise errors.UsageError("--fix-H and --fix-W cannot both be given: nothing would be left to fit")
@@ -202,6 +209,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                    f"{input_path} has {matrix.shape[1]}; --align-to needs a fit of the same columns")
         shared.check_labels(matrix.col_labels, reference.col_labels, got_path=reference.path,
                             expected_what=f"{input_path}'s", axis="column")
+    weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
     checkpoint = nio.read_checkpoint(resume_path) if resume_path else None
     if k is None:
         k = _infer_k(factors, checkpoint)
@@ -210,6 +218,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
         "alpha_H": alpha_H, "l1_ratio": l1_ratio, "dtype": x_dtype, "engine": engine, "missing": missing,
         **{key: (factors[key].sha256 if key in factors else None) for key in ("fix_H", "fix_W", "W0", "H0")},
+        "weights": weights.sha256 if weights is not None else None,
     }
     if checkpoint is not None:
         _check_checkpoint(resume_path, checkpoint, matrix, run_options)
@@ -221,7 +230,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     # ---- memory, before anything big is allocated
     beta = summary.beta_of(loss)
     if isinstance(k, int) and k > 0 and beta is not None and not row_blocks:
-        shared.refuse_beyond_memory(input_path, summary.fit_memory(X, k, X.dtype, beta, missing), "the fit needs",
+        shared.refuse_beyond_memory(input_path, summary.fit_memory(X, k, X.dtype, beta, missing, weights is not None),
+                                    "the fit needs",
                                     f"{matrix.shape[0]} x {matrix.shape[1]}, k={k}",
                                     "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the "
                                     "Dask engine")
@@ -254,8 +264,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                     checkpoint_every, max_time, max_iter, written,
                                     dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
                                          alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
-                                         engine_options=engine_options, missing=missing),
-                                    input_path, resume_path)
+                                         engine_options=engine_options, missing=missing,
+                                         weights=weights.X if weights is not None else None),
+                                    input_path, resume_path, weights_path)
         except BaseException:
             _remove(streamed_W)
             _remove(streamed_before)
@@ -280,7 +291,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
             if reference is not None:  # after the checkpoint, which keeps the fit's own order
                 result, alignment = _aligned(result, reference)
             report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options,
-                                    alignment)
+                                    alignment, weights)
         finally:
             _remove(streamed_W)  # gone, or moved into place by _write_outputs
             _remove(streamed_before)
@@ -294,6 +305,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                f"({report['stop_reason']})")
         observed = (f" over the observed entries ({report['missing_entries']} missing)"
                     if report.get("missing_entries") else "")
+        observed += f" weighted by {weights_path}" if weights_path else ""
         term.say(f"wrote {outdir}{os.sep}: k={report['k']}, {how}, relative error {report['relative_error']:.6g}"
                  f"{observed}")
     if alignment is not None and not quiet:
@@ -418,14 +430,14 @@ def _clean_up(outdir, created, lock_existed):
 
 
 def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
-             max_iter, written, fit_kwargs, input_path, resume_path):
+             max_iter, written, fit_kwargs, input_path, resume_path, weights_path=None):
     """core.fit with the callback that renders progress and obeys signals, the time budget and checkpoints."""
     files = {"X ": input_path, "k ": input_path, "k=": input_path,
              "fixed H": factors["fix_H"].path if "fix_H" in factors else None,
              "fixed W": factors["fix_W"].path if "fix_W" in factors else None,
              "W0": factors["W0"].path if "W0" in factors else None,
              "H0": factors["H0"].path if "H0" in factors else None,
-             "the checkpoint": resume_path}
+             "the checkpoint": resume_path, **shared.weights_messages(weights_path)}
 
     what = "columns" if "fix_W" in factors else "rows"
     exact = core.reported_solver(None, summary.beta_of(fit_kwargs["loss"]), factors.get("fix_W"),
@@ -483,7 +495,7 @@ def _aligned(result, reference):
 
 
 def _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options=None,
-                   alignment=None):
+                   alignment=None, weights=None):
     """W, H, model.h5 and report.json, which appear in OUTDIR together (io.replace_together).
 
     A W the engine already streamed to disk (result.W is then its path spec) is not
@@ -491,12 +503,14 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
     """
     outdir = os.path.dirname(paths[next(iter(paths))]) or "."
     with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()]) as staged:
-        report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment)
+        report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment,
+                               weights)
     written.extend(paths.values())
     return report
 
 
-def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment=None):
+def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment=None,
+                 weights=None):
     k = result.options["k"]
     names = summary.component_names(k)
     W_path, H_path, model_path, report_path = paths.values()
@@ -532,6 +546,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "relative_error": result.metrics["relative_error"],
         **({"missing": result.options.get("missing", "nan"), "missing_entries": result.metrics["missing_entries"]}
            if "missing_entries" in result.metrics else {}),
+        **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}),
         "time_s": result.time_s,
         "history": result.history,
         "history_iter": result.history_iter,

@@ -101,6 +101,8 @@ class RanksType(click.ParamType):
 @click.option("--dtype", type=shared.DTYPE_CHOICE, default=None, help="[default: INPUT's float type, else float64]")
 @click.option("--missing", type=click.Choice(["nan"]), default=None,
               help="nan: NaN entries are missing values, left out of every fit (as nmf fit --missing nan).")
+@click.option("--weights", "weights_path", default=None, metavar="FILE",
+              help="Weight of each entry of INPUT, in every fit (as nmf fit --weights).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes fitting side by side (each fit on one BLAS thread).")
 @click.option("--report", "report_path", default=None, metavar="FILE", help="Write the survey as JSON (- for stdout).")
@@ -112,8 +114,8 @@ class RanksType(click.ParamType):
 @click.option("-v", "--verbose", is_flag=True, help="A line per fit on stderr (off a terminal).")
 @shared.input_options
 def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, alpha_W, alpha_H, l1_ratio,
-                 dtype, missing, jobs, report_path, as_json, plot_path, force, quiet, verbose, input_format,
-                 dataset, header, index_col):
+                 dtype, missing, weights_path, jobs, report_path, as_json, plot_path, force, quiet, verbose,
+                 input_format, dataset, header, index_col):
     term = Terminal(quiet=quiet, verbose=verbose)
     # Refused before the fits, which can take hours, rather than after them.
     for path in (report_path, plot_path):
@@ -126,8 +128,9 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
     matrix = shared.read_input(input_path, {"input_format": input_format, "dataset": dataset, "header": header,
                                             "index_col": index_col}, dtype=dtype)
     X = matrix.X
+    weights = shared.read_weights(weights_path, matrix, input_path, dtype=X.dtype) if weights_path else None
     total = len(ks) * runs
-    _check_memory(input_path, X, max(ks), loss, missing, min(jobs, total))
+    _check_memory(input_path, X, max(ks), loss, missing, min(jobs, total), weights is not None)
     finished = []
     with ProgressDisplay(term, total, "rank survey", unit="fits") as display, _stopping_workers(jobs):
 
@@ -139,13 +142,15 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
                 term.say(f"k={k} run {run + 1}/{runs}: relative error {result.metrics['relative_error']:.6g}, "
                          f"{result.n_iter} iterations ({result.stop_reason})")
 
-        with shared.naming_files({"X": input_path, "k": input_path}):
+        with shared.naming_files({"X": input_path, "k": input_path, **shared.weights_messages(weights_path)}):
             surveyed = rank.survey_ranks(X, ks, runs=runs, seed=seed, init=init, solver=solver, loss=loss,
                                          max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H,
-                                         l1_ratio=l1_ratio, missing=missing, progress=progress, jobs=jobs)
+                                         l1_ratio=l1_ratio, missing=missing, progress=progress, jobs=jobs,
+                                         **({"weights": weights.X} if weights is not None else {}))
     report = _report(input_path, matrix, surveyed, runs=runs, seed=seed, init=init, solver=solver, loss=loss,
                      max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio,
-                     dtype=str(X.dtype), missing=missing, jobs=jobs)
+                     dtype=str(X.dtype), missing=missing, jobs=jobs,
+                     **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}))
     if plot_path:
         nio.write_bytes(plot_path, plot.render_ranks_png(report["ranks"], title=input_path), force=force)
     if report_path:
@@ -157,13 +162,13 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
         _print_table(report)
 
 
-def _check_memory(input_path, X, k, loss, missing, at_once):
+def _check_memory(input_path, X, k, loss, missing, at_once, weighted=False):
     """Refuse, before the first fit, a survey whose fits running at once (each worker with its
     own copy of X) need more memory than is available, at the largest k: exit 69, as nmf fit."""
     beta = summary.beta_of(loss)
     if beta is None:
         return
-    need = at_once * summary.fit_memory(X, k, X.dtype, beta, missing)
+    need = at_once * summary.fit_memory(X, k, X.dtype, beta, missing, weighted)
     m, n = X.shape
     if at_once == 1:
         shared.refuse_beyond_memory(input_path, need, "the fit needs", f"{m} x {n}, k={k}",

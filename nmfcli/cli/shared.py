@@ -114,6 +114,25 @@ def read_factor(path, which: str, dtype=None) -> Factor:
     return Factor(path, X, m.row_labels, m.col_labels, m.sha256)
 
 
+def read_weights(path, matrix, input_path, dtype=None) -> Factor:
+    """--weights FILE: a matrix of INPUT's shape and labels (checked here, so the message names
+    both files); core checks its values."""
+    weights = nio.read_matrix(path, dtype=dtype)
+    if tuple(weights.shape) != tuple(matrix.shape):
+        raise errors.DataError(
+            f"{path}: the weights are {weights.shape[0]} x {weights.shape[1]} but {input_path} is "
+            f"{matrix.shape[0]} x {matrix.shape[1]}; they must have the same shape")
+    check_labels(matrix.row_labels, weights.row_labels, got_path=path, expected_what=f"{input_path}'s", axis="row")
+    check_labels(matrix.col_labels, weights.col_labels, got_path=path, expected_what=f"{input_path}'s",
+                 axis="column")
+    return Factor(path, weights.X, weights.row_labels, weights.col_labels, weights.sha256)
+
+
+def weights_messages(path) -> dict:
+    """naming_files' entries for core's messages about the weights (none without a weights file)."""
+    return {"weights ": path, "the weights": path, "every weight": path} if path else {}
+
+
 def check_labels(expected, got, *, got_path, expected_what, axis="column"):
     """DataError naming the first label that differs (when both sides have labels)."""
     diff = summary.first_label_mismatch(expected, got)

@@ -201,6 +201,8 @@ def fit_rows(report: dict) -> list[tuple[str, str]]:
         ("relative error", f"{report['relative_error']:.6g}"),
         *([("missing entries", f"{report['missing_entries']} (left out; the errors are over the others)")]
           if report.get("missing_entries") else []),
+        *([("weights", f"{report['weights']['path']} (the loss and errors weighted)")]
+          if report.get("weights") else []),
         ("reconstruction error", f"{report['reconstruction_error']:.6g}"),
         ("time", f"{report['time_s']:.2f} s"),
     ]

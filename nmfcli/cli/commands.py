@@ -36,7 +36,7 @@ Examples:
 With --missing nan, NaN entries are missing: each row is solved exactly over
 its observed entries, against the components at those entries. With
 --weights FILE (a matrix of INPUT's shape, >= 0), each row's solve weighs
-each entry's squared error by its weight (0 leaves it out).
+each entry's loss by its weight (0 leaves it out).
 
 With --engine dask, or --chunk-rows R on the numpy engine, INPUT (.h5
 dataset, .zarr, .npy, or a folder of .npy/.npz row blocks) is read in

@@ -372,3 +372,19 @@ def test_the_memory_check_counts_the_weighted_arrays():
     plain = summary.fit_memory(X, 5)
     assert summary.fit_memory(X, 5, weighted=True) - plain == 4 * size
     assert summary.fit_memory(X, 5, missing="nan", weighted=True) - summary.fit_memory(X, 5, missing="nan") == 3 * size
+
+
+def test_cli_inspect_says_the_errors_are_weighted(tmp_path):
+    X = noisy(20, 8, 2, seed=40)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "w.npy", some_weights(X.shape, seed=41))
+    run_nmf("fit", tmp_path / "X.npy", "-k", 2, "--weights", tmp_path / "w.npy", "-o", tmp_path / "o", "-q", check=0)
+    info = json.loads(run_nmf("inspect", tmp_path / "o", "--json", check=0).stdout)
+    assert info["weights"] == str(tmp_path / "w.npy") and info["missing_entries"] is None
+    for target in (tmp_path / "o", tmp_path / "o" / "report.json"):
+        assert f"weights: {tmp_path / 'w.npy'} (the errors are weighted)" in run_nmf("inspect", target, check=0).stdout
+    holed = X.copy()
+    holed[3, 4] = np.nan
+    np.save(tmp_path / "holed.npy", holed)
+    run_nmf("fit", tmp_path / "holed.npy", "-k", 2, "--missing", "nan", "-o", tmp_path / "h", "-q", check=0)
+    assert "missing_entries: 1 (left out of the errors)" in run_nmf("inspect", tmp_path / "h", check=0).stdout

@@ -322,6 +322,9 @@ def _model_info(path, model, top):
         "objective": metrics.get("objective"),
         "reconstruction_error": metrics.get("reconstruction_error"),
         "relative_error": metrics.get("relative_error"),
+        # the errors above leave these out, or weigh them
+        "missing_entries": metrics.get("missing_entries"),
+        "weights": (model.get("weights") or {}).get("path"),
         "col_labels": model.get("col_labels") is not None,
         "components": [
             {"name": names[i],
@@ -354,6 +357,12 @@ def _checkpoint_info(path, state):
     }
 
 
+def _weighing_rows(missing_entries, weights_path):
+    """The rows that say a fit's errors leave missing entries out, or weigh the entries."""
+    return ([("missing_entries", f"{missing_entries} (left out of the errors)")] if missing_entries else []) + \
+        ([("weights", f"{weights_path} (the errors are weighted)")] if weights_path else [])
+
+
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -374,6 +383,7 @@ def _print_info(info):
         keys = ("iteration", "k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason",
                 "objective", "objective_iteration", "reconstruction_error", "relative_error", "time_s")
         rows = [(k, _fmt(info[k])) for k in keys if k in info]
+        rows += _weighing_rows(info.get("missing_entries"), (info.get("weights") or {}).get("path"))
         if isinstance(info.get("input"), dict):
             rows.append(("input", info["input"].get("path")))
         if kind == "checkpoint":  # a resumed fit must be given these again
@@ -382,7 +392,8 @@ def _print_info(info):
         return
     keys = ("k", "shape", "loss", "solver", "n_iter", "converged", "stop_reason", "objective",
             "reconstruction_error", "relative_error")
-    term.table(f"{info['path']} (model)", [(k, _fmt(info[k])) for k in keys], stderr=False)
+    term.table(f"{info['path']} (model)", [(k, _fmt(info[k])) for k in keys]
+               + _weighing_rows(info.get("missing_entries"), info.get("weights")), stderr=False)
     out = sys.stdout
     print("top features per component (weight in H):", file=out)
     for comp in info["components"]:

@@ -388,3 +388,16 @@ def test_cli_inspect_says_the_errors_are_weighted(tmp_path):
     np.save(tmp_path / "holed.npy", holed)
     run_nmf("fit", tmp_path / "holed.npy", "-k", 2, "--missing", "nan", "-o", tmp_path / "h", "-q", check=0)
     assert "missing_entries: 1 (left out of the errors)" in run_nmf("inspect", tmp_path / "h", check=0).stdout
+
+
+def test_itakura_saito_needs_x_positive_only_where_it_weighs():
+    """X's zeros are refused under β <= 0 only where their weight is positive: an entry of weight
+    0 takes no part in the loss, so a zero there is no harm."""
+    X = noisy(20, 10, 2, seed=42) + 0.1
+    X[3, 4] = 0.0
+    M = np.ones_like(X)
+    with pytest.raises(errors.DataError, match="X contains zeros, where the is loss"):
+        nmfcli.fit(X, 2, loss="is", weights=M, max_iter=5)
+    M[3, 4] = 0.0
+    result = nmfcli.fit(X, 2, loss="is", weights=M, max_iter=50)
+    assert np.isfinite(result.metrics["beta_divergence"]) and np.all(result.W >= 0)

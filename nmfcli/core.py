@@ -120,8 +120,8 @@ def _as_matrix(X, dtype, name="X", missing=None, weighted=False, hints=True):
             raise UsageError("missing='nan' needs dense X: the entries a sparse matrix leaves out are zeros, "
                              "not missing values")
         if weighted:
-            raise UsageError("weights need dense X: the weighted updates work on dense m x n arrays "
-                             "(convert X with .toarray() if it fits in memory)")
+            raise UsageError("X is sparse, but a weighted fit needs it dense: the weighted updates work on "
+                             "dense m x n arrays")
         if X.ndim != 2:
             raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
         kind = X.dtype.kind
@@ -873,7 +873,7 @@ def _check_weighted(missing, weights, engine="numpy", engine_options=None):
         _check_missing(missing, engine, engine_options)
     if weights is not None and (engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None):
         got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
-        raise UsageError(f"weights are fitted on the numpy engine in memory; got {got}")
+        raise UsageError(f"a weighted fit runs on the numpy engine in memory; got {got}")
 
 
 def _weights_matrix(weights, X, observed):

@@ -230,9 +230,9 @@ def test_sparse_weights_weigh_their_unstored_entries_zero():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"solver": "hals"}, errors.UsageError, "with weights only solver 'mu' runs; got 'hals'"),
-    ({"engine": "dask"}, errors.UsageError, "weights are fitted on the numpy engine in memory; got engine 'dask'"),
+    ({"engine": "dask"}, errors.UsageError, "a weighted fit runs on the numpy engine in memory; got engine 'dask'"),
     ({"engine_options": {"chunk_rows": 10}}, errors.UsageError,
-     "weights are fitted on the numpy engine in memory; got chunk_rows"),
+     "a weighted fit runs on the numpy engine in memory; got chunk_rows"),
 ])
 def test_refusals(kwargs, error, message):
     X = low_rank(30, 20, 3)
@@ -262,7 +262,7 @@ def test_data_refusals():
     only_there[:, :10] = 1.0
     with pytest.raises(errors.DataError, match="every weight is 0 where X is observed"):
         nmfcli.fit(holed, 3, missing="nan", weights=only_there)
-    with pytest.raises(errors.UsageError, match="weights need dense X"):
+    with pytest.raises(errors.UsageError, match="X is sparse, but a weighted fit needs it dense"):
         nmfcli.fit(sp.csr_matrix(X), 3, weights=np.ones_like(X))
     with pytest.raises(errors.DataError, match="the weights are 30 x 19 but X is 30 x 20"):
         nmfcli.metrics(X, np.ones((30, 3)), np.ones((3, 20)), weights=np.ones((30, 19)))
@@ -401,3 +401,19 @@ def test_itakura_saito_needs_x_positive_only_where_it_weighs():
     M[3, 4] = 0.0
     result = nmfcli.fit(X, 2, loss="is", weights=M, max_iter=50)
     assert np.isfinite(result.metrics["beta_divergence"]) and np.all(result.W >= 0)
+
+
+def test_cli_names_the_input_for_what_weights_cannot_go_with(tmp_path):
+    X = noisy(20, 8, 2, seed=43)
+    np.save(tmp_path / "X.npy", X)
+    sp.save_npz(tmp_path / "X.npz", sp.csr_matrix(X))
+    np.save(tmp_path / "w.npy", np.ones_like(X))
+    proc = run_nmf("fit", tmp_path / "X.npz", "-k", 2, "--weights", tmp_path / "w.npy", "-o", tmp_path / "o")
+    assert proc.returncode == errors.EXIT_USAGE
+    assert one_error_line(proc) == (f"Error: {tmp_path / 'X.npz'}: X is sparse, but a weighted fit needs it dense: "
+                                    "the weighted updates work on dense m x n arrays")
+    proc = run_nmf("fit", tmp_path / "X.npy", "-k", 2, "--weights", tmp_path / "w.npy", "--chunk-rows", 5,
+                   "-o", tmp_path / "o")
+    assert proc.returncode == errors.EXIT_USAGE
+    assert one_error_line(proc) == "Error: a weighted fit runs on the numpy engine in memory; got chunk_rows"
+    assert not (tmp_path / "o").exists()

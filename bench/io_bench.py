@@ -43,11 +43,16 @@ def main(argv=None):
         np.savetxt(folder / "dense.csv", X, delimiter=",", fmt="%.17g")
         S = sp.random(20000, 10000, density=0.005, format="coo", random_state=0)
         scipy.io.mmwrite(folder / "sparse.mtx", S)
+        counts = S.copy()
+        counts.data = rng.integers(1, 100, counts.nnz)  # a count matrix, as single-cell data ship
+        scipy.io.mmwrite(folder / "counts.mtx", counts, field="integer")
         cases = {
             "csv 2000x2000": (lambda: io.read_matrix(folder / "dense.csv"),
                               lambda: np.loadtxt(folder / "dense.csv", delimiter=","), "numpy.loadtxt"),
             "mtx 20000x10000, 1M entries": (lambda: io.read_matrix(folder / "sparse.mtx"),
                                             lambda: scipy.io.mmread(folder / "sparse.mtx"), "scipy.io.mmread"),
+            "mtx integer, 1M entries": (lambda: io.read_matrix(folder / "counts.mtx"),
+                                        lambda: scipy.io.mmread(folder / "counts.mtx"), "scipy.io.mmread"),
         }
         print(f"{'case':30} {'nmfcli s':>9} {'reference s':>12} {'ratio':>6}  reference")
         for name, (ours, theirs, label) in cases.items():

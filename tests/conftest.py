@@ -136,3 +136,24 @@ def emu_slack(X, beta):
         return core.SLACK_ROUNDINGS * np.finfo(np.float32).eps * np.sqrt((Xd * Xd).sum() if beta == 1 else Xd.size)
     weight = (1 + abs(beta) + abs(beta - 1)) / abs(beta * (beta - 1))
     return core.SLACK_ROUNDINGS * np.finfo(Xd.dtype).eps * weight * np.sum(Xd[Xd > 0] ** beta)
+
+
+def weighted_mu(X, M, W, H, beta, iterations):
+    """Lee & Seung's multiplicative updates weighted by M (a 0/1 mask for missing values, or any
+    weights), with scikit-learn's clamps, written out: the oracle of the weighted fits (β = 2 or 1)."""
+    from nmfcli.solvers.losses import EPSILON
+
+    W, H = W.copy(), H.copy()
+    for _ in range(iterations):
+        WH = np.maximum(W @ H, EPSILON)
+        if beta == 2:
+            W *= ((M * X) @ H.T) / ((M * (W @ H)) @ H.T)
+        else:  # KL
+            W *= ((M * X / WH) @ H.T) / (M @ H.T)
+        WH = np.maximum(W @ H, EPSILON)
+        if beta == 2:
+            H *= (W.T @ (M * X)) / (W.T @ (M * (W @ H)))
+        else:
+            H *= (W.T @ (M * X / WH)) / (W.T @ M)
+            H[H < np.finfo(np.float64).eps] = 0.0
+    return W, H

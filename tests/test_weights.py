@@ -16,9 +16,8 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 import nmfcli
-from conftest import low_rank, one_error_line, run_nmf, write_csv
+from conftest import low_rank, one_error_line, run_nmf, weighted_mu, write_csv
 from nmfcli import errors
-from nmfcli.solvers.losses import EPSILON
 
 
 def noisy(m, n, rank, seed):
@@ -32,24 +31,6 @@ def some_weights(shape, seed, zeros=0.1):
     weights = 0.2 + 2.8 * rng.random(shape)
     weights[rng.random(shape) < zeros] = 0.0
     return weights
-
-
-def weighted_mu(X, M, W, H, beta, iterations):
-    """Lee & Seung's weighted multiplicative updates (scikit-learn's clamps), written out."""
-    W, H = W.copy(), H.copy()
-    for _ in range(iterations):
-        WH = np.maximum(W @ H, EPSILON)
-        if beta == 2:
-            W *= ((M * X) @ H.T) / ((M * (W @ H)) @ H.T)
-        else:  # KL
-            W *= ((M * X / WH) @ H.T) / (M @ H.T)
-        WH = np.maximum(W @ H, EPSILON)
-        if beta == 2:
-            H *= (W.T @ (M * X)) / (W.T @ (M * (W @ H)))
-        else:
-            H *= (W.T @ (M * X / WH)) / (W.T @ M)
-            H[H < np.finfo(np.float64).eps] = 0.0
-    return W, H
 
 
 def weighted_divergence(X, M, WH, beta):

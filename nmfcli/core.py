@@ -878,9 +878,11 @@ def _check_weighted(missing, weights, engine="numpy", engine_options=None):
 
 def _weights_matrix(weights, X, observed):
     """``weights`` checked against dense X (same shape, finite, ≥ 0, some entry positive where X
-    is observed), as a dense array of X's dtype; None for None."""
+    is observed), as a dense array of X's dtype (booleans as 1 and 0); None for None."""
     if weights is None:
         return None
+    if getattr(weights, "dtype", None) == np.bool_:  # a mask of the entries that count: 1 and 0
+        weights = weights.astype(X.dtype)
     M = _as_matrix(weights, X.dtype, name="weights", hints=False)
     if M.shape != X.shape:
         raise DataError(f"the weights are {_shape(M)} but X is {_shape(X)}; they must have the same shape")

@@ -200,6 +200,16 @@ def test_float32_weights_stay_float32():
     assert result.W.dtype == np.float32 and result.options["dtype"] == "float32"
 
 
+def test_a_boolean_mask_weighs_its_true_entries_one():
+    X = noisy(20, 10, 2, seed=44)
+    keep = some_weights(X.shape, seed=45, zeros=0.3) > 0
+    rng = np.random.default_rng(46)
+    start = dict(init="custom", W0=rng.random((20, 2)) + 0.1, H0=rng.random((2, 10)) + 0.1, max_iter=20, tol=0)
+    a, b = nmfcli.fit(X, 2, weights=keep, **start), nmfcli.fit(X, 2, weights=keep.astype(float), **start)
+    assert np.array_equal(a.W, b.W) and np.array_equal(a.H, b.H)
+    assert nmfcli.metrics(X, a.W, a.H, weights=keep) == nmfcli.metrics(X, a.W, a.H, weights=keep.astype(float))
+
+
 def test_sparse_weights_weigh_their_unstored_entries_zero():
     X = noisy(20, 10, 2, seed=26)
     M = some_weights(X.shape, seed=27, zeros=0.5)

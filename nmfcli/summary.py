@@ -123,7 +123,9 @@ def fit_memory(X, k: int, dtype=None, beta: float = 2.0, missing=None, weighted=
     """Bytes a fit needs: X (converted to the fit's dtype) plus core's estimate for the rest;
     with ``missing`` (dense X), four more arrays of X's size: X with zeros, the start's X, the
     mask and W·H; ``weighted``, with weights, four: the weights, M⊙X, W·H and the update's
-    weighted block M⊙(W·H) (three with ``missing``, which counts W·H already)."""
+    weighted block M⊙(W·H) (three with ``missing``, which counts W·H already). With either,
+    under the Frobenius loss (solver anls, or the exact solve of a fixed factor), the products
+    fⱼfⱼᵀ of the larger factor's rows, max(m, n)·k² float64s, and a block of Gram matrices."""
     dtype = np.dtype(dtype) if dtype is not None else np.dtype(X.dtype)
     x_bytes = matrix_bytes(X)
     if not sp.issparse(X) and np.dtype(X.dtype) != dtype:
@@ -132,6 +134,8 @@ def fit_memory(X, k: int, dtype=None, beta: float = 2.0, missing=None, weighted=
         x_bytes += 4 * matrix_bytes(X)
     if weighted and not sp.issparse(X):
         x_bytes += (3 if missing else 4) * matrix_bytes(X)
+    if (missing or weighted) and beta == 2 and not sp.issparse(X):
+        x_bytes += (max(X.shape) * int(k) ** 2 + 2 * core.MASKED_GRAM_ENTRIES) * 8
     nnz = int(X.nnz) if sp.issparse(X) else None
     return x_bytes + int(core.estimate_fit_bytes(X.shape, int(k), dtype, nnz=nnz, beta=beta))
 

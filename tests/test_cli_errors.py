@@ -152,7 +152,7 @@ CASES = [
     ("reconstruct: W and H do not chain", ["reconstruct", "good.npy", "H0.npy"], 65,
      "Error: good.npy: W has 6 columns but H in H0.npy has 3 rows; they must match (k)"),
     ("unknown option value", ["fit", "good.csv", "-k", "2", "--solver", "newton"], 2,
-     "Error: Invalid value for '--solver': 'newton' is not one of 'auto', 'ehals', 'hals', 'cd', 'emu', 'mu'. (see 'nmf fit --help')"),
+     "Error: Invalid value for '--solver': 'newton' is not one of 'auto', 'ehals', 'hals', 'cd', 'emu', 'mu', 'anls'. (see 'nmf fit --help')"),
     ("unknown loss", ["fit", "good.csv", "-k", "2", "--loss", "hinge"], 2,
      "Error: Invalid value for '--loss': 'hinge' is not one of frobenius, kl, is or a number (beta) (see 'nmf fit --help')"),
     ("unknown option", ["fit", "good.csv", "-k", "2", "--bogus"], 2,

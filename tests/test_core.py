@@ -495,7 +495,7 @@ def test_zeros_with_itakura_saito_refused():
     (dict(k=0), "k must be a positive integer; got 0"),
     (dict(k=5, init="nndsvda"), "k=5 is larger than min(rows, columns) = 3, which init 'nndsvda' needs; "
                 "use a smaller k or init 'random'"),
-    (dict(k=2, solver="xx"), "solver must be one of ehals, hals, cd, emu, mu; got 'xx'"),
+    (dict(k=2, solver="xx"), "solver must be one of ehals, hals, cd, emu, mu, anls; got 'xx'"),
     (dict(k=2, solver="cd", loss="kl"),
      "solver 'cd' minimises the Frobenius loss only; use solver 'mu' for loss 'kl'"),
     (dict(k=2, loss="banana"),

@@ -72,7 +72,7 @@ def fit_options(f):
         click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
                      help="auto: ehals for frobenius, emu for every other loss (mu for kl and is with "
-                          "--fix-H/--fix-W). "
+                          "--fix-H/--fix-W; anls for frobenius and mu for the others with --missing/--weights). "
                           "ehals and emu are hals and mu with extrapolation; cd and mu are scikit-learn's."),
         click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
                      help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
@@ -102,14 +102,15 @@ def fit_options(f):
                      help="[default: float32 data stays float32, anything else becomes float64]"),
         click.option("--missing", type=click.Choice(["nan"]), default=None,
                      help="nan: NaN entries (nan in CSV) are missing values, left out of the fit; W·H predicts "
-                          "them. Runs solver mu (with --fix-H/--fix-W and the frobenius loss, the exact solve "
-                          "of each row over its observed entries) on dense INPUT in memory."),
+                          "them. Runs solver anls (exact alternating solves of each row and column over its "
+                          "observed entries) for the frobenius loss, mu for the others; with --fix-H/--fix-W "
+                          "and the frobenius loss, one exact solve. Dense INPUT in memory."),
         click.option("--weights", "weights_path", default=None, metavar="FILE",
                      help="Weight of each entry of INPUT (a matrix of INPUT's shape, >= 0): the loss is "
                           "summed with each entry's loss times its weight, so 0 leaves an entry out and 2 counts "
-                          "it twice. Runs as --missing does (solver mu; with --fix-H/--fix-W and the frobenius "
-                          "loss, the exact weighted solve of each row) on dense INPUT in memory; the errors are "
-                          "weighted too."),
+                          "it twice. Runs as --missing does (solver anls for the frobenius loss, mu for the "
+                          "others; with --fix-H/--fix-W and the frobenius loss, one exact weighted solve) on "
+                          "dense INPUT in memory; the errors are weighted too."),
         click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True,
                      help=shared.ENGINE_HELP),
         shared.output_format_option,

@@ -120,8 +120,8 @@ def _as_matrix(X, dtype, name="X", missing=None, weighted=False, hints=True):
             raise UsageError("missing='nan' needs dense X: the entries a sparse matrix leaves out are zeros, "
                              "not missing values")
         if weighted:
-            raise UsageError("X is sparse, but a weighted fit needs it dense: the weighted updates work on "
-                             "dense m x n arrays")
+            raise UsageError("X is sparse, but a weighted fit (weights, or solver anls) needs it dense: the "
+                             "weighted updates work on dense m x n arrays")
         if X.ndim != 2:
             raise DataError(f"{name} must be 2-D; got {X.ndim}-D")
         kind = X.dtype.kind
@@ -398,7 +398,7 @@ def fit(
         )
     if fix_W is not None and fix_H is not None:
         raise UsageError("fix_W and fix_H cannot both be given: nothing would be left to fit")
-    X = _as_matrix(X, dtype, missing=missing, weighted=weights is not None)
+    X = _as_matrix(X, dtype, missing=missing, weighted=weights is not None or solver == "anls")
     dtype = X.dtype
     shape = X.shape
     requested_solver = solver

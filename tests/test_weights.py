@@ -255,7 +255,8 @@ def test_data_refusals():
     only_there[:, :10] = 1.0
     with pytest.raises(errors.DataError, match="every weight is 0 where X is observed"):
         nmfcli.fit(holed, 3, missing="nan", weights=only_there)
-    with pytest.raises(errors.UsageError, match="X is sparse, but a weighted fit needs it dense"):
+    with pytest.raises(errors.UsageError, match=r"X is sparse, but a weighted fit \(weights, or solver anls\) needs it "
+                                                r"dense"):
         nmfcli.fit(sp.csr_matrix(X), 3, weights=np.ones_like(X))
     with pytest.raises(errors.DataError, match="the weights are 30 x 19 but X is 30 x 20"):
         nmfcli.metrics(X, np.ones((30, 3)), np.ones((3, 20)), weights=np.ones((30, 19)))
@@ -408,8 +409,8 @@ def test_cli_names_the_input_for_what_weights_cannot_go_with(tmp_path):
     np.save(tmp_path / "w.npy", np.ones_like(X))
     proc = run_nmf("fit", tmp_path / "X.npz", "-k", 2, "--weights", tmp_path / "w.npy", "-o", tmp_path / "o")
     assert proc.returncode == errors.EXIT_USAGE
-    assert one_error_line(proc) == (f"Error: {tmp_path / 'X.npz'}: X is sparse, but a weighted fit needs it dense: "
-                                    "the weighted updates work on dense m x n arrays")
+    assert one_error_line(proc) == (f"Error: {tmp_path / 'X.npz'}: X is sparse, but a weighted fit (weights, or "
+                                    "solver anls) needs it dense: the weighted updates work on dense m x n arrays")
     proc = run_nmf("fit", tmp_path / "X.npy", "-k", 2, "--weights", tmp_path / "w.npy", "--chunk-rows", 5,
                    "-o", tmp_path / "o")
     assert proc.returncode == errors.EXIT_USAGE
@@ -476,8 +477,13 @@ def test_anls_resumes_bit_identical():
     ({"loss": "kl"}, "solver 'anls' minimises the Frobenius loss only; use solver 'mu' for loss 'kl'"),
     ({"engine": "dask"}, "solver 'anls' runs on the numpy engine in memory; got engine 'dask'"),
     ({"engine_options": {"chunk_rows": 10}}, "solver 'anls' runs on the numpy engine in memory; got chunk_rows"),
+    ({"X": "sparse"}, "X is sparse, but a weighted fit (weights, or solver anls) needs it dense: the weighted "
+                      "updates work on dense m x n arrays"),
 ])
 def test_anls_refusals(kwargs, message):
+    X = low_rank(30, 20, 3)
+    if kwargs.pop("X", None) == "sparse":
+        X = sp.csr_matrix(X)
     with pytest.raises(errors.UsageError) as e:
-        nmfcli.fit(low_rank(30, 20, 3), 3, solver="anls", **kwargs)
+        nmfcli.fit(X, 3, solver="anls", **kwargs)
     assert str(e.value) == message

@@ -466,7 +466,7 @@ def fit(
                 H = fix_H
             loop = {"mu": _mu_loop, "emu": _emu_loop, "ehals": _ehals_loop}.get(options["solver"], _cd_loop)
             if masked_fit:
-                loop = functools.partial(_masked_anls_loop if solver == "anls" else _masked_mu_loop, X, XM, mask)
+                loop = functools.partial(_masked_loop, X, XM, mask)
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         if missing is not None:
             result.metrics["missing_entries"] = _missing_count(observed)
@@ -868,12 +868,19 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                    divergence)
 
 
+def _beyond_numpy_in_memory(engine, engine_options):
+    """What takes a fit off the numpy engine in memory ("engine 'dask'", "chunk_rows"), or None."""
+    if engine not in ("numpy", "auto"):
+        return f"engine {engine!r}"
+    return "chunk_rows" if (engine_options or {}).get("chunk_rows") is not None else None
+
+
 def _check_missing(missing, engine="numpy", engine_options=None):
     """The settings missing values are fitted under: missing="nan", the numpy engine in memory."""
     if missing != "nan":
         raise UsageError(f"missing must be None or 'nan'; got {missing!r}")
-    if engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None:
-        got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
+    got = _beyond_numpy_in_memory(engine, engine_options)
+    if got:
         raise UsageError(f"missing values (missing='nan') are fitted on the numpy engine in memory; got {got}")
 
 
@@ -881,12 +888,11 @@ def _check_weighted(missing, weights, engine="numpy", engine_options=None, solve
     """The settings missing values, weights and solver anls are fitted under: the numpy engine in memory."""
     if missing is not None:
         _check_missing(missing, engine, engine_options)
-    if engine not in ("numpy", "auto") or (engine_options or {}).get("chunk_rows") is not None:
-        got = f"engine {engine!r}" if engine not in ("numpy", "auto") else "chunk_rows"
-        if weights is not None:
-            raise UsageError(f"a weighted fit runs on the numpy engine in memory; got {got}")
-        if solver == "anls":
-            raise UsageError(f"solver 'anls' runs on the numpy engine in memory; got {got}")
+    got = _beyond_numpy_in_memory(engine, engine_options)
+    if got and weights is not None:
+        raise UsageError(f"a weighted fit runs on the numpy engine in memory; got {got}")
+    if got and solver == "anls":
+        raise UsageError(f"solver 'anls' runs on the numpy engine in memory; got {got}")
 
 
 def _weights_matrix(weights, X, observed):
@@ -940,15 +946,38 @@ def _missing_count(observed):
     return 0 if observed is None else int(observed.size - observed.sum())
 
 
-def _masked_mu_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, start):
-    """_mu_loop over the weighted entries (solvers.masked): X is 0 and M 0 where X is missing, M
-    the weights (or the mask of observed entries), XM = M⊙X. The same stop (scikit-learn's,
-    every 10 iterations) and history, on the weighted divergence."""
+def _masked_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, start):
+    """The fit over the weighted entries (X is 0 and M 0 where X is missing, M the weights or the
+    mask of observed entries, XM = M⊙X), by options["solver"]:
+
+    - "mu": _mu_loop's updates with every sum weighted by M (solvers.masked);
+    - "anls" (Frobenius): alternating non-negative least squares, W given H (each row of X its
+      own exact weighted solve, _weighted_solve), then H given W (each column's). Each half-step
+      minimises the objective over its factor, so it never rises; mu's many small steps take
+      hundreds of iterations to get as low as a few of these (on 2000×500 with 30% missing,
+      k = 10: 5 iterations reached a lower error than 1000 of mu). W0 is not used: the first
+      step solves W.
+
+    Both stop as mu does (scikit-learn's test, every 10 iterations) and keep its history, on the
+    weighted divergence."""
     max_iter, tol = options["max_iter"], options["tol"]
     l1_W, l1_H, l2_W, l2_H = reg
-    gamma = mu.gamma_for(beta)
     W, H = np.array(W, order="C"), np.array(H, order="C")
     run = FitLoop(resume, {}, callback, max_iter, start)
+
+    if options["solver"] == "anls":
+        def step(W, H):
+            W = np.ascontiguousarray(_weighted_solve(XM, M, H.T, l1_W, l2_W, X.dtype)[0].T)
+            return W, _weighted_solve(XM.T, M.T, W, l1_H, l2_H, X.dtype)[0]
+    else:
+        gamma = mu.gamma_for(beta)
+
+        def step(W, H):
+            if options["fixed"] != "W":
+                masked.update_W(XM, M, W, H, beta, l1_W, l2_W, gamma)
+            if options["fixed"] != "H":
+                masked.update_H(XM, M, W, H, beta, l1_H, l2_H, gamma)
+            return W, H
 
     def divergence_of(W, H):
         return masked.divergence(X, XM, M, W, H, beta)
@@ -956,10 +985,7 @@ def _masked_mu_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, s
     _mu_start(eng, W, H, beta, reg, run, divergence_of)
     measured = None  # (iteration, divergence there): the last test's
     for n_iter in range(run.first, max_iter + 1):
-        if options["fixed"] != "W":
-            masked.update_W(XM, M, W, H, beta, l1_W, l2_W, gamma)
-        if options["fixed"] != "H":
-            masked.update_H(XM, M, W, H, beta, l1_H, l2_H, gamma)
+        W, H = step(W, H)
         tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of)
         measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
@@ -976,7 +1002,7 @@ def _masked_mu_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, s
 
 
 def _solve_fixed_masked(X, XM, M, fix_W, fix_H, options, reg, start, progress=None):
-    """_solve_fixed_frobenius over the weighted entries (X, XM and M as in _masked_mu_loop):
+    """_solve_fixed_frobenius over the weighted entries (X, XM and M as in _masked_loop):
     each row of X (fix_H; each column for fix_W) is its own weighted least-squares problem,
     whose Gram matrix weighs the components by that row's weights: Σⱼ M[i, j]·hⱼhⱼᵀ, all
     rows' at once as M times the k² products hⱼhⱼᵀ, in blocks of rows, and whose cross term
@@ -1022,44 +1048,8 @@ def _weighted_solve(XMs, Ms, F, l1, l2, dtype, progress=None):
     return solved, n_iter
 
 
-def _masked_anls_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, start):
-    """Alternating non-negative least squares over the weighted entries (Frobenius; X, XM and M
-    as in _masked_mu_loop): W given H, each row of X its own exact weighted solve, then H given
-    W, each column's. Each half-step minimises the objective over its factor, so it never rises;
-    mu's many small steps take hundreds of iterations to get as low as a few of these (on
-    2000×500 with 30% missing, k = 10: 5 iterations reached a lower error than 1000 of mu). The
-    same stop (every 10 iterations) and history as mu's. W0 is not used: the first step solves W."""
-    max_iter, tol = options["max_iter"], options["tol"]
-    l1_W, l1_H, l2_W, l2_H = reg
-    W, H = np.array(W, order="C"), np.array(H, order="C")
-    run = FitLoop(resume, {}, callback, max_iter, start)
-
-    def divergence_of(W, H):
-        return masked.divergence(X, XM, M, W, H, 2.0)
-
-    _mu_start(eng, W, H, 2.0, reg, run, divergence_of)
-    measured = None  # (iteration, divergence there): the last test's
-    for n_iter in range(run.first, max_iter + 1):
-        solved, _ = _weighted_solve(XM, M, H.T, l1_W, l2_W, X.dtype)
-        W = np.ascontiguousarray(solved.T)
-        H, _ = _weighted_solve(XM.T, M.T, W, l1_H, l2_H, X.dtype)
-        tested, done = _mu_test(eng, W, H, 2.0, reg, run, n_iter, tol, divergence_of)
-        measured = tested or measured
-        if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
-            break
-    divergence = measured[1] if measured is not None and measured[0] == run.n_iter else divergence_of(W, H)
-    metrics = {"objective": _objective(eng, W, H, 2.0, reg, divergence),
-               **_masked_error_metrics(X, XM, M, W, H, 2.0, divergence)}
-    return FitResult(
-        W=W, H=H, n_iter=int(run.n_iter), converged=bool(run.converged), stop_reason=run.stop_reason,
-        history=[float(v) for v in run.history], history_iter=[int(i) for i in run.history_iter],
-        metrics=metrics, options=options, time_s=time.perf_counter() - start,
-        checkpoint=_checkpoint(eng, run.n_iter, W, H, run),
-    )
-
-
 def _masked_error_metrics(X, XM, M, W, H, beta, divergence):
-    """_error_metrics over the weighted entries (X, XM and M as in _masked_mu_loop); the
+    """_error_metrics over the weighted entries (X, XM and M as in _masked_loop); the
     relative error is √(Σ M⊙(X − WH)²) / √(Σ M⊙X²)."""
     norm_X = float(np.sqrt(np.sum(XM * X)))
     squared = 2.0 * max(divergence, 0.0) if beta == 2 else masked.squared_error(X, M, W @ H)

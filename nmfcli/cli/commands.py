@@ -235,7 +235,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             "W": w_path,
             "H": h_source,
             "against": {"path": matrix.path, "sha256": matrix.sha256},
-            **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}),
+            **({"weights": weights.record} if weights is not None else {}),
             "versions": core.versions(),
         }
         if report_path:

@@ -529,7 +529,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "path": matrix.path, "sha256": matrix.sha256, "format": matrix.format, "sparse": bool(sp.issparse(matrix.X)),
         "dtype": str(matrix.X.dtype),
     }
-    fixed = {key: {"path": f.path, "sha256": f.sha256} for key, f in factors.items()}
+    fixed = {key: f.record for key, f in factors.items()}
     report = {
         "k": k,
         "shape": [int(s) for s in matrix.shape],
@@ -547,7 +547,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "relative_error": result.metrics["relative_error"],
         **({"missing": result.options.get("missing", "nan"), "missing_entries": result.metrics["missing_entries"]}
            if "missing_entries" in result.metrics else {}),
-        **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}),
+        **({"weights": weights.record} if weights is not None else {}),
         "time_s": result.time_s,
         "history": result.history,
         "history_iter": result.history_iter,

@@ -150,7 +150,7 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
     report = _report(input_path, matrix, surveyed, runs=runs, seed=seed, init=init, solver=solver, loss=loss,
                      max_iter=max_iter, tol=tol, alpha_W=alpha_W, alpha_H=alpha_H, l1_ratio=l1_ratio,
                      dtype=str(X.dtype), missing=missing, jobs=jobs,
-                     **({"weights": {"path": weights.path, "sha256": weights.sha256}} if weights is not None else {}))
+                     **({"weights": weights.record} if weights is not None else {}))
     if plot_path:
         nio.write_bytes(plot_path, plot.render_ranks_png(report["ranks"], title=input_path), force=force)
     if report_path:

@@ -93,6 +93,11 @@ class Factor:
     def __init__(self, path, X, row_labels, col_labels, sha256):
         self.path, self.X, self.row_labels, self.col_labels, self.sha256 = path, X, row_labels, col_labels, sha256
 
+    @property
+    def record(self) -> dict:
+        """What a report keeps of the file: {"path": ..., "sha256": ...}."""
+        return {"path": self.path, "sha256": self.sha256}
+
 
 def read_factor(path, which: str, dtype=None) -> Factor:
     """A matrix file, or the W / H of a model file (`--fix-H model.h5` reuses a model's components)."""

@@ -19,6 +19,7 @@ from nmfcli.errors import DataError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, masked, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
+from nmfcli.solvers import nnls as nnls_solver
 from nmfcli.solvers.nnls import nnls
 
 SOLVERS = ("ehals", "hals", "cd", "emu", "mu", "anls")
@@ -29,7 +30,7 @@ DTYPES = ("float32", "float64")
 DEFAULT_SEED = 0
 DEFAULT_MAX_ITER = 200
 DEFAULT_TOL = 1e-4
-STOP_REASONS = ("tol", "max_iter", "exact", "callback", "time", "interrupted")
+STOP_REASONS = ("tol", "max_iter", "exact", "uncertified", "callback", "time", "interrupted")
 
 
 @dataclass
@@ -450,8 +451,9 @@ def fit(
         if options["solver"] == "nnls" and masked_fit:
             result = _solve_fixed_masked(X, XM, mask, fix_W, fix_H, options, reg, start, progress)
         elif options["solver"] == "nnls":
-            W, H, n_iter = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
-            result = _result(eng, W, H, FitLoop.exact(n_iter), options, beta, reg, start, {})
+            W, H, cert = _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress)
+            result = _result(eng, W, H, FitLoop.exact(cert), options, beta, reg, start, {})
+            result.metrics["kkt"] = cert.as_dict()
         else:
             if resume is not None:
                 W, H = np.array(resume["W"], dtype=dtype), np.array(resume["H"], dtype=dtype)
@@ -608,17 +610,32 @@ def _initial_factors(eng, X, k, init, seed, solver, W0, H0, fix_W, fix_H):
 
 
 def _solve_fixed_frobenius(eng, fix_W, fix_H, reg, progress=None):
-    """The exact non-negative least-squares solve for the free factor (progress: see fit)."""
+    """The exact non-negative least-squares solve for the free factor (progress: see fit):
+    (W, H, Certificate). The Gram matrix and the cross term are formed in float64 whatever
+    X's dtype; every row (fix_H) or column (fix_W) is certified by its KKT conditions, and the
+    ones that fail are solved again on the square-root form (solvers.nnls)."""
     l1_W, l1_H, l2_W, l2_H = reg
     if fix_H is not None:
         H = eng.asarray(fix_H)
-        G, R = cd.gram_and_cross_from(H @ H.T, eng.HXt(H), l1_W, l2_W)
-        Wt, n_iter = _nnls_in_blocks(eng, G, R, progress)
-        return eng.contiguous_copy(Wt.T), H, n_iter
+        H64 = np.asarray(fix_H, dtype=np.float64)
+        G, R = cd.gram_and_cross_from(H64 @ H64.T, eng.HXt64(H), l1_W, l2_W)
+        G = eng.xp.asarray(G) if eng.xp is not np else G
+
+        def reduce(rows):
+            return nnls_solver.reduce_dense(H64.T, eng.rows_dense64(eng.asindex(rows)).T)
+
+        Wt, cert = _nnls_in_blocks(eng, G, R, progress, reduce, l1_W, l2_W)
+        return eng.contiguous_copy(eng.xp.astype(Wt.T, eng.xp_dtype)), H, cert
     W = eng.asarray(fix_W)
-    G, R = cd.gram_and_cross_from(W.T @ W, eng.WtX(W), l1_H, l2_H)
-    H, n_iter = _nnls_in_blocks(eng, G, R, progress)
-    return W, H, n_iter
+    W64 = np.asarray(fix_W, dtype=np.float64)
+    G, R = cd.gram_and_cross_from(W64.T @ W64, eng.WtX64(W), l1_H, l2_H)
+    G = eng.xp.asarray(G) if eng.xp is not np else G
+
+    def reduce(cols):
+        return nnls_solver.reduce_dense(W64, eng.cols_dense64(eng.asindex(cols)))
+
+    H, cert = _nnls_in_blocks(eng, G, R, progress, reduce, l1_H, l2_H)
+    return W, eng.contiguous_copy(eng.xp.astype(H, eng.xp_dtype)), cert
 
 
 # With a progress callback the exact solve runs in about SOLVE_BLOCKS blocks of columns (of
@@ -628,20 +645,24 @@ SOLVE_BLOCKS = 20
 MIN_SOLVE_BLOCK = 4096
 
 
-def _nnls_in_blocks(eng, G, R, progress):
-    """nnls(G, R) on the engine's chunk runner, in blocks of columns reported to ``progress``."""
+def _nnls_in_blocks(eng, G, R, progress, reduce=None, l1=0.0, l2=0.0):
+    """nnls(G, R) on the engine's chunk runner, in blocks of columns reported to ``progress``:
+    (solution in R's dtype, Certificate). ``reduce``, l1, l2: as nnls takes them (with the
+    columns' indices into the whole of R)."""
     p = R.shape[1]
+    solve = functools.partial(nnls, map_chunks=eng.map_chunks, l1=l1, l2=l2)
     if progress is None or p == 0:
-        return nnls(G, R, map_chunks=eng.map_chunks)
+        return solve(G, R, reduce=reduce)
     size = max(MIN_SOLVE_BLOCK, -(-p // SOLVE_BLOCKS))
-    out, n_iter = eng.xp.empty(R.shape, dtype=R.dtype), 0  # nnls returns R's dtype
+    out, cert = eng.xp.empty(R.shape, dtype=R.dtype), nnls_solver.Certificate()
     for start in range(0, p, size):
         stop = min(start + size, p)
-        part, passes = nnls(G, R[:, start:stop], map_chunks=eng.map_chunks)
+        shifted = None if reduce is None else (lambda cols, start=start: reduce(np.asarray(cols) + start))
+        part, part_cert = solve(G, R[:, start:stop], reduce=shifted)
         out[:, start:stop] = part
-        n_iter = max(n_iter, passes)
+        cert = cert.merge(part_cert)
         progress(stop, p)
-    return out, n_iter
+    return out, cert
 
 
 class FitLoop:
@@ -664,10 +685,12 @@ class FitLoop:
         self._on_host = len(self.history)  # the history before this index is floats
 
     @classmethod
-    def exact(cls, n_iter):
-        """The bookkeeping of a solve that needs no loop (Frobenius with one factor fixed)."""
+    def exact(cls, cert):
+        """The bookkeeping of a solve that needs no loop (Frobenius with one factor fixed): converged,
+        stop_reason "exact", when every row's certificate holds; else "uncertified", not converged."""
         run = cls(None, {})
-        run.n_iter, run.stop_reason, run.converged = n_iter, "exact", True
+        run.n_iter = cert.passes
+        run.stop_reason, run.converged = ("exact", True) if cert.certified else ("uncertified", False)
         return run
 
     @property
@@ -967,8 +990,8 @@ def _masked_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, star
 
     if options["solver"] == "anls":
         def step(W, H):
-            W = np.ascontiguousarray(_weighted_solve(XM, M, H.T, l1_W, l2_W, X.dtype)[0].T)
-            return W, _weighted_solve(XM.T, M.T, W, l1_H, l2_H, X.dtype)[0]
+            W = np.ascontiguousarray(_weighted_solve(XM, M, H.T, l1_W, l2_W, X.dtype, previous=W.T)[0].T)
+            return W, _weighted_solve(XM.T, M.T, W, l1_H, l2_H, X.dtype, previous=H)[0]
     else:
         gamma = mu.gamma_for(beta)
 
@@ -1013,13 +1036,13 @@ def _solve_fixed_masked(X, XM, M, fix_W, fix_H, options, reg, start, progress=No
     F = fix_H.T if free_W else fix_W  # the fixed factor, one row per column of X (or of Xᵀ)
     Xs, Ms = (XM, M) if free_W else (XM.T, M.T)
     l1, l2 = (l1_W, l2_W) if free_W else (l1_H, l2_H)
-    solved, n_iter = _weighted_solve(Xs, Ms, F, l1, l2, X.dtype, progress)
+    solved, cert = _weighted_solve(Xs, Ms, F, l1, l2, X.dtype, progress)
     W, H = (np.ascontiguousarray(solved.T), fix_H) if free_W else (fix_W, solved)
     divergence = masked.divergence(X, XM, M, W, H, 2.0)
-    run = FitLoop.exact(n_iter)
+    run = FitLoop.exact(cert)
     metrics = {"objective": _objective(None, W, H, 2.0, reg, divergence),
-               **_masked_error_metrics(X, XM, M, W, H, 2.0, divergence)}
-    return FitResult(W=W, H=H, n_iter=int(run.n_iter), converged=True, stop_reason=run.stop_reason,
+               **_masked_error_metrics(X, XM, M, W, H, 2.0, divergence), "kkt": cert.as_dict()}
+    return FitResult(W=W, H=H, n_iter=int(run.n_iter), converged=run.converged, stop_reason=run.stop_reason,
                      history=[], history_iter=[], metrics=metrics, options=options,
                      time_s=time.perf_counter() - start, checkpoint={})
 
@@ -1028,24 +1051,47 @@ def _solve_fixed_masked(X, XM, M, fix_W, fix_H, options, reg, start, progress=No
 MASKED_GRAM_ENTRIES = 1 << 22
 
 
-def _weighted_solve(XMs, Ms, F, l1, l2, dtype, progress=None):
-    """(A, passes): the k×p factor A whose column i minimises Σⱼ Ms[i, j]·(Xs[i, j] − F[j]·a)²
+def _weighted_solve(XMs, Ms, F, l1, l2, dtype, progress=None, previous=None):
+    """(A, Certificate): the k×p factor A whose column i minimises Σⱼ Ms[i, j]·(Xs[i, j] − F[j]·a)²
     (plus the penalties) over a ≥ 0, for every row i of XMs = Ms⊙Xs, exactly: row i's Gram
     matrix Σⱼ Ms[i, j]·fⱼfⱼᵀ, all rows' at once as Ms times the k² products fⱼfⱼᵀ, in blocks
-    of rows, solved by block principal pivoting (``passes``, its most). F is p_cols×k."""
+    of rows, solved by block principal pivoting and certified row by row; the rows that fail
+    are solved again on the square-root form of their weighted problem. F is p_cols×k.
+    ``previous`` (k×p): the current factor of an alternating fit; a column keeps it where the
+    solve's answer is not lower in objective (rounding), so no half-step ever raises it."""
     p, k = XMs.shape[0], F.shape[1]
     F64 = F.astype(np.float64)
     outer = (F64[:, :, None] * F64[:, None, :]).reshape(F.shape[0], k * k)  # fⱼfⱼᵀ, row j
     block = max(1, MASKED_GRAM_ENTRIES // (k * k))
-    solved, n_iter = np.empty((k, p), dtype=dtype), 0
+    solved, cert = np.empty((k, p), dtype=dtype), nnls_solver.Certificate()
     for lo in range(0, p, block):
         rows = slice(lo, min(lo + block, p))
-        G, R = cd.gram_and_cross_from((Ms[rows] @ outer).reshape(-1, k, k), (XMs[rows] @ F64).T, l1, l2)
-        solved[:, rows], passes = nnls(G, np.ascontiguousarray(R))
-        n_iter = max(n_iter, passes)
+        Mb = np.asarray(Ms[rows], dtype=np.float64)
+        XMb = np.asarray(XMs[rows], dtype=np.float64)
+        G, R = cd.gram_and_cross_from((Mb @ outer).reshape(-1, k, k), (XMb @ F64).T, l1, l2)
+
+        def reduce(cols, Mb=Mb, XMb=XMb):
+            # Xs = XMs / Ms where Ms > 0; the weighted problem's rows are √m·f and √m·x.
+            M_c, XM_c = Mb[cols].T, XMb[cols].T
+            X_c = np.divide(XM_c, M_c, out=np.zeros_like(XM_c), where=M_c > 0)
+            return nnls_solver.reduce_dense(F64, X_c, weights=M_c)
+
+        answer, part = nnls(G, np.ascontiguousarray(R), reduce=reduce, l1=l1, l2=l2)
+        if previous is not None:
+            old = np.asarray(previous[:, rows], dtype=np.float64)
+            new = np.asarray(answer, dtype=np.float64)
+            worse = _gram_objective(G, R, new) > _gram_objective(G, R, old)
+            answer = np.where(worse[None, :], previous[:, rows], answer)
+        solved[:, rows] = answer
+        cert = cert.merge(part)
         if progress is not None:
             progress(rows.stop, p)
-    return solved, n_iter
+    return solved, cert
+
+
+def _gram_objective(G, R, A):
+    """½ aᵀGa − rᵀa for each column a of A (G p×k×k, one per column): the objective up to a constant."""
+    return 0.5 * np.einsum("tp,pts,sp->p", A, G, A) - np.einsum("tp,tp->p", R, A)
 
 
 def _masked_error_metrics(X, XM, M, W, H, beta, divergence):

@@ -121,13 +121,20 @@ class ArrayEngine:
 
     # --- whole-X reductions ----------------------------------------------------
     def sqnorm(self):
-        """‖X‖², computed once (one scalar copied to the host)."""
+        """‖X‖², computed once in float64 whatever X's dtype (one scalar copied to the host)."""
         if self._sqnorm is None:
             xp = self.xp
             flat = xp.reshape(self.data(), (-1,))
-            # vecdot contracts without an m×n temporary (x * x would copy X).
+            total = 0.0
+            # float64 blocks: a float32 sum of squares overflows past ~1e19 and loses the
+            # small entries; vecdot contracts without a temporary of the block's squares.
+            step = 1 << 22
             vecdot = getattr(xp, "vecdot", None)
-            self._sqnorm = float(vecdot(flat, flat) if vecdot else xp.sum(flat * flat))
+            size = int(flat.shape[0])
+            for lo in range(0, size, step):
+                part = xp.astype(flat[lo:min(lo + step, size)], xp.float64)
+                total += float(vecdot(part, part) if vecdot else xp.sum(part * part))
+            self._sqnorm = total
         return self._sqnorm
 
     def data(self):
@@ -152,6 +159,50 @@ class ArrayEngine:
         if self.is_sparse:
             return self.contiguous_copy(self.sparse_XtV(W).T)
         return W.T @ self.X
+
+    def HXt64(self, H):
+        """H·Xᵀ (k×m) accumulated in float64 whatever X's dtype, in row blocks of X (the exact
+        solves' cross term: float32 products leave it indefinite on ill-conditioned components)."""
+        xp = self.xp
+        H = xp.astype(H, xp.float64)
+        if self.dtype == np.float64:
+            return self.HXt(H)
+        m = self.shape[0]
+        out = xp.empty((H.shape[0], m), dtype=xp.float64)
+        step = max(1, (1 << 22) // max(1, self.shape[1]))
+        for lo in range(0, m, step):
+            hi = min(lo + step, m)
+            block = self.X[lo:hi]
+            block = block.astype(np.float64) if self.is_sparse else xp.astype(block, xp.float64)
+            out[:, lo:hi] = (block @ H.T).T
+        return out
+
+    def WtX64(self, W):
+        """Wᵀ·X (k×n) accumulated in float64 whatever X's dtype, in row blocks of X."""
+        xp = self.xp
+        W = xp.astype(W, xp.float64)
+        if self.dtype == np.float64:
+            return self.WtX(W)
+        out = xp.zeros((W.shape[1], self.shape[1]), dtype=xp.float64)
+        step = max(1, (1 << 22) // max(1, self.shape[1]))
+        for lo in range(0, self.shape[0], step):
+            hi = min(lo + step, self.shape[0])
+            block = self.X[lo:hi]
+            block = block.astype(np.float64) if self.is_sparse else xp.astype(block, xp.float64)
+            out += xp.asarray((block.T @ W[lo:hi]).T) if self.is_sparse else W[lo:hi].T @ block
+        return out
+
+    def rows_dense64(self, rows):
+        """X's rows ``rows`` (an index array) as a dense float64 host array (the exact solve's refinement)."""
+        block = self.X[rows]
+        block = block.toarray() if self.is_sparse else block
+        return np.asarray(self.to_host(block), dtype=np.float64)
+
+    def cols_dense64(self, cols):
+        """X's columns ``cols`` as a dense float64 host array (m×len(cols))."""
+        block = self.X[:, cols]
+        block = block.toarray() if self.is_sparse else block
+        return np.asarray(self.to_host(block), dtype=np.float64)
 
     def sparse_XV(self, V, values=None):
         """X·V for sparse X and dense V; with ``values``, the matrix of X's pattern holding

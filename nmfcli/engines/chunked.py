@@ -26,6 +26,7 @@ from nmfcli.errors import UsageError
 from nmfcli.io import RowBlock, row_source
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import beta_divergence, squared_error
+from nmfcli.solvers import nnls as nnls_solver
 from nmfcli.solvers.nnls import nnls
 
 # A row block holds about this many bytes of X when the caller names no size: a task
@@ -213,12 +214,34 @@ def divergence(src, dtype, W, H, beta, l1_W, l2_W, transposed, squared=False):
     return out
 
 
-def nnls_rows(src, dtype, H, G, l1_W):
-    """W_b (m_b×k) solving min ‖X_b − W_bH‖ (+ penalties in G and l1) over W_b ≥ 0 exactly: (W_b, passes)."""
+def nnls_rows(src, dtype, H, G, l1_W, l2_W=0.0):
+    """W_b (m_b×k) solving min ‖X_b − W_bH‖ (+ penalties in G and l1) over W_b ≥ 0, certified
+    row by row (solvers.nnls; the block's failed rows re-solved on the square-root form):
+    (W_b, Certificate)."""
     eng = BlockEngine(load(src, dtype))
-    _, R = cd.gram_and_cross_from(G, eng.HXt(H), l1_W, 0.0)
-    Wt, n_iter = nnls(G, R)
-    return np.ascontiguousarray(Wt.T), n_iter
+    _, R = cd.gram_and_cross_from(G, eng.HXt64(H), l1_W, 0.0)
+    H64 = np.asarray(H, dtype=np.float64)
+
+    def reduce(rows):
+        return nnls_solver.reduce_dense(H64.T, eng.rows_dense64(rows).T)
+
+    Wt, cert = nnls(np.asarray(G, dtype=np.float64), R, reduce=reduce, l1=l1_W, l2=l2_W)
+    return np.ascontiguousarray(Wt.T.astype(eng.dtype)), cert
+
+
+def frobenius_finish64(src, dtype, Wt):
+    """WᵀX_b and WᵀW_b accumulated in float64 (the exact solve's Gram matrix and cross term)."""
+    eng = BlockEngine(load(src, dtype))
+    Wt64 = np.asarray(Wt, dtype=np.float64)
+    return {"WtX": eng.WtX64(Wt64.T), "WtW": Wt64 @ Wt64.T}
+
+
+def qr_columns(src, dtype, Wt, cols):
+    """The R factor of [W_b | X_b[:, cols]] in float64 ((k + f) × (k + f)): one block's share
+    of a tall-skinny QR, which the exact solve's refinement stacks and factors again."""
+    eng = BlockEngine(load(src, dtype))
+    A = np.hstack([np.asarray(Wt, dtype=np.float64).T, eng.cols_dense64(cols)])
+    return nnls_solver._square(np.linalg.qr(A, mode="r"), A.shape[1])
 
 
 def times(src, dtype, Q):

@@ -22,6 +22,7 @@ order of the numpy engine's RandomState stream, and scatters each block.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from nmfcli.init import nndsvd_factors
 from nmfcli.io import RowBlock, row_source, row_writer
 from nmfcli.solvers import cd, mu
 from nmfcli.solvers.losses import reconstruction_error
+from nmfcli.solvers import nnls as nnls_solver
 from nmfcli.solvers.nnls import nnls
 
 MISSING = "engine 'dask' needs dask.distributed; install it with: pip install 'nmfcli[dask]'"
@@ -528,23 +530,37 @@ class _Run:
         blocks = self.blocks
         l1_W, l1_H, l2_W, l2_H = self.reg
         if fix_H is not None:
-            G, _ = cd.gram_and_cross_from(fix_H @ fix_H.T, None, 0.0, l2_W)
+            H64 = np.asarray(fix_H, dtype=np.float64)
+            G, _ = cd.gram_and_cross_from(H64 @ H64.T, None, 0.0, l2_W)
             serial = isinstance(blocks.client, chunked.SerialClient)
-            res = blocks.map(chunked.nnls_rows, H=blocks.scatter(fix_H), G=G, l1_W=l1_W,
+            res = blocks.map(chunked.nnls_rows, H=blocks.scatter(fix_H), G=G, l1_W=l1_W, l2_W=l2_W,
                              on_submit=self._block_solved if self.progress and serial else None)
             if self.progress and not serial:
                 self._report_solved(res)
             W = blocks.pick(res, 0)
-            n_iter = max(blocks.client.gather(blocks.pick(res, 1)))
+            cert = functools.reduce(lambda a, b: a.merge(b), blocks.client.gather(blocks.pick(res, 1)))
             del res
-            return self.result(W, fix_H, self.core.FitLoop.exact(n_iter), {}, False)
+            result = self.result(W, fix_H, self.core.FitLoop.exact(cert), {}, False)
+            result.metrics["kkt"] = cert.as_dict()
+            return result
         Wt = blocks.scatter_rows(fix_W, transposed=True)
-        s = blocks.reduce(blocks.map(chunked.frobenius_finish, Wt, l1_W=0.0, l2_W=0.0))
+        s = blocks.reduce(blocks.map(chunked.frobenius_finish64, Wt))
         G, R = cd.gram_and_cross_from(s["WtW"], s["WtX"], l1_H, l2_H)
-        H, n_iter = nnls(G, R)
+        k = G.shape[0]
+
+        def reduce(cols):
+            # A tall-skinny QR of [W | X[:, cols]] over the row blocks: R of the stacked block Rs.
+            parts = blocks.client.gather(blocks.map(chunked.qr_columns, Wt, cols=np.asarray(cols)))
+            R_all = nnls_solver._square(np.linalg.qr(np.vstack(parts), mode="r"), k + len(cols))
+            return R_all[:k, :k], R_all[:k, k:]
+
+        H, cert = nnls(G, R, reduce=reduce, l1=l1_H, l2=l2_H)
+        H = H.astype(blocks.dtype)
         if self.progress:
             self.progress(H.shape[1], H.shape[1])
-        return self.result(Wt, H, self.core.FitLoop.exact(n_iter), {}, True)
+        result = self.result(Wt, H, self.core.FitLoop.exact(cert), {}, True)
+        result.metrics["kkt"] = cert.as_dict()
+        return result
 
     def _block_solved(self, index):
         """progress after block ``index``'s exact solve on the serial client, which solves the blocks in order."""

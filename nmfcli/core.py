@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from nmfcli import __version__
 from nmfcli.engines import get_engine
-from nmfcli.errors import DataError, UsageError
+from nmfcli.errors import DataError, NumericalError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, masked, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
@@ -423,17 +423,32 @@ def fit(
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
             "add a small positive constant or use loss kl or frobenius"
         )
-    if not np.any(X.data if sp.issparse(X) else X):
+    if fix_W is None and fix_H is None and not np.any(X.data if sp.issparse(X) else X):
+        # (with a fixed factor, zeros have an answer: the free factor is 0)
         raise DataError("X is all zeros; there is nothing to factorize")
 
     # with missing values or weights the engine serves the start only (X_start: the missing entries
     # at the mean of the observed ones); the weighted loop reads X (0 where missing), XM and the weights
+    # Data far from 1 is fitted as X·4ʲ (exact: a power of two), the factors coming back divided
+    # by 2ʲ: so that ‖X‖², the Gram matrices and the Hessian diagonals stay representable in
+    # X's dtype, and fits of s·X are fits of X at any s (see _scale_shift).
+    shift = resume.get("scale_shift", 0) if resume is not None else _scale_shift(X_start if masked_fit else X)
+    if shift:
+        f = 4.0 ** shift
+        X = _times(X, f)
+        if masked_fit:
+            X_start, XM = _times(X_start, f), _times(XM, f)
+        callback = _scaled_callback(callback, shift, beta)
+    _check_powers(X_start if masked_fit else X, beta, loss_name)
     eng = get_engine(engine, X_start if masked_fit else X, dtype)
     solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None,
                            beta=beta)
     with eng.session():  # the numpy engine runs BLAS on one thread but for the products with X
         m, n = shape
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
+        fix_W_given, fix_H_given = fix_W, fix_H
+        if shift:
+            W0, H0, fix_W, fix_H = (None if A is None else _times(A, 2.0 ** shift) for A in (W0, H0, fix_W, fix_H))
 
         options = dict(
             k=int(k), solver=reported_solver(solver, beta, fix_W, fix_H), loss=loss_name, beta=beta,
@@ -447,6 +462,9 @@ def fit(
         if weights is not None:
             options["weighted"] = True
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
+        if shift:  # the objective scales by fᵝ: each penalty by as much (W and H by g = √f)
+            f = 4.0 ** shift
+            reg = (reg[0] * f ** (beta - 0.5), reg[1] * f ** (beta - 0.5), reg[2] * f ** (beta - 1), reg[3] * f ** (beta - 1))
 
         if options["solver"] == "nnls" and masked_fit:
             result = _solve_fixed_masked(X, XM, mask, fix_W, fix_H, options, reg, start, progress)
@@ -472,12 +490,132 @@ def fit(
             result = loop(eng, eng.asarray(W), eng.asarray(H), options, reg, beta, callback, resume, start)
         if missing is not None:
             result.metrics["missing_entries"] = _missing_count(observed)
+        _check_finite_result(result)
+        if shift:
+            _unscale(result, shift, beta)
         # The fixed factor is handed back as given, not as a device round trip.
-        if fix_W is not None:
-            result.W = fix_W
-        if fix_H is not None:
-            result.H = fix_H
+        if fix_W_given is not None:
+            result.W = fix_W_given
+        if fix_H_given is not None:
+            result.H = fix_H_given
         return result
+
+
+# Data whose largest entry lies outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT] is fitted scaled
+# (_scale_shift); inside, it is fitted as given (scikit-learn's iterates, bit for bit).
+SAFE_EXPONENT = 30
+
+
+def _scale_shift(X):
+    """j such that X·4ʲ has its largest entry near 1, or 0 where X's is within 2^±SAFE_EXPONENT.
+
+    A power of four: X·4ʲ and factors times 2ʲ are exact in floating point, so the fit of the
+    scaled data is the fit of X, scaled, without a rounding of its own (cd, hals and the
+    exact solves are homogeneous; mu's small guards against 0/0 are not, which is why data
+    of ordinary size is left alone)."""
+    data = X.data if sp.issparse(X) else X
+    if data.size == 0:
+        return 0
+    top = float(np.nanmax(data))
+    if not math.isfinite(top) or top <= 0 or 2.0 ** -SAFE_EXPONENT <= top <= 2.0 ** SAFE_EXPONENT:
+        return 0
+    return -int(round(math.log2(top) / 2))
+
+
+def _check_powers(X, beta, loss_name):
+    """Refuse a beta whose powers of X's entries (X^(β−1), X^(β−2) and the like, which the
+    updates and the divergence compute) overflow or vanish in float64."""
+    if beta in (1.0, 2.0):
+        return
+    data = X.data if sp.issparse(X) else X
+    positive = data[data > 0]
+    if positive.size == 0:
+        return
+    top, bottom = float(np.nanmax(positive)), float(np.nanmin(positive))
+    spread = max(abs(math.log2(top)), abs(math.log2(bottom)), 1.0)
+    if (abs(beta) + 2.0) * spread > 1000.0:
+        raise DataError(
+            f"the {loss_name} loss (beta={beta:g}) raises the entries of X (from {bottom:g} to {top:g}) to powers "
+            "that float64 cannot hold; use a beta between -10 and 10, or frobenius, kl or is")
+
+
+def _times(A, factor):
+    """A·factor in A's dtype (a sparse matrix stays sparse)."""
+    if sp.issparse(A):
+        return (A * A.dtype.type(factor)).tocsr()
+    return np.multiply(A, A.dtype.type(factor))
+
+
+class _ScaledInfo:
+    """An IterationInfo of a fit of scaled data, as the caller's data sees it: factors and
+    objectives unscaled when asked for; the checkpoint stays in the fit's scale and says so
+    (``scale_shift``), so a resume fits the same scaled data."""
+
+    def __init__(self, info, shift, beta):
+        self._info, self._shift, self._beta = info, shift, beta
+        self.iteration, self.max_iter, self.elapsed_s = info.iteration, info.max_iter, info.elapsed_s
+
+    @property
+    def W(self):
+        return self._info.W / self._info.W.dtype.type(2.0 ** self._shift)
+
+    @property
+    def H(self):
+        return self._info.H / self._info.H.dtype.type(2.0 ** self._shift)
+
+    def _history(self):
+        scale = 4.0 ** (-self._shift * self._beta)
+        return [v * scale for v in self._info._history()]
+
+    objective = IterationInfo.objective
+    relative_change = IterationInfo.relative_change
+
+    def checkpoint(self):
+        return {**self._info.checkpoint(), "scale_shift": self._shift}
+
+
+def _scaled_callback(callback, shift, beta):
+    if callback is None:
+        return None
+    return lambda info: callback(_ScaledInfo(info, shift, beta))
+
+
+def _unscale(result, shift, beta):
+    """A result of the fit of X·4ʲ as the result of X's (in place)."""
+    g = 2.0 ** shift
+    result.W = _times(np.asarray(result.W), 1.0 / g) if not isinstance(result.W, str) else result.W
+    result.H = _times(np.asarray(result.H), 1.0 / g)
+    # Objectives scale by 4^(−jβ); one beyond float64 (data near its limits: ½‖X‖² past 1e308)
+    # is reported as inf: the factors and the relative error are still exact.
+    result.history = [_ldexp(v, -2 * shift * beta) for v in result.history]
+    for key in ("objective", "beta_divergence"):
+        result.metrics[key] = _ldexp(result.metrics[key], -2 * shift * beta)
+    result.metrics["reconstruction_error"] = _ldexp(result.metrics["reconstruction_error"], -shift * beta)
+    if result.checkpoint:
+        result.checkpoint = {**result.checkpoint, "scale_shift": shift}
+
+
+def _ldexp(value, exponent):
+    """value·2^exponent (a real exponent for a real β), inf where that is beyond float64."""
+    try:
+        return float(value) * 2.0 ** exponent if exponent != int(exponent) else math.ldexp(float(value), int(exponent))
+    except OverflowError:
+        return math.inf
+
+
+def _check_finite_result(result):
+    """A fit whose factors or objective are not finite is a failure, never an answer."""
+    for name in ("W", "H"):
+        A = getattr(result, name)
+        if isinstance(A, str):
+            continue
+        if not np.all(np.isfinite(A)):
+            raise NumericalError(
+                f"the fit's {name} holds NaN or infinite values (solver {result.options.get('solver')}, loss "
+                f"{result.options.get('loss')}); nothing was written")
+    if not math.isfinite(result.metrics.get("objective", 0.0)):
+        raise NumericalError(f"the fit's objective is {result.metrics['objective']} (solver "
+                             f"{result.options.get('solver')}, loss {result.options.get('loss')}); nothing was written")
 
 
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):
@@ -1298,7 +1436,8 @@ def _error_metrics(eng, W, H, beta, divergence=None):
 
 
 def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, engine="numpy",
-              max_iter=1000, tol=1e-8, engine_options=None, progress=None, missing=None, weights=None):
+              max_iter=1000, tol=1e-8, engine_options=None, progress=None, missing=None, weights=None,
+              details=False):
     """W ≥ 0 (m×k) minimising the loss of X ≈ W·H for fixed components H (k×n).
 
     For the Frobenius loss this is an exact non-negative least-squares solve of
@@ -1316,18 +1455,23 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
 
     ``weights`` (m×n, ≥ 0): each row is fitted with its entries weighted, as in fit (for the
     Frobenius loss an exact weighted least-squares solve of each row); dense X, numpy engine.
+
+    Every row of a Frobenius solve is certified by its KKT conditions (``metrics["kkt"]`` of
+    the result). Returns W (m×k), or with ``details`` the whole :class:`FitResult` (its
+    ``stop_reason`` is "uncertified" where a row could not be certified).
     """
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
         # Out-of-core numpy: row blocks read one at a time in this process (see fit).
         from nmfcli.engines.chunked import transform_blocks
 
         return transform_blocks(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
-                                max_iter=max_iter, tol=tol, progress=progress, **engine_options)
+                                max_iter=max_iter, tol=tol, progress=progress, details=details, **engine_options)
     if engine == "dask":
         from nmfcli.engines.dask import transform_dask
 
         return transform_dask(X, H, loss=loss, alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=dtype,
-                              max_iter=max_iter, tol=tol, progress=progress, **(engine_options or {}))
+                              max_iter=max_iter, tol=tol, progress=progress, details=details,
+                              **(engine_options or {}))
     X = _as_matrix(X, dtype, missing=missing, weighted=weights is not None)
     H = np.asarray(H)
     if H.ndim != 2 or H.shape[1] != X.shape[1]:
@@ -1339,7 +1483,7 @@ def transform(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, 
                  l1_ratio=l1_ratio, fix_H=H, dtype=X.dtype, engine=engine,
                  max_iter=max_iter, tol=tol, callback=iteration_progress(progress), progress=progress,
                  missing=missing, weights=weights)
-    return result.W
+    return result if details else result.W
 
 
 def iteration_progress(progress):

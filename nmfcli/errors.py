@@ -74,3 +74,9 @@ class NotConvergedError(NMFError, RuntimeError):
     """Raised by the CLI under --strict when a fit stopped before converging."""
 
     exit_code = EXIT_NOT_CONVERGED
+
+
+class NumericalError(NMFError, ArithmeticError):
+    """A computation gave non-finite numbers where the data did not call for them (a bug; nothing is written)."""
+
+    exit_code = EXIT_INTERNAL

@@ -128,11 +128,17 @@ def _components(model_path, components_path, dtype):
               help="Weight of each entry of INPUT (a matrix of INPUT's shape, >= 0): each row is fitted with "
                    "each entry's loss times its weight; 0 leaves an entry out. Dense INPUT, numpy engine.")
 @click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True, help=shared.ENGINE_HELP)
+@click.option("--report", "report_path", default=None, metavar="PATH",
+              help="Write a JSON report here: the errors, and for the Frobenius loss the exact solve's KKT "
+                   "certificate (its worst violation, and how many rows could not be certified).")
+@click.option("--strict", is_flag=True,
+              help=f"Exit {errors.EXIT_NOT_CONVERGED} (after writing W) when a row's solve could not be certified "
+                   "optimal, or the iterations for other losses did not converge.")
 @shared.engine_options
 @shared.input_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
                       dataset, header, index_col, missing=None, engine="numpy", scheduler=None, workers=None,
-                      chunk_rows=None, memory_limit=None, weights_path=None):
+                      chunk_rows=None, memory_limit=None, weights_path=None, report_path=None, strict=False):
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
     if row_blocks:
@@ -161,14 +167,39 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
     unit = "rows" if summary.beta_of(loss) == 2 else "iter"
     with shared.naming_files({"X ": input_path, **shared.weights_messages(weights_path)}), \
             ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
-        W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
-                           alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
-                           engine_options=engine_options, progress=lambda done, total: bar.solved(done, total, unit),
-                           missing=missing, weights=weights.X if weights is not None else None)
-    if isinstance(W, str):
-        return  # the engine wrote W to the output file block by block
-    nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,
-                     format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+        result = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
+                                alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
+                                engine_options=engine_options,
+                                progress=lambda done, total: bar.solved(done, total, unit),
+                                missing=missing, weights=weights.X if weights is not None else None, details=True)
+    W = result.W
+    if not isinstance(W, str):  # (else the engine wrote W to the output file block by block)
+        nio.write_matrix(output, W, row_labels=matrix.row_labels, col_labels=names,
+                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if report_path is not None:
+        nio.write_report(report_path, _transform_report(result, input_path, source, output), force=force,
+                         stdout=sys.stdout)
+    kkt = result.metrics.get("kkt")
+    if result.stop_reason == "uncertified":
+        Terminal().say(shared.uncertified_note(kkt, strict))
+        if strict:
+            raise errors.NotConvergedError(f"{input_path}: {shared.uncertified_message(kkt)}")
+    if strict and not result.converged:
+        raise errors.NotConvergedError(f"{input_path}: the transform did not converge (stopped by "
+                                       f"{result.stop_reason} after {result.n_iter} iterations)")
+
+
+def _transform_report(result, input_path, source, output):
+    """The JSON report of a transform: what was solved, its errors, and its certificate."""
+    return {
+        "input": input_path, "components": source, "output": output,
+        "k": int(result.options["k"]), "loss": result.options["loss"], "beta": result.options["beta"],
+        "solver": result.options["solver"], "n_iter": result.n_iter, "converged": result.converged,
+        "stop_reason": result.stop_reason,
+        **{key: result.metrics[key] for key in ("objective", "beta_divergence", "reconstruction_error",
+                                                "relative_error", "kkt", "missing_entries")
+           if key in result.metrics},
+    }
 
 
 # --------------------------------------------------------------------------- reconstruct

@@ -319,8 +319,13 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     if result.stop_reason == "max_iter" and not strict and not quiet and tol > 0:
         term.say(f"note: stopped at --max-iter {max_iter} before the tol {tol:g} test was met; raise --max-iter "
                  f"to go on (--strict turns this into exit {errors.EXIT_NOT_CONVERGED} for alerting)")
+    if result.stop_reason == "uncertified" and not quiet:
+        term.say(shared.uncertified_note(result.metrics["kkt"], strict))
     if flag.received is not None:
         raise SystemExit(flag.exit_code)
+    if strict and result.stop_reason == "uncertified":
+        raise errors.NotConvergedError(f"{input_path}: {shared.uncertified_message(result.metrics['kkt'])}; "
+                                       f"outputs were written to {outdir}")
     if strict and not result.converged:
         raise errors.NotConvergedError(
             f"{input_path}: the fit did not converge (stopped by {result.stop_reason} after {result.n_iter} "
@@ -545,6 +550,7 @@ def _write_staged(result, matrix, paths, staged, factor_format, factors, engine_
         "beta_divergence": result.metrics["beta_divergence"],
         "reconstruction_error": result.metrics["reconstruction_error"],
         "relative_error": result.metrics["relative_error"],
+        **({"kkt": result.metrics["kkt"]} if "kkt" in result.metrics else {}),
         **({"missing": result.options.get("missing", "nan"), "missing_entries": result.metrics["missing_entries"]}
            if "missing_entries" in result.metrics else {}),
         **({"weights": weights.record} if weights is not None else {}),

@@ -273,3 +273,14 @@ def warn_column_chunks(term_say, matrix) -> None:
             if matrix.format == "h5" else "rechunk it by rows (whole rows per chunk) first")
     term_say(f"warning: {matrix.path}: stored in chunks of {a} x {b} (by columns); row-block engines "
              f"(--engine dask, --chunk-rows) will read it slowly; {hint}")
+
+
+def uncertified_message(kkt):
+    """What an exact solve that could not certify every row says (its KKT certificate, a dict)."""
+    return (f"{kkt['uncertified']} of the exact solve's problems could not be certified optimal (worst KKT "
+            f"violation {kkt['kkt_violation']:.3g}, tolerance {kkt['kkt_tol']:.0e})")
+
+
+def uncertified_note(kkt, strict):
+    return ("warning: " + uncertified_message(kkt)
+            + ("" if strict else f"; --strict turns this into exit {errors.EXIT_NOT_CONVERGED}"))

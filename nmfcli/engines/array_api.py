@@ -220,9 +220,9 @@ class ArrayEngine:
         if beta not in sums:
             xp = self.xp
             if self.is_sparse:
-                sums[beta] = float(xp.sum(power(xp, self.X.data, beta)))
+                sums[beta] = float(xp.sum(power(xp, self.X.data, beta), dtype=xp.float64))
             else:
-                sums[beta] = sum(float(xp.sum(power(xp, self.X[rows, :], beta)))
+                sums[beta] = sum(float(xp.sum(power(xp, self.X[rows, :], beta), dtype=xp.float64))
                                  for rows in row_blocks(*self.shape, self.block_entries))
         return sums[beta]
 

@@ -372,10 +372,10 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
 
 
 def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, max_iter=1000,
-                   tol=1e-8, progress=None, **engine_options):
+                   tol=1e-8, progress=None, details=False, **engine_options):
     """:func:`nmfcli.core.transform` block by block: W ≥ 0 for fixed components H (exact for Frobenius).
 
-    Returns W (m×k), or the ``output`` spec it was written to.
+    Returns W (m×k), or the ``output`` spec it was written to (the whole FitResult with ``details``).
     """
     H = np.asarray(H)
     if H.ndim != 2:
@@ -385,7 +385,7 @@ def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=N
     result = fit_dask(X, H.shape[0], solver="auto", loss=loss, alpha_W=alpha_W, alpha_H=0.0,
                       l1_ratio=l1_ratio, fix_H=H, dtype=dtype, max_iter=max_iter, tol=tol,
                       callback=core.iteration_progress(progress), progress=progress, **engine_options)
-    return result.W
+    return result if details else result.W
 
 
 class _Run:

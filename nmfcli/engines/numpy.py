@@ -143,7 +143,7 @@ class NumpyEngine(ArrayEngine):
             np.maximum(WH, self._filled(floor, WH), out=WH)
             np.log(WH, out=WH)
             WH *= X[rows, :]
-            total += float(np.sum(WH))
+            total += float(np.sum(WH, dtype=np.float64))
         i, j = tiny
         if i.size:
             x = X[i, j]
@@ -151,7 +151,7 @@ class NumpyEngine(ArrayEngine):
             # Imported here: scipy.special takes 0.1 s to import, a sixth of a small fit from the shell.
             import scipy.special
 
-            total -= float(np.sum(scipy.special.xlogy(x, x / WH)))
+            total -= float(np.sum(scipy.special.xlogy(x, x / WH), dtype=np.float64))
         return total - self._sum_X_kept(), 0.0
 
     def log_sum(self, values, weights=None):
@@ -171,14 +171,14 @@ class NumpyEngine(ArrayEngine):
             np.copyto(like, logs)
             logs = like
         if weights is None:
-            return float(np.sum(logs))
+            return float(np.sum(logs, dtype=np.float64))
         return float(np.dot(weights.ravel(), logs.ravel()))
 
     def _is_terms(self, X, inverse):
         # into the ratio block's buffer, free once the update's numerator is formed
         q = self._buffer("ratio", inverse.shape[0], inverse.shape[1], inverse.dtype) if inverse.ndim == 2 else None
         q = np.multiply(X, inverse, out=q)
-        return float(np.sum(q)) - self.log_sum(q)
+        return float(np.sum(q, dtype=np.float64)) - self.log_sum(q)
 
     def _filled(self, value, like):
         """A kept array of ``value`` shaped as the 2-D block ``like``, for np.maximum's floors:
@@ -205,8 +205,8 @@ class NumpyEngine(ArrayEngine):
         if self._total is None:
             X = self.X
             i, j = self._tiny
-            total = sum(float(np.sum(X[rows, :])) for rows in row_blocks(*X.shape))
-            self._total = total - float(np.sum(X[i, j]))
+            total = sum(float(np.sum(X[rows, :], dtype=np.float64)) for rows in row_blocks(*X.shape))
+            self._total = total - float(np.sum(X[i, j], dtype=np.float64))
         return self._total
 
     # mu_products' block-sized steps, in two buffers kept between calls: fresh block-sized

@@ -70,8 +70,9 @@ def penalty(A, l1, l2):
 
 
 def _sum64(xp, a):
-    """Σa as a float (numpy), or as a 0-d float64 array that nothing waits for."""
-    return scalar(xp, xp.sum(a))
+    """Σa accumulated in float64 whatever a's dtype, as a float (numpy), or as a 0-d float64
+    array that nothing waits for."""
+    return scalar(xp, xp.sum(a, dtype=xp.float64))
 
 
 def cd_iteration(engine, Wt, H, reg, HHt=None):

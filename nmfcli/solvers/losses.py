@@ -54,18 +54,33 @@ POWER_FORMS = {sign * (whole + half / 2): (bool(half), whole, sign < 0)
 
 
 def squared_error(engine, W, H):
-    """‖X − WH‖², exactly (no cancellation) for dense X; by the trace formula for sparse X."""
+    """‖X − WH‖² in float64 whatever X's dtype: row block by row block for dense X (no
+    cancellation); for sparse X by the trace formula ‖X‖² − 2⟨XHᵀ, W⟩ + ⟨WᵀW, HHᵀ⟩ in float64,
+    and again block by block (densified) where the trace formula cannot resolve the answer:
+    below CANCELLATION·‖X‖² its rounding (ε‖X‖²) would be more than 1e-6 of it."""
     xp = namespace(W)
-    if engine.is_sparse:
-        cross = float(xp.sum(engine.XHt(H) * W))
-        norm_WH = float(xp.sum((W.T @ W) * (H @ H.T)))
-        return max(engine.sqnorm() - 2.0 * cross + norm_WH, 0.0)
+    W64, H64 = xp.astype(W, xp.float64), xp.astype(H, xp.float64)
     X = engine.X
+    if engine.is_sparse:
+        cross = float(xp.sum(engine.sparse_XV(H64.T) * W64, dtype=xp.float64))
+        norm_WH = float(xp.sum((W64.T @ W64) * (H64 @ H64.T), dtype=xp.float64))
+        total = engine.sqnorm() - 2.0 * cross + norm_WH
+        if total > CANCELLATION * engine.sqnorm():
+            return total
+        total = 0.0
+        for rows in row_blocks(*X.shape, engine.block_entries):
+            D = xp.asarray(X[rows, :].toarray(), dtype=xp.float64) - W64[rows, :] @ H64
+            total += float(xp.sum(D * D, dtype=xp.float64))
+        return total
     total = 0.0
     for rows in row_blocks(*X.shape, engine.block_entries):
-        D = X[rows, :] - W[rows, :] @ H
-        total += float(xp.sum(D * D))
+        D = xp.astype(X[rows, :], xp.float64) - W64[rows, :] @ H64
+        total += float(xp.sum(D * D, dtype=xp.float64))
     return total
+
+
+# Below this share of ‖X‖², the trace formula's rounding is too large a part of ‖X − WH‖².
+CANCELLATION = 1e-6
 
 
 def reconstruction_error(divergence):
@@ -85,7 +100,7 @@ def beta_divergence(engine, W, H, beta):
         if beta not in (0.0, 1.0):
             sum_WH_beta = 0.0
             for rows in row_blocks(W.shape[0], H.shape[1], engine.block_entries):
-                sum_WH_beta += float(xp.sum(power(xp, W[rows, :] @ H, beta)))
+                sum_WH_beta += float(xp.sum(power(xp, W[rows, :] @ H, beta), dtype=xp.float64))
             res = _finish_beta(res, sum_WH_beta, beta)
     else:
         res, sum_WH_beta = engine.divergence_sums(W, H, beta)
@@ -93,7 +108,7 @@ def beta_divergence(engine, W, H, beta):
             res = _finish_beta(res, sum_WH_beta, beta)
 
     if beta == 1:
-        res += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
+        res += float(xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1), dtype=xp.float64))
     elif beta == 0:
         res -= float(np.prod(engine.shape))
     return res
@@ -108,7 +123,7 @@ def dense_divergence_sums(engine, W, H, beta):
     for rows in row_blocks(*X.shape, engine.block_entries):
         WH = W[rows, :] @ H
         if beta not in (0.0, 1.0):
-            sum_WH_beta += float(xp.sum(power(xp, WH, beta)))
+            sum_WH_beta += float(xp.sum(power(xp, WH, beta), dtype=xp.float64))
         res += _divergence_terms(xp, X[rows, :], WH, beta)
     return res, sum_WH_beta
 
@@ -126,14 +141,14 @@ def _divergence_terms(xp, X, WH, beta):
     if beta == 1:
         # Σ X·log(X/WH) − Σ X; the Σ WH term is added once for the whole matrix.
         ratio = xp.where(keep, X, 1.0) / WH
-        return float(xp.sum(X_kept * xp.log(ratio))) - float(xp.sum(X_kept))
+        return float(xp.sum(X_kept * xp.log(ratio), dtype=xp.float64)) - float(xp.sum(X_kept, dtype=xp.float64))
     if beta == 0:
         div = xp.where(keep, X / WH, 1.0)
-        n_left_out = float(xp.sum(xp.astype(~keep, X.dtype)))
-        return float(xp.sum(div)) - n_left_out - float(xp.sum(xp.log(div)))
+        n_left_out = float(xp.sum(xp.astype(~keep, X.dtype), dtype=xp.float64))
+        return float(xp.sum(div, dtype=xp.float64)) - n_left_out - float(xp.sum(xp.log(div), dtype=xp.float64))
     # Partial sums of (Σ X^β − β Σ X·WH^(β−1)); the Σ WH^β term is added in _finish_beta.
     X_safe = xp.where(keep, X, 1.0)  # no 0 ** negative
-    return float(xp.sum(xp.where(keep, power(xp, X_safe, beta), 0.0))) - beta * float(
+    return float(xp.sum(xp.where(keep, power(xp, X_safe, beta), 0.0), dtype=xp.float64)) - beta * float(
         xp.sum(X_kept * power(xp, WH, beta - 1)))
 
 

@@ -62,18 +62,18 @@ def divergence(X0, XM, M, W, H, beta):
     XM_kept = np.where(keep, XM, 0.0)
     if beta == 1:
         ratio = np.where(keep, X0, 1.0) / C
-        return float(np.sum(XM_kept * np.log(ratio)) - np.sum(XM_kept) + np.sum(M * WH))
+        return float(np.sum(XM_kept * np.log(ratio), dtype=np.float64) - np.sum(XM_kept, dtype=np.float64) + np.sum(M * WH, dtype=np.float64))
     if beta == 0:
         ratio = np.where(keep, X0 / C, 1.0)
         # every weighted entry counts −M, those at or below EPSILON only that (as scikit-learn's m·n)
-        return float(np.sum(np.where(keep, M * (ratio - np.log(ratio)), 0.0)) - np.sum(M))
+        return float(np.sum(np.where(keep, M * (ratio - np.log(ratio)), 0.0), dtype=np.float64) - np.sum(M, dtype=np.float64))
     X_safe = np.where(keep, X0, 1.0)  # no 0 ** negative
-    partial = float(np.sum(np.where(keep, M * power(np, X_safe, beta), 0.0))
-                    - beta * np.sum(XM_kept * power(np, C, beta - 1)))
-    return (partial + float(np.sum(M * power(np, WH, beta))) * (beta - 1)) / (beta * (beta - 1))
+    partial = float(np.sum(np.where(keep, M * power(np, X_safe, beta), 0.0), dtype=np.float64)
+                    - beta * np.sum(XM_kept * power(np, C, beta - 1), dtype=np.float64))
+    return (partial + float(np.sum(M * power(np, WH, beta), dtype=np.float64)) * (beta - 1)) / (beta * (beta - 1))
 
 
 def squared_error(X0, M, WH):
     """Σ M⊙(X − WH)² (for a 0/1 mask, ‖M⊙(X − WH)‖²)."""
     D = X0 - WH
-    return float(np.sum(M * D * D))
+    return float(np.sum(M * D * D, dtype=np.float64))

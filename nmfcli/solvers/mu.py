@@ -124,9 +124,9 @@ def _bound(xp, W, H, A, terms, numerator, denominator, step, beta, l1, l2):
     D + c + l1·ΣA at (W, H), less what the step is sure to gain (nothing is sure under the L2
     penalty, whose update is a heuristic). ``terms``: for KL and Itakura-Saito a 1-tuple,
     the divergence's terms there (engine.mu_products); empty for other β."""
-    result = l1 * scalar(xp, xp.sum(A))
+    result = l1 * scalar(xp, xp.sum(A, dtype=xp.float64))
     if beta == 1:  # D + ΣX = Σ X·log(X/WH) + ΣWH, and ΣWH = Σₜ (Σ W[:, t])·(Σ H[t, :])
-        result += terms[0] + scalar(xp, xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1)))
+        result += terms[0] + scalar(xp, xp.sum(xp.sum(W, axis=0) * xp.sum(H, axis=1), dtype=xp.float64))
     elif beta == 0:
         result += terms[0]
     else:
@@ -134,7 +134,7 @@ def _bound(xp, W, H, A, terms, numerator, denominator, step, beta, l1, l2):
         # of A with the update's products: WH is Σₜ A's entries times the other factor's, so
         # ⟨A, denominator⟩ = Σ (WH)^(β−1)·WH and ⟨A, numerator⟩ = Σ X·(WH)^(β−2)·WH (where WH is
         # at least EPSILON, below which scikit-learn's clamps make them differ negligibly).
-        result += scalar(xp, (beta - 1) * xp.sum(A * denominator) - beta * xp.sum(A * numerator)) / (beta * (beta - 1))
+        result += scalar(xp, (beta - 1) * xp.sum(A * denominator, dtype=xp.float64) - beta * xp.sum(A * numerator, dtype=xp.float64)) / (beta * (beta - 1))
     if not l2 > 0:
         if beta == 1:
             result -= _kl_gain(xp, A, numerator, denominator + l1, step)
@@ -159,7 +159,7 @@ def _kl_gain(xp, A, numerator, denominator, delta):
     # is a zero of A·numerator, so raising δ to the smallest normal number changes nothing.
     weighted = A * numerator
     log_delta = xp.log(xp.maximum(delta, xp.finfo(A.dtype).smallest_normal))
-    return scalar(xp, xp.sum(weighted * log_delta) - xp.sum(weighted) + xp.sum(denominator * A))
+    return scalar(xp, xp.sum(weighted * log_delta, dtype=xp.float64) - xp.sum(weighted, dtype=xp.float64) + xp.sum(denominator * A, dtype=xp.float64))
 
 
 def _is_gain(xp, A, denominator, r):
@@ -172,7 +172,7 @@ def _is_gain(xp, A, denominator, r):
     D(H') ≤ D(H) + Σ [H²·numerator/H' − H·numerator + (H' − H)·denominator]; with
     numerator = r²·denominator that is −Σ denominator·H·(r − 1)². On the factor's entries only.
     """
-    return scalar(xp, xp.sum(denominator * A * (r - 1.0) ** 2))
+    return scalar(xp, xp.sum(denominator * A * (r - 1.0) ** 2, dtype=xp.float64))
 
 
 def _beta_gain(xp, A, numerator, denominator, r, beta, l1):
@@ -193,7 +193,7 @@ def _beta_gain(xp, A, numerator, denominator, r, beta, l1):
         powered = power(xp, r, beta - 1)
         gain = denominator * (1.0 - powered * r) / beta + l1 * (1.0 - r)
         gain = gain - numerator * ((1.0 - powered) / (beta - 1) if beta < 2 else 1.0 - r)
-    return scalar(xp, xp.sum(A * gain))
+    return scalar(xp, xp.sum(A * gain, dtype=xp.float64))
 
 
 def _step(xp, A, numerator, denominator, l1, l2, gamma):

@@ -937,9 +937,13 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
     # (ε‖X‖²: its terms are products with X about as large as ‖X‖²). In float32 that rounding
     # exceeds what a late iteration gains, and a strict test rejected half of all steps for
     # noise (digits, faces, pydoc: 110-115 of 170-200 iterations), each one a wasted iteration.
-    slack = float(np.finfo(options["dtype"]).eps) * eng.sqnorm()
+    rounding = float(np.finfo(options["dtype"]).eps) * eng.sqnorm()
+    best = _BestIterate(eng)
     cache = {}
     for n_iter in range(run.first, max_iter + 1):
+        # ...but never more than a small part of the objective itself: near an exact fit the
+        # rounding exceeds the objective, and a slack that large let it climb 4× in float32.
+        slack = rounding if objective is None or eng.decides_on_device else min(rounding, ACCEPT_SHARE * objective)
         check = cd.hals_check_due(n_iter, run.state["violation_init"])
         plain = check or objective is None
         if plain:
@@ -970,6 +974,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
             Wt_before, H_before = cd.copy_into(Wt_next, Wt), cd.copy_into(H_next, H)
         done = cd.hals_converged(run.state, violation, tol)
         run.record(n_iter, objective)
+        best.offer(objective, Wt, H)
 
         def save(n_iter=n_iter, Wt=Wt, H=H, Wt_before=Wt_before, H_before=H_before):
             return _checkpoint(eng, n_iter, Wt.T, H, run, W_before=Wt_before.T, H_before=H_before)
@@ -977,8 +982,48 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
         if run.end_iteration(eng, n_iter, done, Wt.T, H, save):
             break
     W = eng.contiguous_copy(Wt.T)
-    return _result(eng, W, H, run, options, beta, reg, start,
-                   _checkpoint(eng, run.n_iter, W, H, run, W_before=Wt_before.T, H_before=H_before))
+    ckpt = _checkpoint(eng, run.n_iter, W, H, run, W_before=Wt_before.T, H_before=H_before)
+    W, H = best.better(eng, W, H, beta, reg, transposed=True)
+    return _result(eng, W, H, run, options, beta, reg, start, ckpt)
+
+
+# ehals keeps an extrapolated step whose objective rose by at most its evaluation's rounding,
+# and at most this share of the objective.
+ACCEPT_SHARE = 1e-4
+
+
+class _BestIterate:
+    """The iterate of lowest recorded objective that ehals and emu saw (on the host engine,
+    where comparing costs nothing), so that a fit never returns a worse one than it passed.
+
+    The recorded objectives of a float32 fit carry the rounding of float32 products; the
+    final choice (``better``) compares the last iterate with the best one by their objectives
+    computed in float64 from the factors, and keeps the last unless the best is lower."""
+
+    def __init__(self, eng):
+        self.active = not eng.decides_on_device
+        self.value, self.A, self.B, self.last = None, None, None, None
+
+    def offer(self, objective, A, B):
+        if not self.active:
+            return
+        objective = float(objective)
+        self.last = objective
+        if self.value is None or objective < self.value:
+            self.value = objective
+            self.A, self.B = cd.copy_into(self.A, A), cd.copy_into(self.B, B)
+            self.is_last = True
+        else:
+            self.is_last = False
+
+    def better(self, eng, W, H, beta, reg, transposed=False):
+        """(W, H): the last factors, or the best ones where they are lower in float64."""
+        if not self.active or self.value is None or getattr(self, "is_last", True):
+            return W, H
+        W_best = eng.contiguous_copy(self.A.T) if transposed else self.A
+        if _objective(eng, W_best, self.B, beta, reg) < _objective(eng, W, H, beta, reg):
+            return W_best, self.B
+        return W, H
 
 
 def _mu_start(eng, W, H, beta, reg, run, divergence_of=None):
@@ -1274,6 +1319,7 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
                 else cd.copy_into(None, W))
     H_before = H if not free_H else eng.asarray(saved["H_before"]) if saved else cd.copy_into(None, H)
     slack = SLACK_ROUNDINGS * _emu_rounding(beta, eng.dtype, eng.shape, eng.sqnorm, eng.power_sum)
+    best = _BestIterate(eng)
     gamma = mu.gamma_for(beta)
     cache = {}  # products of a fixed H (update_W's)
     measured = None  # (iteration, divergence there): the last test's, which _result reuses
@@ -1326,6 +1372,8 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         run.state["bound"] = new_bound
         tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
         measured = tested or measured
+        if tested:
+            best.offer(run.history[-1], W, H)
 
         def save(n_iter=n_iter, W=W, H=H, W_before=W_before, H_before=H_before):
             return _checkpoint(eng, n_iter, W, H, run, W_before=W_before, H_before=H_before)
@@ -1333,8 +1381,10 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
         if run.end_iteration(eng, n_iter, done, W, H, save):
             break
     divergence = measured[1] if measured is not None and measured[0] == run.n_iter else None
-    return _result(eng, W, H, run, options, beta, reg, start,
-                   _checkpoint(eng, run.n_iter, W, H, run, W_before=W_before, H_before=H_before), divergence)
+    ckpt = _checkpoint(eng, run.n_iter, W, H, run, W_before=W_before, H_before=H_before)
+    W_last = W
+    W, H = best.better(eng, W, H, beta, reg)
+    return _result(eng, W, H, run, options, beta, reg, start, ckpt, divergence if W is W_last else None)
 
 
 def _emu_rounding(beta, dtype, shape, sqnorm, power_sum):
@@ -1421,6 +1471,11 @@ def _error_metrics(eng, W, H, beta, divergence=None):
     ``divergence``: D at these factors, when already known. For Frobenius, D is
     ½‖X − WH‖² itself, so the relative error needs no second pass over X.
     """
+    if eng.dtype != np.float64:
+        # The reported numbers come from float64 factors: float32 terms of a divergence near
+        # its minimum cancel (KL's were off by 3e-5 of it), whatever they are summed in.
+        divergence = None
+        W, H = eng.xp.astype(W, eng.xp.float64), eng.xp.astype(H, eng.xp.float64)
     if divergence is None:
         divergence = beta_divergence(eng, W, H, beta)
     squared = 2.0 * max(divergence, 0.0) if beta == 2 else squared_error(eng, W, H)

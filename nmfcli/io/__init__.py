@@ -417,7 +417,25 @@ def read_model(path) -> dict:
     H = model.get("H")
     if not isinstance(H, np.ndarray) or H.ndim != 2:
         raise fail(path, "the model has no 2-D 'H' array; the file is damaged or incomplete")
+    _check_factor_values(path, model, "model")
     return model
+
+
+def _check_factor_values(path, state, what):
+    """Refuse a model's or checkpoint's factors that hold NaN, infinite or negative values: a
+    fit never writes them, so the file is damaged (or was edited), and going on from it
+    would give all-NaN outputs or silently clipped ones."""
+    for key in ("W", "H", "W_before", "H_before"):
+        A = state.get(key)
+        if not isinstance(A, np.ndarray) or A.dtype.kind != "f":
+            continue
+        for bad, word in ((~np.isfinite(A), "NaN or infinite"), (A < 0, "negative")):
+            count = int(np.count_nonzero(bad))
+            if count:
+                i, j = (int(v) for v in np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), A.shape)) \
+                    if A.ndim == 2 else (int(np.flatnonzero(bad.ravel())[0]), 0)
+                raise fail(path, f"the {what}'s {key} has {count} {word} value{'s' if count > 1 else ''} (the first "
+                                 f"at row {i + 1}, column {j + 1}); a fit never writes them: the file is damaged")
 
 
 def write_checkpoint(path, state: dict, *, force: bool = True) -> None:
@@ -440,7 +458,9 @@ def read_checkpoint(path) -> dict:
     read a block of rows at a time (:func:`row_source`)."""
     from nmfcli.io._hdf5 import read_h5_dict
 
-    return read_h5_dict(os.fspath(path), "nmfcli_checkpoint", "checkpoint", "")
+    state = read_h5_dict(os.fspath(path), "nmfcli_checkpoint", "checkpoint", "")
+    _check_factor_values(os.fspath(path), state, "checkpoint")
+    return state
 
 
 def write_bytes(path, data: bytes, *, force: bool = False) -> None:

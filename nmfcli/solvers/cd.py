@@ -222,9 +222,10 @@ def _scaled(G, R):
 
 
 def _inverse_hessian(xp, G):
-    """D⁻¹ as a column (k×1), 0 where D = diag(G) is 0."""
+    """D⁻¹ as a column (k×1), 0 where D = diag(G) is 0 or subnormal (its reciprocal would
+    overflow, and the row's update become inf·0 = NaN: such a row is kept as it is)."""
     hess = xp.linalg.diagonal(G)
-    flat = hess == 0
+    flat = hess < float(np.finfo(np.dtype(str(G.dtype).split(".")[-1])).tiny)
     return xp.where(flat, 0.0, 1.0 / xp.where(flat, 1.0, hess))[:, None]
 
 

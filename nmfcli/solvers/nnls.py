@@ -116,7 +116,11 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
     scale = _scales(xp, G, C)
     alpha = xp.full(p, 3)
     beta = xp.full(p, k + 1)
-    max_iter = max_iter if max_iter is not None else 2 * k + 20
+    if max_iter is None:
+        # On a numerically singular G (components that are dependent, or more of them than
+        # columns) the passive-set solves return noise and pivoting cycles to its limit: the
+        # columns go straight to the re-solve on the square-root form instead.
+        max_iter = 0 if reduce is not None and _nearly_singular(xp, G) else 2 * k + 20
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         infeasible = (passive & (X < -scale["x"])) | (~passive & (Y < -scale["y"]))
@@ -164,6 +168,18 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
     return xp.astype(X, dtype, copy=False), cert
 
 
+# G counts as numerically singular past this condition number (1/(1000ε)).
+SINGULAR_CONDITION = 1.0 / (1000 * float(np.finfo(np.float64).eps))
+
+
+def _nearly_singular(xp, G):
+    """Is a shared G (k×k) conditioned beyond SINGULAR_CONDITION? (False for one G per column.)"""
+    if G.ndim != 2:
+        return False
+    values = np.linalg.eigvalsh(np.asarray(_to_host(G)))
+    return bool(values[0] <= values[-1] / SINGULAR_CONDITION)
+
+
 def _to_host(a):
     get = getattr(a, "get", None)
     return get() if get is not None else a
@@ -172,20 +188,32 @@ def _to_host(a):
 def _violations(xp, G, C, X):
     """Each column's worst KKT violation, relative to the column's scale.
 
-    g = GX − C; the violation of entry t is max(−g, 0) where x = 0 and |g| where x > 0,
-    divided by (G x)ₜ + |cₜ| (the size of the terms whose difference g is: all of them are
-    non-negative sums, so this bounds their rounding) plus the rounding of a float64 solve,
-    k·ε·max|G|·max(x). A zero column of C with x = 0 has violation 0.
+    g = GX − C; the violation of entry t is max(−g, 0) where x = 0 and |g| where x > 0, less
+    the rounding a float64 solve leaves in g (_rounding), divided by |GX|ₜ + |cₜ| (G, C and X
+    are non-negative sums, so this is the size of the terms g is the difference of, whatever
+    the conditioning). A zero column of C with x = 0 has violation 0.
     """
     GX = G @ X if G.ndim == 2 else xp.einsum("pts,sp->tp", G, X)
     g = GX - C
     bad = xp.where(X > 0, xp.abs(g), xp.maximum(-g, 0.0))
+    return xp.max(_relative(xp, bad, G, C, X, GX), axis=0)
+
+
+def _relative(xp, bad, G, C, X, GX):
+    """bad, less the rounding of a backward-stable least-squares solve, relative to |GX| + |C|.
+
+    Such a solve's gradient entry t is off by about ε‖aₜ‖·Σₛ‖aₛ‖xₛ (aₜ the components, whose
+    norms are √Gₜₜ): 8kε√Gₜₜ·Σₛ√Gₛₛ·xₛ here, entry by entry, so that a component a million
+    times smaller than another is held to its own scale."""
     eps = float(np.finfo(np.float64).eps)
-    Gmax = xp.max(xp.abs(G)) if G.ndim == 2 else xp.max(xp.abs(G), axis=(1, 2))
     k = G.shape[-1]
-    solve_rounding = k * eps * Gmax * xp.max(X, axis=0)
-    size = xp.abs(GX) + xp.abs(C) + solve_rounding[None, :] + float(np.finfo(np.float64).tiny)
-    return xp.max(bad / size, axis=0)
+    if G.ndim == 2:
+        norms = xp.sqrt(xp.maximum(xp.linalg.diagonal(G), 0.0))[:, None]  # (k, 1)
+    else:
+        norms = xp.sqrt(xp.maximum(xp.linalg.diagonal(G), 0.0)).T  # (k, p): the last two axes
+    rounding = 8 * k * eps * norms * xp.sum(norms * X, axis=0)[None, :]
+    size = xp.abs(GX) + xp.abs(C) + float(np.finfo(np.float64).tiny)
+    return xp.maximum(bad - rounding, 0.0) / size
 
 
 def lawson_hanson(R, d, G, c, x0, *, l1=0.0, l2=0.0, tol=KKT_TOL, max_iter=None):
@@ -205,6 +233,7 @@ def lawson_hanson(R, d, G, c, x0, *, l1=0.0, l2=0.0, tol=KKT_TOL, max_iter=None)
     passive = x > 0
     max_iter = max_iter if max_iter is not None else 3 * k + 10
     eps = float(np.finfo(np.float64).eps)
+    dropped = None  # the variable the last inner loop dropped: not to enter again at once (cycling)
     for _ in range(max_iter):
         # Inner loop: the least-squares solution on the passive set, stepping back to the
         # boundary while it leaves the orthant (each step drops at least one variable).
@@ -218,27 +247,37 @@ def lawson_hanson(R, d, G, c, x0, *, l1=0.0, l2=0.0, tol=KKT_TOL, max_iter=None)
                 break
             step = np.min(x[bad] / (x[bad] - z[bad]))
             x = x + step * (z - x)
+            before = passive.copy()
             passive &= x > eps * np.max(np.abs(x), initial=0.0)
             x[~passive] = 0.0
-        g = G @ x - c
-        size = np.abs(G @ x) + np.abs(c) + k * eps * np.max(np.abs(G)) * np.max(x, initial=0.0) + 1e-300
-        entering = ~passive & (-g > tol * size)
+            dropped = before & ~passive
+        Gx = G @ x
+        g = Gx - c
+        pull = _relative(np, np.maximum(-g, 0.0)[:, None], G, c[:, None], x[:, None], Gx[:, None])[:, 0]
+        entering = ~passive & (pull > tol)
+        if dropped is not None:
+            entering &= ~dropped
+        dropped = None
         if not entering.any():
             break
-        passive[np.argmax(np.where(entering, -g / size, -np.inf))] = True
+        passive[np.argmax(np.where(entering, pull, -np.inf))] = True
     return x
 
 
 def _passive_solution(A, b, l1):
-    """argmin ½‖b − Az‖² + l1·Σz (unconstrained), the minimum-norm one: with A = USVᵀ,
-    z = VS⁻¹Uᵀb − l1·VS⁻²Vᵀ1 over the singular values above rounding."""
-    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    """argmin ½‖b − Az‖² + l1·Σz (unconstrained), the minimum-norm one: with the columns of A
+    scaled to unit norm (D) and AD⁻¹ = USVᵀ, z = D⁻¹(VS⁻¹Uᵀb − VS⁻²V·D⁻¹l1), over the singular
+    values above rounding. The scaling keeps a component far smaller than the others accurate
+    to its own size (an SVD is accurate relative to the largest singular value only)."""
+    scale = np.sqrt(np.einsum("ij,ij->j", A, A))
+    scale[scale == 0] = 1.0
+    U, s, Vt = np.linalg.svd(A / scale, full_matrices=False)
     keep = s > s[0] * max(A.shape) * np.finfo(np.float64).eps if s.size and s[0] > 0 else s > 0
     U, s, Vt = U[:, keep], s[keep], Vt[keep]
     z = Vt.T @ ((U.T @ b) / s)
     if l1:
-        z -= l1 * (Vt.T @ ((Vt @ np.ones(A.shape[1])) / (s * s)))
-    return z
+        z -= Vt.T @ ((Vt @ (l1 / scale)) / (s * s))
+    return z / scale
 
 
 def reduce_dense(A, B, weights=None):

@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 DEMO_OUT := $(or $(TMPDIR),/tmp)/nmfcli-demo
 
-.PHONY: demo test test-slow test-all bench lint clean venv
+.PHONY: demo test test-kernel test-slow test-all bench lint clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,27 @@ demo: $(STAMP_RUN)
 	@echo "== nmf inspect $(DEMO_OUT)/model.h5 --top 8"
 	$(NMF) inspect $(DEMO_OUT)/model.h5 --top 8
 
-# The default suite: everything except slow and GPU tests (GPU tests skip without a GPU anyway).
+# The default suite: everything except slow and GPU tests (GPU tests skip without a GPU anyway),
+# then the numeric core's tests again under another OpenBLAS kernel (test-kernel).
 test: $(STAMP_TEST)
 	$(PY) -m pytest -m "not slow" -q
+	$(MAKE) --no-print-directory test-kernel
 
-# Long runs: the io fuzzers with 1500 examples each, then any test marked slow
+# The numeric core under a second OpenBLAS kernel (an older one this CPU also runs, picked by
+# tests/other_blas_kernel.py), so that no test holds under one kernel's rounding only.
+NUMERIC_TESTS := tests/test_nnls.py tests/test_exactness.py tests/test_core.py tests/test_missing.py tests/test_weights.py
+test-kernel: $(STAMP_TEST)
+	@kernel=$$($(PY) tests/other_blas_kernel.py); \
+	if [ -z "$$kernel" ]; then echo "test-kernel: no second OpenBLAS kernel to run here (pinned, or not OpenBLAS)"; \
+	else echo "== the numeric core again under OpenBLAS kernel $$kernel"; \
+	OPENBLAS_CORETYPE=$$kernel NMF_EXPECT_BLAS_KERNEL=$$kernel $(PY) -m pytest -m "not slow" -q -p no:cacheprovider $(NUMERIC_TESTS); fi
+
+# Long runs: the io fuzzers with 1500 examples each, the exact solve's torture suite with 2000
+# random examples, then any test marked slow
 # (pytest exits 5 when none is marked; that is not a failure here).
 test-slow: $(STAMP_TEST)
 	NMF_FUZZ_EXAMPLES=1500 $(PY) -m pytest -q tests/test_io_fuzz.py
+	NMF_TORTURE_EXAMPLES=2000 NMF_TORTURE_RANDOM=1 $(PY) -m pytest -q tests/test_nnls.py -k torture
 	$(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 test-all: $(STAMP_TEST)

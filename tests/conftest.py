@@ -157,3 +157,16 @@ def weighted_mu(X, M, W, H, beta, iterations):
             H *= (W.T @ (M * X / WH)) / (W.T @ M)
             H[H < np.finfo(np.float64).eps] = 0.0
     return W, H
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _blas_kernel_as_asked():
+    """Under `make test`'s second pass (NMF_EXPECT_BLAS_KERNEL), fail unless numpy's OpenBLAS
+    really runs the kernel asked for: a pass that silently kept the first kernel proves nothing."""
+    expected = os.environ.get("NMF_EXPECT_BLAS_KERNEL")
+    if expected:
+        import threadpoolctl
+
+        found = [i.get("architecture") for i in threadpoolctl.threadpool_info() if i.get("internal_api") == "openblas"]
+        assert found and all(str(a).lower() == expected.lower() for a in found), (expected, found)
+    yield

@@ -255,8 +255,8 @@ def lawson_hanson(R, d, G, c, x0, *, l1=0.0, l2=0.0, tol=KKT_TOL, max_iter=None)
         g = Gx - c
         pull = _relative(np, np.maximum(-g, 0.0)[:, None], G, c[:, None], x[:, None], Gx[:, None])[:, 0]
         entering = ~passive & (pull > tol)
-        if dropped is not None:
-            entering &= ~dropped
+        if dropped is not None and (entering & ~dropped).any():
+            entering &= ~dropped  # another candidate first; max_iter bounds any cycle left
         dropped = None
         if not entering.any():
             break

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -464,6 +465,22 @@ def bench_transform(rows, n, k, subset, repeats, log):
         W_nmf = nmfcli.transform(X, H)
         t_nmf.append(time.perf_counter() - t0)
     log(f"    nmfcli.transform {np.median(t_nmf):.2f}s")
+    # The same solve without its certificate (the KKT check of every row and the re-solve of
+    # the rows that fail): what certifying costs, side by side.
+    import nmfcli.core
+    from nmfcli.solvers.nnls import nnls
+
+    t_bare = []
+    try:
+        nmfcli.core.nnls = functools.partial(nnls, certify=False)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            nmfcli.transform(X, H)
+            t_bare.append(time.perf_counter() - t0)
+    finally:
+        nmfcli.core.nnls = nnls
+    log(f"    nmfcli.transform, uncertified {np.median(t_bare):.2f}s")
+    certificate = nmfcli.transform(X, H, details=True).metrics["kkt"]
     # A fitted estimator with H as its components: fit briefly on a subset, then put
     # H in and scikit-learn's default max_iter back (transform iterates cd that long).
     model = NMF(k, random_state=0, max_iter=1)
@@ -495,6 +512,8 @@ def bench_transform(rows, n, k, subset, repeats, log):
     return {
         "rows": rows, "n": n, "k": k, "scipy_subset": subset,
         "nmfcli_s": float(np.median(t_nmf)),
+        "nmfcli_uncertified_s": float(np.median(t_bare)),
+        "kkt": certificate,
         "sklearn_s": float(np.median(t_sk)),
         "sklearn_solver": f"{model.solver} (max_iter={model.max_iter}, tol={model.tol})",
         "scipy_subset_s": t_sp,
@@ -648,6 +667,10 @@ def print_report(result, out=sys.stdout):
         print(f"  nmfcli.transform (exact)    {tr['nmfcli_s']:8.2f} s   max |W - W_scipy| = "
               f"{tr['max_abs_dev_nmfcli_vs_scipy']:.2e}  objective excess {tr['objective_excess_nmfcli']:.1e}",
               file=out)
+        if "nmfcli_uncertified_s" in tr:
+            print(f"  nmfcli, without certificate {tr['nmfcli_uncertified_s']:8.2f} s   certifying every row costs "
+                  f"{tr['nmfcli_s'] / tr['nmfcli_uncertified_s'] - 1:+.1%}; worst KKT violation "
+                  f"{tr['kkt']['kkt_violation']:.1e}, {tr['kkt']['refined']} rows re-solved", file=out)
         print(f"  sklearn NMF.transform       {tr['sklearn_s']:8.2f} s   max |W - W_scipy| = "
               f"{tr['max_abs_dev_sklearn_vs_scipy']:.2e}  objective excess {tr['objective_excess_sklearn']:.1e}"
               f"  [{tr['sklearn_solver']}]", file=out)

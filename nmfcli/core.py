@@ -534,9 +534,10 @@ def _check_powers(X, beta, loss_name):
     top, bottom = float(np.nanmax(positive)), float(np.nanmin(positive))
     spread = max(abs(math.log2(top)), abs(math.log2(bottom)), 1.0)
     if (abs(beta) + 2.0) * spread > 1000.0:
+        name = loss_name if loss_name.startswith("beta=") else f"{loss_name} (beta={beta:g})"
         raise DataError(
-            f"the {loss_name} loss (beta={beta:g}) raises the entries of X (from {bottom:g} to {top:g}) to powers "
-            "that float64 cannot hold; use a beta between -10 and 10, or frobenius, kl or is")
+            f"X holds entries from {bottom:g} to {top:g}, whose powers under the {name} loss float64 cannot hold; "
+            "use a beta between -10 and 10, or frobenius, kl or is")
 
 
 def _times(A, factor):

@@ -84,7 +84,7 @@ class Certificate:
 
 
 def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=None, map_chunks=None,
-         tol=KKT_TOL):
+         tol=KKT_TOL, certify=True):
     """Return (X, Certificate): X (k×p, C's dtype) ≥ 0 solving every column's problem.
 
     G is k×k, shared by every column, or p×k×k, a Gram matrix for each column (a fit over
@@ -95,6 +95,8 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
     shared, or len(cols)×k×k one per column) without the penalties; without it, failed
     columns cannot be re-solved and are only counted. ``map_chunks(f, chunks)`` runs f on
     every chunk of columns, in any order (the numpy engine's runs them on several threads).
+    ``certify=False`` skips the certificate and the re-solve (what they cost: ``make bench``);
+    the Certificate then has max_violation NaN.
     """
     solve = functools.partial(_solve_passive, map_chunks=map_chunks or _each)
     xp = namespace(C)
@@ -145,6 +147,8 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
             passive[last, backup] = ~passive[last, backup]
         X[:, todo], Y[:, todo] = solve(G if G.ndim == 2 else G[todo], C[:, todo], passive[:, todo])
     X = xp.maximum(X, 0)
+    if not certify:
+        return xp.astype(X, dtype, copy=False), Certificate(passes=n_iter, max_violation=float("nan"), tol=tol)
     violation = _violations(xp, G, C, X)
     cert = Certificate(passes=n_iter, tol=tol)
     failed = xp.flatnonzero(violation > tol)

@@ -463,8 +463,8 @@ def fit(
             options["weighted"] = True
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
         if shift:  # the objective scales by fᵝ: each penalty by as much (W and H by g = √f)
-            f = 4.0 ** shift
-            reg = (reg[0] * f ** (beta - 0.5), reg[1] * f ** (beta - 0.5), reg[2] * f ** (beta - 1), reg[3] * f ** (beta - 1))
+            reg = tuple(0.0 if not r else _ldexp(r, 2 * shift * (beta - power))
+                        for r, power in zip(reg, (0.5, 0.5, 1.0, 1.0)))
 
         if options["solver"] == "nnls" and masked_fit:
             result = _solve_fixed_masked(X, XM, mask, fix_W, fix_H, options, reg, start, progress)

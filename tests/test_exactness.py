@@ -52,7 +52,7 @@ def test_a_fit_of_X_times_a_power_of_four_is_the_fit_of_X_bit_for_bit(solver, dt
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype,scale", [(np.float32, 1e18), (np.float32, 1e-18), (np.float32, 1e-30),
                                          (np.float64, 1e20), (np.float64, 1e-20), (np.float64, 1e-160),
-                                         (np.float64, 1e300)])
+                                         (np.float64, 1e300), (np.float64, 1e-300)])
 def test_scaled_data_fits_to_the_unscaled_error_and_reports_the_true_one(solver, dtype, scale):
     """s·X fits like X, and the error it reports is the true one.
 
@@ -68,6 +68,22 @@ def test_scaled_data_fits_to_the_unscaled_error_and_reports_the_true_one(solver,
     assert result.metrics["relative_error"] == pytest.approx(reference, rel=1e-3)
     assert result.metrics["relative_error"] == pytest.approx(true_relative_error(Xs, result.W, result.H, scale),
                                                              rel=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["ehals", "cd", "mu"])
+@pytest.mark.parametrize("l1_ratio", [0.0, 1.0])
+def test_penalties_scale_with_the_data_bit_for_bit(solver, l1_ratio):
+    """The penalised objective of s·X with the penalties scaled as the objective scales (½‖sX −
+    WH‖² is s² times X's: an l1 weight times s^1.5, an l2 weight times s, W and H times √s) is
+    X's, scaled: the scaled fit weighs its penalties by those same powers of four."""
+    X = data()
+    plain = nmfcli.fit(X, 3, solver=solver, max_iter=40, alpha_W=0.01, l1_ratio=l1_ratio)
+    power = 1.5 if l1_ratio == 1.0 else 1.0
+    scaled = nmfcli.fit(X * 4.0 ** -200, 3, solver=solver, max_iter=40, alpha_W=0.01 * 4.0 ** (-200 * power),
+                        l1_ratio=l1_ratio)
+    assert plain.W.any()
+    assert np.array_equal(scaled.W, plain.W * 2.0 ** -200)
+    assert np.array_equal(scaled.H, plain.H * 2.0 ** -200)
 
 
 def test_hals_stays_finite_where_a_component_dies_to_a_subnormal_scale():

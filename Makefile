@@ -48,9 +48,9 @@ test-kernel: $(STAMP_TEST)
 # random examples, then any test marked slow
 # (pytest exits 5 when none is marked; that is not a failure here).
 test-slow: $(STAMP_TEST)
-	NMF_FUZZ_EXAMPLES=1500 $(PY) -m pytest -q tests/test_io_fuzz.py
-	NMF_TORTURE_EXAMPLES=2000 NMF_TORTURE_RANDOM=1 $(PY) -m pytest -q tests/test_nnls.py -k torture
-	$(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+	NMF_FUZZ_EXAMPLES=1500 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_io_fuzz.py
+	NMF_TORTURE_EXAMPLES=2000 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_nnls.py -k torture
+	NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 test-all: $(STAMP_TEST)
 	$(PY) -m pytest -q

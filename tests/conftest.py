@@ -12,6 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hypothesis import settings as _hypothesis_settings
+
+# Property tests draw the same examples on every run of `make test` (a failure there is the
+# code's, not the draw's); `make test-slow` draws new ones (NMF_HYPOTHESIS_RANDOM=1).
+_hypothesis_settings.register_profile("seeded", derandomize=True, database=None)
+_hypothesis_settings.register_profile("random", derandomize=False)
+_hypothesis_settings.load_profile("random" if os.environ.get("NMF_HYPOTHESIS_RANDOM") else "seeded")
+
 NMF = Path(sys.executable).parent / "nmf"
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "sample_data"

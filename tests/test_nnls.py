@@ -241,7 +241,7 @@ def problems(draw):
     return X, H
 
 
-@settings(max_examples=EXAMPLES, derandomize=not os.environ.get("NMF_TORTURE_RANDOM"), deadline=None,
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_torture_transform_equals_scipy_and_is_certified(problem):

@@ -975,7 +975,7 @@ def _ehals_loop(eng, W, H, options, reg, beta, callback, resume, start):
             Wt_before, H_before = cd.copy_into(Wt_next, Wt), cd.copy_into(H_next, H)
         done = cd.hals_converged(run.state, violation, tol)
         run.record(n_iter, objective)
-        best.offer(objective, Wt, H)
+        best.offer(objective, Wt, H, Wt_before, H_before)
 
         def save(n_iter=n_iter, Wt=Wt, H=H, Wt_before=Wt_before, H_before=H_before):
             return _checkpoint(eng, n_iter, Wt.T, H, run, W_before=Wt_before.T, H_before=H_before)
@@ -1003,23 +1003,28 @@ class _BestIterate:
 
     def __init__(self, eng):
         self.active = not eng.decides_on_device
-        self.value, self.A, self.B, self.last = None, None, None, None
+        self.value, self.A, self.B, self.is_last = None, None, None, True
 
-    def offer(self, objective, A, B):
+    def offer(self, objective, A, B, A_before=None, B_before=None):
+        """The iterate (A, B) and its recorded objective. ``A_before``, ``B_before``: the iterate
+        before it, still intact (ehals's); with them a copy is made only when the objective
+        rises past the best, from the iterate before (the best), not at every new best."""
         if not self.active:
             return
         objective = float(objective)
-        self.last = objective
-        if self.value is None or objective < self.value:
+        if self.value is None or objective <= self.value:
             self.value = objective
-            self.A, self.B = cd.copy_into(self.A, A), cd.copy_into(self.B, B)
+            if A_before is None:
+                self.A, self.B = cd.copy_into(self.A, A), cd.copy_into(self.B, B)
             self.is_last = True
         else:
+            if self.is_last and A_before is not None:
+                self.A, self.B = cd.copy_into(self.A, A_before), cd.copy_into(self.B, B_before)
             self.is_last = False
 
     def better(self, eng, W, H, beta, reg, transposed=False):
         """(W, H): the last factors, or the best ones where they are lower in float64."""
-        if not self.active or self.value is None or getattr(self, "is_last", True):
+        if not self.active or self.value is None or self.is_last:
             return W, H
         W_best = eng.contiguous_copy(self.A.T) if transposed else self.A
         if _objective(eng, W_best, self.B, beta, reg) < _objective(eng, W, H, beta, reg):

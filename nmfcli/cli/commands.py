@@ -356,6 +356,7 @@ def _model_info(path, model, top):
         # the errors above leave these out, or weigh them
         "missing_entries": metrics.get("missing_entries"),
         "weights": (model.get("weights") or {}).get("path"),
+        "kkt": metrics.get("kkt"),
         "col_labels": model.get("col_labels") is not None,
         "components": [
             {"name": names[i],
@@ -388,6 +389,15 @@ def _checkpoint_info(path, state):
     }
 
 
+def _kkt_rows(kkt):
+    """The exact solve's certificate, for a fit with a fixed factor (none otherwise)."""
+    if not isinstance(kkt, dict):
+        return []
+    verdict = "certified" if kkt.get("certified") else f"{kkt.get('uncertified')} rows NOT certified"
+    return [("kkt", f"{verdict}: worst violation {kkt.get('kkt_violation', 0.0):.2g} (tolerance "
+                    f"{kkt.get('kkt_tol', 0.0):.0e}), {kkt.get('refined')} re-solved")]
+
+
 def _weighing_rows(missing_entries, weights_path):
     """The rows that say a fit's errors leave missing entries out, or weigh the entries."""
     return ([("missing_entries", f"{missing_entries} (left out of the errors)")] if missing_entries else []) + \
@@ -415,6 +425,7 @@ def _print_info(info):
                 "objective", "objective_iteration", "reconstruction_error", "relative_error", "time_s")
         rows = [(k, _fmt(info[k])) for k in keys if k in info]
         rows += _weighing_rows(info.get("missing_entries"), (info.get("weights") or {}).get("path"))
+        rows += _kkt_rows(info.get("kkt"))
         if isinstance(info.get("input"), dict):
             rows.append(("input", info["input"].get("path")))
         if kind == "checkpoint":  # a resumed fit must be given these again
@@ -424,7 +435,8 @@ def _print_info(info):
     keys = ("k", "shape", "loss", "solver", "n_iter", "converged", "stop_reason", "objective",
             "reconstruction_error", "relative_error")
     term.table(f"{info['path']} (model)", [(k, _fmt(info[k])) for k in keys]
-               + _weighing_rows(info.get("missing_entries"), info.get("weights")), stderr=False)
+               + _weighing_rows(info.get("missing_entries"), info.get("weights")) + _kkt_rows(info.get("kkt")),
+               stderr=False)
     out = sys.stdout
     print("top features per component (weight in H):", file=out)
     for comp in info["components"]:

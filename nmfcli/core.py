@@ -8,6 +8,7 @@ iteration to an optional callback, which may ask the loop to stop.
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 
 from nmfcli import __version__
 from nmfcli.engines import get_engine
-from nmfcli.errors import DataError, UsageError
+from nmfcli.errors import DataError, NMFWarning, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, masked, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
@@ -445,6 +446,11 @@ def fit(
             options["missing"] = missing
         if weights is not None:
             options["weighted"] = True
+        if options["init"] == "nndsvd" and options["solver"] in MULTIPLICATIVE and resume is None:
+            # as scikit-learn warns: a multiplicative update keeps every zero of the start at zero
+            warnings.warn(f"init nndsvd leaves zeros in W and H that solver {options['solver']} (multiplicative "
+                          "updates) can never change, so the fit ends far from the best; use init nndsvda "
+                          "(or nndsvdar) instead", NMFWarning, stacklevel=2)
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
 
         if options["solver"] == "nnls" and masked_fit:

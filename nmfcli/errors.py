@@ -74,3 +74,7 @@ class NotConvergedError(NMFError, RuntimeError):
     """Raised by the CLI under --strict when a fit stopped before converging."""
 
     exit_code = EXIT_NOT_CONVERGED
+
+
+class NMFWarning(UserWarning):
+    """A fit that runs but will probably disappoint (Python's warnings; the CLI prints one line)."""

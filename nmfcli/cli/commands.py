@@ -153,6 +153,8 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
         raise errors.DataError(
             f"{input_path}: has {matrix.shape[1]} columns but the components in {source} have {n_model}; "
             "the new data must have the model's columns"
+            + shared.orientation_hint(H.shape, "H", *matrix.shape, input_path, source,
+                                      f"nmf fit {input_path} --fix-W {source} (the activations of its columns)")
         )
     shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
@@ -187,7 +189,7 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
 @click.option("--weights", "weights_path", default=None, metavar="FILE",
               help="Weight of each entry of X_FILE (its shape, >= 0): the errors weigh each entry's by it.")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
-@shared.input_options
+@shared.input_options_for("X_FILE")
 def reconstruct_command(w_path, h_path, model_path, output, against_path, report_path, loss, as_json, force,
                         input_format, dataset, header, index_col, missing=None, weights_path=None):
     if bool(h_path) == bool(model_path):
@@ -259,7 +261,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
 @click.option("--plot", "plot_path", default=None, metavar="PNG", help="Draw convergence and heatmaps into PNG.")
 @click.option("--force", is_flag=True, help="Replace an existing PNG.")
-@shared.input_options
+@shared.input_options_for("FILE")
 def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col):
     kind = "matrix" if input_format or dataset else nio.detect_kind(path)
     png = None

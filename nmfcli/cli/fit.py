@@ -196,6 +196,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                              ("W0", W0_path, "W"), ("H0", H0_path, "H")):
         if path:
             factors[key] = shared.read_factor(path, which, dtype=dtype or x_dtype)
+    shared.check_orientation(factors, matrix.shape, k, input_path)
     for key, factor in factors.items():
         if key in ("fix_H", "H0"):
             shared.check_labels(matrix.col_labels, factor.col_labels, got_path=factor.path,

@@ -20,7 +20,7 @@ FACTOR_FORMATS = ("npy", "csv", "h5")
 
 
 class LossType(click.ParamType):
-    """frobenius | kl | is | a real number beta."""
+    """frobenius | kl | is (or their long names, any case) | a real number beta."""
 
     name = "loss"
 
@@ -30,12 +30,12 @@ class LossType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)):
             return float(value)
-        if value in core.LOSSES:
-            return value
-        beta = summary.beta_of(value)
-        if beta is None or beta != beta or beta in (float("inf"), float("-inf")):
+        # scikit-learn's names too, in any case: 'kullback-leibler', 'itakura-saito', 'KL'
+        parsed = core.parse_loss(value)
+        if parsed is None:
             self.fail(f"{value!r} is not one of {', '.join(core.LOSSES)} or a number (beta)", param, ctx)
-        return beta
+        name, beta = parsed
+        return name if name in core.LOSSES and summary.beta_of(value) is None else beta
 
 
 class AlphaHType(click.ParamType):
@@ -58,13 +58,14 @@ class AlphaHType(click.ParamType):
         return number
 
 
-def input_options(f):
-    """--input-format, --dataset, --header/--no-header, --index-col/--no-index-col."""
+def input_options(f, argument="INPUT"):
+    """--input-format, --dataset, --header/--no-header, --index-col/--no-index-col, for the
+    matrix the command calls ``argument`` (input_options_for names another)."""
     decorators = [
         click.option("--input-format", type=FORMAT_CHOICE, default=None,
-                     help="Format of INPUT (default: from its extension, '-' is CSV)."),
+                     help=f"Format of {argument} (default: from its extension, '-' is CSV)."),
         click.option("--dataset", default=None, metavar="PATH",
-                     help="HDF5/Zarr dataset or sparse group (same as INPUT::PATH)."),
+                     help=f"HDF5/Zarr dataset or sparse group of {argument} (same as {argument}::PATH)."),
         click.option("--header/--no-header", default=None,
                      help="CSV: the first row is (not) column labels [default: detected]."),
         click.option("--index-col/--no-index-col", default=None,
@@ -73,6 +74,11 @@ def input_options(f):
     for d in reversed(decorators):
         f = d(f)
     return f
+
+
+def input_options_for(argument):
+    """input_options whose help names the matrix ``argument`` (X_FILE, FILE) instead of INPUT."""
+    return lambda f: input_options(f, argument)
 
 
 def read_input(path, opts: dict, dtype=None):
@@ -122,7 +128,7 @@ def read_factor(path, which: str, dtype=None) -> Factor:
 def read_weights(path, matrix, input_path, dtype=None) -> Factor:
     """--weights FILE: a matrix of INPUT's shape and labels (checked here, so the message names
     both files); core checks its values."""
-    weights = nio.read_matrix(path, dtype=dtype)
+    weights = nio.read_weights(path, dtype=dtype)
     if tuple(weights.shape) != tuple(matrix.shape):
         raise errors.DataError(
             f"{path}: the weights are {weights.shape[0]} x {weights.shape[1]} but {input_path} is "
@@ -131,6 +137,48 @@ def read_weights(path, matrix, input_path, dtype=None) -> Factor:
     check_labels(matrix.col_labels, weights.col_labels, got_path=path, expected_what=f"{input_path}'s",
                  axis="column")
     return Factor(path, weights.X, weights.row_labels, weights.col_labels, weights.sha256)
+
+
+# The option that takes a factor of the other orientation: a basis given as --fix-H that has
+# INPUT's rows is a W.
+OTHER_FACTOR_OPTION = {"fix_H": "--fix-W", "fix_W": "--fix-H", "H0": "--W0", "W0": "--H0"}
+FACTOR_OPTION = {"fix_H": "--fix-H", "fix_W": "--fix-W", "H0": "--H0", "W0": "--W0"}
+
+
+def orientation_hint(shape, which, m, n, input_path, path, other=None) -> str:
+    """What a factor of the wrong orientation was probably meant as ("" when nothing fits):
+    ``which`` is "H" (expected k x n) or "W" (expected m x k); ``other`` the option or command
+    that takes it as the other factor."""
+    a, b = (int(s) for s in shape)
+    if which == "H" and b != n:
+        if a == n:
+            return (f"; its transpose ({b} x {a}) fits: H has a row per component and a column per column "
+                    f"of {input_path}, so transpose {path}")
+        if a == m and other:
+            return f"; it has {input_path}'s {m} rows, as a W (m x k) does: did you mean {other}?"
+    if which == "W" and a != m:
+        if b == m:
+            return (f"; its transpose ({b} x {a}) fits: W has a row per row of {input_path} and a column per "
+                    f"component, so transpose {path}")
+        if b == n and other:
+            return f"; it has {input_path}'s {n} columns, as an H (k x n) does: did you mean {other}?"
+    return ""
+
+
+def check_orientation(factors: dict, shape, k, input_path) -> None:
+    """DataError with a hint for a --fix-H/--fix-W/--W0/--H0 file of the wrong orientation
+    (a transpose, or the other factor); other shape errors are left to core's message."""
+    m, n = shape
+    for key, factor in factors.items():
+        which = key[-1]
+        hint = orientation_hint(factor.X.shape, which, m, n, input_path, factor.path,
+                                f"{OTHER_FACTOR_OPTION[key]} {factor.path}")
+        if hint:
+            a, b = factor.X.shape
+            kk = k if isinstance(k, int) else "k"
+            expected = f"{kk} x {n}" if which == "H" else f"{m} x {kk}"
+            name = {"fix_H": "fixed H", "fix_W": "fixed W"}.get(key, key)
+            raise errors.DataError(f"{factor.path}: {name} has shape {a} x {b}; expected {expected}{hint}")
 
 
 def weights_messages(path) -> dict:

@@ -56,6 +56,7 @@ __all__ = [
     "read_model",
     "read_report",
     "read_row_source",
+    "read_weights",
     "refuse_existing",
     "replace_together",
     "row_source",
@@ -63,6 +64,7 @@ __all__ = [
     "stream_temp_path",
     "write_checkpoint",
     "write_format",
+    "is_stream",
     "write_bytes",
     "write_matrix",
     "write_model",
@@ -216,6 +218,18 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
     return Matrix(X, None, None, path, fmt, file_sha256(file))
 
 
+def read_weights(path, *, dtype=None) -> Matrix:
+    """A weights file, read as :func:`read_matrix` reads it, except that a boolean array (a
+    mask of the entries that count) is accepted and read as 1 and 0."""
+    from nmfcli.io._common import BOOLEANS_ALLOWED
+
+    token = BOOLEANS_ALLOWED.set(True)
+    try:
+        return read_matrix(path, dtype=dtype)
+    finally:
+        BOOLEANS_ALLOWED.reset(token)
+
+
 def _lazy_chunks(X):
     """The storage chunk shape of a lazy HDF5/Zarr array; None for arrays in memory."""
     import scipy.sparse as sp
@@ -330,6 +344,9 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
         return
     ext = _ext(path)
     fmt = format or write_format(path)
+    if is_stream(path):
+        _write_stream(path, A, fmt or "csv", row_labels, col_labels)
+        return
     if fmt is None:
         raise UsageError(f"{path}: cannot tell the output format from '{ext or path}'; "
                          "use a .csv, .tsv, .npy, .npz or .h5 file name")
@@ -352,6 +369,37 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
             from nmfcli.io._hdf5 import write_h5_matrix
 
             write_h5_matrix(tmp, A, row_labels, col_labels)
+
+
+def is_stream(path) -> bool:
+    """True for an existing device or named pipe (/dev/null, /dev/stdout, a FIFO): written in
+    place, as a stream, since there is no file to replace atomically."""
+    import stat
+
+    try:
+        mode = os.stat(os.fspath(path)).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _write_stream(path, A, fmt, row_labels, col_labels) -> None:
+    """write_matrix into a device or pipe: CSV/TSV (the default, it has no extension) or NPY."""
+    from nmfcli.io._text import write_text
+
+    if fmt not in ("csv", "tsv", "npy"):
+        raise UsageError(f"{path}: is a device or pipe; it can receive CSV, TSV or NPY, not {fmt}")
+    try:
+        if fmt == "npy":
+            with open(path, "wb") as f:
+                np.save(f, _dense(A), allow_pickle=False)
+        else:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                write_text(f, _dense(A), row_labels, col_labels, "\t" if fmt == "tsv" else ",")
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise ReadWriteError(f"{path}: writing failed ({e.strerror or e})") from None
 
 
 def write_format(path) -> str | None:

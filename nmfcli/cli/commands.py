@@ -130,9 +130,11 @@ def _components(model_path, components_path, dtype):
 @click.option("--engine", type=shared.ENGINE_CHOICE, default="numpy", show_default=True, help=shared.ENGINE_HELP)
 @shared.engine_options
 @shared.input_options
+@shared.labels_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
                       dataset, header, index_col, missing=None, engine="numpy", scheduler=None, workers=None,
-                      chunk_rows=None, memory_limit=None, weights_path=None):
+                      chunk_rows=None, memory_limit=None, weights_path=None, row_labels_path=None,
+                      col_labels_path=None):
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
     if row_blocks:
@@ -148,6 +150,7 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
         matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
                                                     index_col=index_col), dtype=dtype)
         X, x_dtype = matrix.X, matrix.X.dtype
+    matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, input_path)
     n_model = H.shape[1]
     if matrix.shape[1] != n_model:
         raise errors.DataError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from nmfcli import core, errors, summary
@@ -79,6 +81,37 @@ def input_options(f, argument="INPUT"):
 def input_options_for(argument):
     """input_options whose help names the matrix ``argument`` (X_FILE, FILE) instead of INPUT."""
     return lambda f: input_options(f, argument)
+
+
+def labels_options(f):
+    """--row-labels FILE, --column-labels FILE: labels for a matrix format that holds none."""
+    f = click.option("--column-labels", "col_labels_path", default=None, metavar="FILE",
+                     help="Column labels of INPUT, one a line (e.g. a vocabulary saved from scikit-learn's "
+                          "get_feature_names_out()); they go into the outputs.")(f)
+    return click.option("--row-labels", "row_labels_path", default=None, metavar="FILE",
+                        help="Row labels of INPUT, one a line.")(f)
+
+
+def given_labels(path, count, axis, what) -> list:
+    """The labels of --row-labels/--column-labels FILE, one for each of ``count`` rows or columns."""
+    labels = nio.read_labels(path)
+    if len(labels) != count:
+        raise errors.DataError(f"{path}: has {len(labels)} labels but {what} has {count} {axis}s; "
+                               f"give one label a {axis}")
+    return labels
+
+
+def with_labels(matrix, row_path, col_path, input_path):
+    """INPUT with the labels of --row-labels/--column-labels (one a row/column, and the same as
+    the ones INPUT holds itself, where it holds some)."""
+    changes = {}
+    for key, path, axis, count, own in (("row_labels", row_path, "row", matrix.shape[0], matrix.row_labels),
+                                        ("col_labels", col_path, "column", matrix.shape[1], matrix.col_labels)):
+        if path:
+            labels = given_labels(path, count, axis, input_path)
+            check_labels(own, labels, got_path=path, expected_what=f"{input_path}'s", axis=axis)
+            changes[key] = labels
+    return dataclasses.replace(matrix, **changes) if changes else matrix
 
 
 def read_input(path, opts: dict, dtype=None):

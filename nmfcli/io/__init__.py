@@ -22,6 +22,7 @@ from io import BytesIO
 import numpy as np
 
 from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
+from nmfcli.io._labels import read_labels
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
@@ -52,6 +53,7 @@ __all__ = [
     "output_lock",
     "permute_columns",
     "read_checkpoint",
+    "read_labels",
     "read_matrix",
     "read_model",
     "read_report",

@@ -262,30 +262,47 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Features (and rows) listed per component.")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
-@click.option("--plot", "plot_path", default=None, metavar="PNG", help="Draw convergence and heatmaps into PNG.")
+@click.option("--plot", "plot_path", default=None, metavar="PNG",
+              help="Draw the figure of FILE into PNG: for a model, the convergence curve, W, the data beside "
+                   "W·H (small matrices), and the components (top words with column labels, images with "
+                   "--image-shape, else a heatmap).")
+@click.option("--image-shape", type=shared.ImageShapeType(), default=None, metavar="HxW",
+              help="--plot: draw each component as an H x W image (H's rows, or W's columns, of H·W pixels).")
 @click.option("--force", is_flag=True, help="Replace an existing PNG.")
 @shared.input_options_for("FILE")
-def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col):
+@shared.labels_options
+def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col,
+                    image_shape=None, row_labels_path=None, col_labels_path=None):
     kind = "matrix" if input_format or dataset else nio.detect_kind(path)
     png = None
+    if image_shape is not None and not (plot_path and kind == "model"):
+        raise errors.UsageError("--image-shape draws a model's components; it needs a model and --plot PNG")
     if kind == "model":
-        model = nio.read_model(path)
+        model = _labelled_model(nio.read_model(path), path, row_labels_path, col_labels_path)
         info = _model_info(path, model, top)
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(history=model.get("history"), history_iter=model.get("history_iter"),
-                                  W=model.get("W"), H=model["H"], title=path)
+            plot.require_matplotlib()
+            _check_image_shape(image_shape, model, path)
+            X, WH = _small_data(model)
+            png = plot.render_model_png(model, title=_model_title(path, model), image_shape=image_shape, X=X,
+                                        WH=WH, top=min(top, plot.MAX_BARS))
     elif kind in ("report", "checkpoint"):
         state = nio.read_report(path) if kind == "report" else nio.read_checkpoint(path)
         info = {"kind": "report", "path": path, **state} if kind == "report" else _checkpoint_info(path, state)
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"), title=path)
+            about = state if kind == "report" else {**(state.get("options") or {}), "stop_reason": "a checkpoint",
+                                                    "n_iter": state.get("iteration")}
+            png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"),
+                                  title=f"{path} ({kind}): k={state.get('k')}, loss {about.get('loss')}",
+                                  legend=plot.legend_text(about))
     else:
         matrix = nio.read_matrix(path, input_format=input_format, dataset=dataset, header=header,
                                  index_col=index_col, lazy=True)
+        matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, path)
         X = matrix.X
         stored = X.dtype
         shared.warn_column_chunks(Terminal().say, matrix)
@@ -297,13 +314,68 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(X=X, title=path)
+            png = plot.render_png(X=X, title=f"{path} ({X.shape[0]} x {X.shape[1]})")
     if png is not None:
         nio.write_bytes(plot_path, png, force=force)
     if as_json:
         nio.write_report("-", info, stdout=sys.stdout)
         return
     _print_info(info)
+
+
+# The data is drawn beside W·H when the model's input is at most this many entries (and still there).
+SMALL_DATA_ENTRIES = 40_000
+
+
+def _labelled_model(model, path, row_labels_path, col_labels_path):
+    """The model with the labels of --row-labels/--column-labels (for a fit that had none)."""
+    H, W = model["H"], model.get("W")
+    if col_labels_path:
+        model["col_labels"] = shared.given_labels(col_labels_path, H.shape[1], "column", f"{path}'s H")
+    if row_labels_path:
+        if W is None:
+            raise errors.UsageError(f"{path}: the model holds no W, so it has no rows to label")
+        model["row_labels"] = shared.given_labels(row_labels_path, W.shape[0], "row", f"{path}'s W")
+    return model
+
+
+def _check_image_shape(image_shape, model, path):
+    if image_shape is None:
+        return
+    h, w = image_shape
+    n = model["H"].shape[1]
+    m = model["W"].shape[0] if model.get("W") is not None else None
+    if h * w not in (n, m):
+        rows = f" and W has {m} rows" if m is not None else ""
+        raise errors.UsageError(f"--image-shape {h}x{w} is {h * w} pixels, but {path}'s H has {n} columns{rows}; "
+                                "each image needs one pixel a column (or a row of W)")
+
+
+def _small_data(model):
+    """(X, W·H) when the model's input is small, still where the fit read it, and unchanged; else (None, None)."""
+    source, shape = model.get("input") or {}, model.get("shape")
+    W = model.get("W")
+    if W is None or not shape or shape[0] * shape[1] > SMALL_DATA_ENTRIES or not source.get("path") \
+            or source["path"] == "-":
+        return None, None
+    try:
+        matrix = nio.read_matrix(source["path"])
+    except errors.NMFError:
+        return None, None
+    if matrix.sha256 != source.get("sha256") or tuple(matrix.shape) != tuple(shape):
+        return None, None
+    X = matrix.X.toarray() if sp.issparse(matrix.X) else np.asarray(matrix.X)
+    return X, core.reconstruct(W, model["H"])
+
+
+def _model_title(path, model):
+    """What was fitted: 'NMF of docs.csv (79 x 1006): k=8, loss frobenius, relative error 0.76 (model docs.nmf)'."""
+    source = (model.get("input") or {}).get("path") or path
+    shape = model.get("shape")
+    size = f" ({shape[0]} x {shape[1]})" if shape else ""
+    error = (model.get("metrics") or {}).get("relative_error")
+    error_text = f", relative error {error:.3g}" if isinstance(error, float) else ""
+    return f"NMF of {source}{size}: k={model['H'].shape[0]}, loss {model.get('loss')}{error_text} (model {path})"
 
 
 def _model_info(path, model, top):

@@ -40,6 +40,24 @@ class LossType(click.ParamType):
         return name if name in core.LOSSES and summary.beta_of(value) is None else beta
 
 
+class ImageShapeType(click.ParamType):
+    """HxW (8x8, 64x64): the shape of an image, as (height, width)."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().replace("×", "x").split("x")
+        try:
+            h, w = (int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not HxW (e.g. 8x8: height x width in pixels)", param, ctx)
+        if h < 1 or w < 1:
+            self.fail(f"{value!r} needs a height and a width of at least 1", param, ctx)
+        return h, w
+
+
 class AlphaHType(click.ParamType):
     """A number >= 0, or "same" (copy --alpha-W, as scikit-learn does)."""
 

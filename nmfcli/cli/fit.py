@@ -50,7 +50,7 @@ Data beyond memory: with --engine dask (a local cluster of processes, or
 .h5 dataset, a .zarr array, an .npy file, or a folder of .npy/.npz row
 blocks) is never loaded whole: each block of rows is read when needed. With
 --format h5, W is written to OUTDIR/W.h5 block by block and left out of
-model.h5. Labels are not read from INPUT in this mode.
+model.h5. The labels an .h5 or .zarr INPUT holds are kept.
 
 SIGINT/SIGTERM finish the current iteration, write OUTDIR/checkpoint.h5,
 print how to resume and exit 130/143. A resumed fit ends bit-identical to an

@@ -247,14 +247,34 @@ def read_row_source(path, *, dataset=None) -> Matrix:
 
     Same provenance as :func:`read_matrix` (path, format, sha256 of the file, or for a
     folder of row blocks of every file's name and bytes), and the storage chunks.
-    Labels are not read (None). Raises MissingInputError (exit 66) or DataError (exit 65).
+    The labels an HDF5 or Zarr file holds are read (not the data); NPY files and
+    folders of blocks hold none. Raises MissingInputError (exit 66) or DataError (exit 65).
     """
     path = os.fspath(path)
     if path == "-":
         raise UsageError("-: row blocks cannot be read from stdin; give a file (.h5, .zarr, .npy) or a folder")
     source = row_source(path, dataset=dataset)
     fmt = {"folder": "npy-blocks"}.get(source.kind, source.kind)
-    return Matrix(source, None, None, path, fmt, file_sha256(source.path), source.chunks)
+    rows, cols = _stored_labels(source)
+    return Matrix(source, rows, cols, path, fmt, file_sha256(source.path), source.chunks)
+
+
+def _stored_labels(source):
+    """(row labels, column labels) an HDF5 or Zarr row source holds (AnnData's names too); the
+    data itself is not read."""
+    if source.kind == "h5":
+        from nmfcli.io._hdf5 import read_h5
+
+        X, rows, cols, keep_open = read_h5(source.path, source.path, source.name, dtype=None, lazy=True)
+        if keep_open:
+            X.file.close()
+        return rows, cols
+    if source.kind == "zarr":
+        from nmfcli.io._zarr import read_zarr
+
+        _, rows, cols = read_zarr(source.path, source.path, source.name, dtype=None, lazy=True)
+        return rows, cols
+    return None, None
 
 
 def _parse_csv(label, file, raw, header, index_col, target):

@@ -224,5 +224,8 @@ def test_row_block_refusal_suggests_nmf_convert(capsys, data):
     code, _, err = nmf(capsys, "fit", "X.npz", "-k", 2, "--chunk-rows", 10, "-o", "o")
     assert code == errors.EXIT_DATA
     assert err == ("Error: X.npz: row blocks are read from HDF5, Zarr, NPY or a folder of NPY/NPZ row blocks, not "
-                   "npz; convert it first, e.g. nmf convert X.npz X.h5\n")
+                   "npz; convert it first, e.g. nmf convert X.npz X.h5 --dense\n")
     assert "--format" not in err
+    code, _, err = nmf(capsys, "convert", "X.npz", "X.h5", "--dense", "-q")
+    assert (code, err) == (0, "")
+    assert nmf(capsys, "fit", "X.h5", "-k", 2, "--chunk-rows", 10, "-o", "o", "-q")[0] == 0

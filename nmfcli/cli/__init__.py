@@ -43,6 +43,7 @@ SHORT_HELP = {
     "reconstruct": "W·H from W and H files (or a model), and its error.",
     "inspect": "Describe a matrix, a model, a report or a checkpoint.",
     "rank": "Choose k: error and stability of several fits for each k.",
+    "convert": "Convert a matrix between formats, labels included.",
 }
 
 

@@ -83,6 +83,7 @@ Examples:
 def register(cli):
     """Add the subcommands to the `nmf` group (the one-line helps are the group's: nmfcli.cli.SHORT_HELP)."""
     from nmfcli.cli import SHORT_HELP
+    from nmfcli.cli import convert as convert_mod
     from nmfcli.cli import rank as rank_mod
 
     for name, help_text, command in (
@@ -91,6 +92,7 @@ def register(cli):
         ("reconstruct", RECONSTRUCT_HELP, reconstruct_command),
         ("inspect", INSPECT_HELP, inspect_command),
         ("rank", rank_mod.RANK_HELP, rank_mod.rank_command),
+        ("convert", convert_mod.CONVERT_HELP, convert_mod.convert_command),
     ):
         cli.command(name, help=help_text, short_help=SHORT_HELP[name])(command)
 

@@ -22,7 +22,7 @@ from io import BytesIO
 import numpy as np
 
 from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
-from nmfcli.io._labels import read_labels
+from nmfcli.io._labels import read_labels, write_labels
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
@@ -66,6 +66,7 @@ __all__ = [
     "stream_temp_path",
     "write_checkpoint",
     "write_format",
+    "write_labels",
     "is_stream",
     "write_bytes",
     "write_matrix",

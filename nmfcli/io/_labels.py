@@ -32,3 +32,16 @@ def read_labels(path) -> list[str]:
     if not labels:
         raise fail(path, "the label file is empty; it needs one label a line")
     return labels
+
+
+def write_labels(path, labels, *, force: bool = False) -> None:
+    """Write labels one a line (UTF-8), atomically: the file :func:`read_labels` reads back.
+    A label with a line break in it cannot be written so (ValueError)."""
+    from nmfcli.io._common import atomic_path
+
+    text = [str(label) for label in labels]
+    if any("\n" in label or "\r" in label for label in text):
+        raise ValueError("a label holds a line break; it cannot be written one a line")
+    with atomic_path(os.fspath(path), force=force) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(f"{label}\n" for label in text))

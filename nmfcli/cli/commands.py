@@ -66,16 +66,23 @@ values, all-zero rows and columns. A model (model.h5): k, loss, solver,
 iterations, convergence, errors and the top-N features of every component with
 their column labels (the topics of a document-term matrix). A report: its
 summary. A checkpoint (checkpoint.h5): the iteration it was written after, the
-objective there, the input and options it resumes under. --plot draws the
-convergence curve and heatmaps of W and H (needs matplotlib: pip install
-'nmfcli[plot]').
+objective there, the input and options it resumes under.
+
+--plot PNG draws a model as what was factorized (needs matplotlib: pip install
+'nmfcli[plot]'): the convergence curve (solver, loss and stop reason in its
+legend), W, the data beside W·H when the input is small (at most 40,000
+entries, unchanged since the fit), and the components: each one's top words as
+bars when the columns have labels, images with --image-shape HxW, else a
+heatmap. A report or checkpoint: its convergence curve.
 
 \b
 Examples:
   nmf inspect docs.csv
   nmf inspect docs.nmf/model.h5 --top 8
   nmf inspect docs.nmf/report.json --json | jq .relative_error
-  nmf inspect docs.nmf/model.h5 --plot fit.png
+  nmf inspect docs.nmf --plot topics.png
+  nmf inspect faces.nmf --plot faces.png --image-shape 64x64
+  nmf inspect plain.nmf --column-labels vocab.txt --top 8
   nmf inspect docs.nmf/checkpoint.h5
 """
 
@@ -272,7 +279,7 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
               help="--plot: draw each component as an H x W image (H's rows, or W's columns, of H·W pixels).")
 @click.option("--force", is_flag=True, help="Replace an existing PNG.")
 @shared.input_options_for("FILE")
-@shared.labels_options
+@shared.labels_options_for("FILE (a matrix, or a model's H and W)", "for a model fitted without labels")
 def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col,
                     image_shape=None, row_labels_path=None, col_labels_path=None):
     kind = "matrix" if input_format or dataset else nio.detect_kind(path)

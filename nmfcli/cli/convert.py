@@ -56,7 +56,7 @@ def label_paths(output: str) -> dict:
 @click.option("--force", is_flag=True, help="Replace OUT (and its label files) if they exist.")
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on stderr but errors.")
 @shared.input_options_for("IN")
-@shared.labels_options
+@shared.labels_options_for("IN", "they go into OUT")
 def convert_command(input_path, output, output_format, dense, dtype, force, quiet, input_format, dataset, header,
                     index_col, row_labels_path=None, col_labels_path=None):
     fmt = "csv" if output == "-" and output_format is None else output_format or nio.write_format(output)

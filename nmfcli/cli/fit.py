@@ -75,7 +75,8 @@ def fit_options(f):
                           "--fix-H/--fix-W; anls for frobenius and mu for the others with --missing/--weights). "
                           "ehals and emu are hals and mu with extrapolation; cd and mu are scikit-learn's."),
         click.option("--loss", type=shared.LossType(), default="frobenius", show_default=True,
-                     help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
+                     help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta; scikit-learn's names "
+                          "kullback-leibler and itakura-saito too, in any case."),
         click.option("--init", type=shared.INIT_CHOICE, default=None,
                      help="Initialisation [default: nndsvda if k <= min(m, n) else random; custom with --W0/--H0]."),
         click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True),

@@ -101,13 +101,18 @@ def input_options_for(argument):
     return lambda f: input_options(f, argument)
 
 
-def labels_options(f):
+def labels_options(f, what="INPUT", where="they go into the outputs"):
     """--row-labels FILE, --column-labels FILE: labels for a matrix format that holds none."""
     f = click.option("--column-labels", "col_labels_path", default=None, metavar="FILE",
-                     help="Column labels of INPUT, one a line (e.g. a vocabulary saved from scikit-learn's "
-                          "get_feature_names_out()); they go into the outputs.")(f)
+                     help=f"Column labels of {what}, one a line (e.g. a vocabulary saved from scikit-learn's "
+                          f"get_feature_names_out()); {where}.")(f)
     return click.option("--row-labels", "row_labels_path", default=None, metavar="FILE",
-                        help="Row labels of INPUT, one a line.")(f)
+                        help=f"Row labels of {what}, one a line.")(f)
+
+
+def labels_options_for(what, where):
+    """labels_options whose help names another matrix than INPUT."""
+    return lambda f: labels_options(f, what, where)
 
 
 def given_labels(path, count, axis, what) -> list:

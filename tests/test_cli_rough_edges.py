@@ -229,3 +229,13 @@ def test_row_block_refusal_suggests_nmf_convert(capsys, data):
     code, _, err = nmf(capsys, "convert", "X.npz", "X.h5", "--dense", "-q")
     assert (code, err) == (0, "")
     assert nmf(capsys, "fit", "X.h5", "-k", 2, "--chunk-rows", 10, "-o", "o", "-q")[0] == 0
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_nndsvd_warning_once_from_a_rank_survey(capsys, data, jobs):
+    """The survey's fits warn once, in one line, also when they run in worker processes."""
+    d, _ = data
+    code, _, err = nmf(capsys, "rank", d / "X.npy", "-k", "2:3", "--runs", 2, "--loss", "kl", "--init", "nndsvd",
+                       "--max-iter", 5, "--jobs", jobs)
+    assert code == 0
+    assert err == NNDSVD_WARNING.format("emu")

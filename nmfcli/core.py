@@ -385,7 +385,7 @@ def fit(
     if history not in ("checks", "all"):
         raise UsageError(f"history must be 'checks' or 'all'; got {history!r}")
     if history == "all" and (engine == "dask" or (engine_options or {}).get("chunk_rows") is not None):
-        raise UsageError("history 'all' is recorded on the numpy and cupy engines in memory")
+        raise UsageError("history='all' is recorded on the numpy and cupy engines in memory")
     if missing is not None or weights is not None or solver == "anls":
         _check_weighted(missing, weights, engine, engine_options, solver)
         engine = "numpy"  # "auto" too: the weighted updates run on the CPU

@@ -213,6 +213,9 @@ def test_errors_speak_options_not_python(capsys, data):
     assert err == ("Error: missing values (--missing nan) are fitted on the numpy engine in memory; got "
                    "--chunk-rows\n")
     assert "=" not in err
+    code, _, err = nmf(capsys, "fit", d / "X.npy", "-k", 2, "--history", "all", "--chunk-rows", 10, "-o", d / "o")
+    assert code == errors.EXIT_USAGE
+    assert err == "Error: --history all is recorded on the numpy and cupy engines in memory\n"
 
 
 def test_row_block_refusal_suggests_nmf_convert(capsys, data):

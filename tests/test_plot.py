@@ -175,7 +175,7 @@ def test_history_refused_where_not_recorded():
     X = low_rank(30, 12, seed=4)
     with pytest.raises(errors.UsageError, match="history must be 'checks' or 'all'; got 'some'"):
         nmfcli.fit(X, 3, history="some")
-    with pytest.raises(errors.UsageError, match="history 'all' is recorded on the numpy and cupy engines in memory"):
+    with pytest.raises(errors.UsageError, match="history='all' is recorded on the numpy and cupy engines in memory"):
         nmfcli.fit(X, 3, history="all", engine_options={"chunk_rows": 10})
 
 

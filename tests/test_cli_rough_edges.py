@@ -45,6 +45,16 @@ def test_scikit_learn_loss_names_in_any_case(capsys, data, given, name):
     assert report["options"]["loss"] == name
 
 
+def test_loss_names_become_the_canonical_name_and_numbers_stay_numbers():
+    """What the command passes on (and a checkpoint records to compare a --resume with)."""
+    from nmfcli.cli.shared import LossType
+
+    convert = LossType().convert
+    assert [convert(v, None, None) for v in ("kl", "KL", "kullback-leibler", "Itakura-Saito", "is", "fro",
+                                             "frobenius")] == ["kl", "kl", "kl", "is", "is", "frobenius", "frobenius"]
+    assert [convert(v, None, None) for v in ("2", "1", "1.5", 0.5)] == [2.0, 1.0, 1.5, 0.5]
+
+
 def test_a_loss_name_that_is_no_loss_is_still_refused(capsys, data):
     d, _ = data
     code, _, err = nmf(capsys, "fit", d / "X.npy", "-k", 2, "--loss", "kullback", "-o", d / "o")

@@ -37,7 +37,11 @@ class LossType(click.ParamType):
         if parsed is None:
             self.fail(f"{value!r} is not one of {', '.join(core.LOSSES)} or a number (beta)", param, ctx)
         name, beta = parsed
-        return name if name in core.LOSSES and summary.beta_of(value) is None else beta
+        try:
+            float(value)
+        except ValueError:  # a name: kl, KL, kullback-leibler -> kl
+            return name if name in core.LOSSES else beta
+        return beta  # a number stays a number, as before: 2 -> 2.0
 
 
 class ImageShapeType(click.ParamType):

@@ -244,3 +244,24 @@ def test_inspect_plot_image_shape(capsys, tmp_path, captured):
     code, _, err = _nmf(capsys, "inspect", tmp_path / "m", "--image-shape", "4x5")
     assert code == errors.EXIT_USAGE
     assert err == "Error: --image-shape draws a model's components; it needs a model and --plot PNG\n"
+
+
+def test_inspect_plot_of_a_report_and_a_checkpoint(capsys, tmp_path, monkeypatch):
+    figures = []
+    original = plot.panels_figure
+    monkeypatch.setattr(plot, "panels_figure", lambda **kw: figures.append(original(**kw)) or figures[-1])
+    np.save(tmp_path / "x.npy", low_rank(20, 8, seed=9))
+    code, _, err = _nmf(capsys, "fit", tmp_path / "x.npy", "-k", 2, "--loss", "kl", "--tol", 0, "--max-iter", 20,
+                        "--checkpoint-every", 10, "-o", tmp_path / "m", "-q")
+    assert code == 0, err
+    for name in ("report.json", "checkpoint.h5"):
+        code, _, err = _nmf(capsys, "inspect", tmp_path / "m" / name, "--plot", tmp_path / f"{name}.png")
+        assert code == 0, err
+    report, checkpoint = figures
+    kind = {"report.json": "report", "checkpoint.h5": "checkpoint"}
+    for fig, name in ((report, "report.json"), (checkpoint, "checkpoint.h5")):
+        assert fig._suptitle.get_text() == (f"NMF of {tmp_path / 'x.npy'}: k=2, loss kl "
+                                            f"({kind[name]} {tmp_path / 'm' / name})")
+    legend = lambda fig: [t.get_text() for t in fig.get_axes()[0].get_legend().get_texts()]  # noqa: E731
+    assert legend(report) == ["solver emu, loss kl\nstopped by max_iter after 20 iterations\n(not converged)"]
+    assert legend(checkpoint) == ["solver auto, loss kl\ncheckpoint after iteration 20"]

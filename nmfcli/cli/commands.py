@@ -303,11 +303,14 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
         if plot_path:
             from nmfcli import plot
 
-            about = state if kind == "report" else {**(state.get("options") or {}), "stop_reason": "a checkpoint",
-                                                    "n_iter": state.get("iteration")}
+            about = state if kind == "report" else state.get("options") or {}
+            legend = plot.legend_text(about) if kind == "report" else (
+                f"solver {about.get('solver')}, loss {about.get('loss')}\ncheckpoint after iteration "
+                f"{state.get('iteration')}")
             png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"),
-                                  title=f"{path} ({kind}): k={state.get('k')}, loss {about.get('loss')}",
-                                  legend=plot.legend_text(about))
+                                  title=f"NMF of {(state.get('input') or {}).get('path', '?')}: k={state.get('k')}, "
+                                        f"loss {about.get('loss')} ({kind} {path})",
+                                  legend=legend)
     else:
         matrix = nio.read_matrix(path, input_format=input_format, dataset=dataset, header=header,
                                  index_col=index_col, lazy=True)

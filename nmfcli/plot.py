@@ -67,15 +67,18 @@ MAX_COMPONENTS = 24
 MAX_BARS = 10
 
 
-def render_png(*, history=None, history_iter=None, W=None, H=None, X=None, title="", legend=None) -> bytes:
+def render_png(*, history=None, history_iter=None, W=None, H=None, X=None, title="", legend=None,
+               row_labels=None, col_labels=None) -> bytes:
     """A PNG with the panels that have data: convergence curve, W heatmap, H heatmap (or X)."""
     plt = _pyplot()
-    return _png(plt, panels_figure(history=history, history_iter=history_iter, W=W, H=H, X=X, legend=legend),
-                title)
+    return _png(plt, panels_figure(history=history, history_iter=history_iter, W=W, H=H, X=X, legend=legend,
+                                   row_labels=row_labels, col_labels=col_labels), title)
 
 
-def panels_figure(*, history=None, history_iter=None, W=None, H=None, X=None, legend=None):
-    """The figure render_png draws (for a report, a checkpoint or a matrix), not yet titled."""
+def panels_figure(*, history=None, history_iter=None, W=None, H=None, X=None, legend=None, row_labels=None,
+                  col_labels=None):
+    """The figure render_png draws (for a report, a checkpoint or a matrix, whose ``row_labels``
+    and ``col_labels`` label the X panel), not yet titled."""
     plt = _pyplot()
     panels = []
     if history is not None and len(history):
@@ -98,7 +101,8 @@ def panels_figure(*, history=None, history_iter=None, W=None, H=None, X=None, le
         else:
             A = {"W": W, "H": H, "X": X}[panel]
             k_axis = {"W": "x", "H": "y"}.get(panel)
-            _heatmap(fig, ax, A, f"{panel}", k_axis=k_axis)
+            labels = {"row_labels": row_labels, "col_labels": col_labels} if panel == "X" else {}
+            _heatmap(fig, ax, A, f"{panel}", k_axis=k_axis, **labels)
     return fig
 
 

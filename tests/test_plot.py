@@ -265,3 +265,17 @@ def test_inspect_plot_of_a_report_and_a_checkpoint(capsys, tmp_path, monkeypatch
     legend = lambda fig: [t.get_text() for t in fig.get_axes()[0].get_legend().get_texts()]  # noqa: E731
     assert legend(report) == ["solver emu, loss kl\nstopped by max_iter after 20 iterations\n(not converged)"]
     assert legend(checkpoint) == ["solver auto, loss kl\ncheckpoint after iteration 20"]
+
+
+def test_inspect_plot_of_a_labelled_matrix(capsys, tmp_path, monkeypatch):
+    from conftest import labels, write_csv
+
+    figures = []
+    original = plot.panels_figure
+    monkeypatch.setattr(plot, "panels_figure", lambda **kw: figures.append(original(**kw)) or figures[-1])
+    write_csv(tmp_path / "x.csv", low_rank(6, 4, seed=2), labels("r", 6), labels("w", 4))
+    code, _, err = _nmf(capsys, "inspect", tmp_path / "x.csv", "--plot", tmp_path / "x.png")
+    assert code == 0, err
+    ax, = [ax for ax in figures[0].get_axes() if ax.get_title() == "X (6 x 4)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels("r", 6)
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels("w", 4)

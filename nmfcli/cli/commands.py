@@ -326,7 +326,8 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(X=X, title=f"{path} ({X.shape[0]} x {X.shape[1]})")
+            png = plot.render_png(X=X, title=f"{path} ({X.shape[0]} x {X.shape[1]})", row_labels=matrix.row_labels,
+                                  col_labels=matrix.col_labels)
     if png is not None:
         nio.write_bytes(plot_path, png, force=force)
     if as_json:

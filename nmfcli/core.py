@@ -369,7 +369,8 @@ def fit(
         the solver computes it anyway (every iteration for hals, ehals and cd; iteration 0 and
         every 10th, where the stop is tested, for mu, emu and anls). "all": every iteration,
         which for mu, emu and anls costs one more evaluation of the divergence per iteration
-        (a pass over X; typically a third to a half more time). The iterates are the same.
+        (a pass over X; KL fits of 2000 x 1000 dense and 5000 x 2000 sparse X, k = 10, took
+        1.1-1.6x the time). The iterates are the same.
         On the numpy and cupy engines in memory.
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations

@@ -8,6 +8,7 @@ iteration to an optional callback, which may ask the loop to stop.
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 
 from nmfcli import __version__
 from nmfcli.engines import get_engine
-from nmfcli.errors import DataError, NumericalError, UsageError
+from nmfcli.errors import DataError, NMFWarning, NumericalError, UsageError
 from nmfcli.init import INITS, default_init, nndsvd_factors, random_factors
 from nmfcli.solvers import cd, masked, mu
 from nmfcli.solvers.losses import BLOCK_ENTRIES, beta_divergence, parse_loss, reconstruction_error, squared_error
@@ -283,6 +284,7 @@ def fit(
     progress=None,
     missing=None,
     weights=None,
+    history="checks",
 ):
     """Factor a non-negative matrix X (m×n) into W (m×k) and H (k×n), both non-negative.
 
@@ -363,6 +365,14 @@ def fit(
         √(Σ w·X²)). A sparse ``weights`` is densified (its unstored entries weigh 0); a boolean
         one counts as 1 and 0. With ``missing``, the missing entries weigh 0 whatever
         ``weights`` says there.
+    history : {"checks", "all"}, default "checks"
+        Which iterations ``FitResult.history`` records the objective of. "checks": those where
+        the solver computes it anyway (every iteration for hals, ehals and cd; iteration 0 and
+        every 10th, where the stop is tested, for mu, emu and anls). "all": every iteration,
+        which for mu, emu and anls costs one more evaluation of the divergence per iteration
+        (a pass over X; KL fits of 2000 x 1000 dense and 5000 x 2000 sparse X, k = 10, took
+        1.1-1.6x the time). The iterates are the same.
+        On the numpy and cupy engines in memory.
     progress : callable(done, total), optional
         For the exact solve (Frobenius loss with W or H fixed), which has no iterations
         to report: called after each block of the free factor's rows (fix_H) or
@@ -374,6 +384,10 @@ def fit(
     FitResult
     """
     start = time.perf_counter()
+    if history not in ("checks", "all"):
+        raise UsageError(f"history must be 'checks' or 'all'; got {history!r}")
+    if history == "all" and (engine == "dask" or (engine_options or {}).get("chunk_rows") is not None):
+        raise UsageError("history='all' is recorded on the numpy and cupy engines in memory")
     if missing is not None or weights is not None or solver == "anls":
         _check_weighted(missing, weights, engine, engine_options, solver)
         engine = "numpy"  # "auto" too: the weighted updates run on the CPU
@@ -461,6 +475,13 @@ def fit(
             options["missing"] = missing
         if weights is not None:
             options["weighted"] = True
+        if history == "all":
+            options["history"] = "all"
+        if options["init"] == "nndsvd" and options["solver"] in MULTIPLICATIVE and resume is None:
+            # as scikit-learn warns: a multiplicative update keeps every zero of the start at zero
+            warnings.warn(f"init nndsvd leaves zeros in W and H that solver {options['solver']} (multiplicative "
+                          "updates) can never change, so the fit ends far from the best; use init nndsvda "
+                          "(or nndsvdar) instead", NMFWarning, stacklevel=2)
         reg = regularization(shape, alpha_W, alpha_H, l1_ratio)
         if shift:  # the objective scales by fᵝ: each penalty by as much (W and H by g = √f)
             reg = tuple(0.0 if not r else _ldexp(r, 2 * shift * (beta - power))
@@ -1043,14 +1064,17 @@ def _mu_start(eng, W, H, beta, reg, run, divergence_of=None):
         run.record(0, _objective(eng, W, H, beta, reg, divergence))
 
 
-def _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of=None):
+def _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of=None, every=False):
     """mu's and emu's stop, tested every mu.CHECK_EVERY iterations on the exact divergence,
     which the history records: ((n_iter, divergence), done), or (None, False) between tests.
-    ``divergence_of``: as in _mu_start."""
-    if n_iter % mu.CHECK_EVERY:
+    ``divergence_of``: as in _mu_start. ``every`` (fit's history="all"): the divergence is
+    measured and recorded between tests too, and the stop still tested every CHECK_EVERY."""
+    if n_iter % mu.CHECK_EVERY and not every:
         return None, False
     divergence = beta_divergence(eng, W, H, beta) if divergence_of is None else divergence_of(W, H)
     run.record(n_iter, _objective(eng, W, H, beta, reg, divergence))
+    if n_iter % mu.CHECK_EVERY:
+        return (n_iter, divergence), False
     return (n_iter, divergence), mu.converged(run.state, reconstruction_error(divergence), tol)
 
 
@@ -1071,7 +1095,7 @@ def _mu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             mu.update_W(eng, W, H, beta, l1_W, l2_W, gamma, cache, keep_cache=not update_H_)
         if update_H_:
             mu.update_H(eng, W, H, beta, l1_H, l2_H, gamma)
-        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, every=options.get("history") == "all")
         measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
@@ -1198,7 +1222,8 @@ def _masked_loop(X, XM, M, eng, W, H, options, reg, beta, callback, resume, star
     measured = None  # (iteration, divergence there): the last test's
     for n_iter in range(run.first, max_iter + 1):
         W, H = step(W, H)
-        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, divergence_of,
+                                every=options.get("history") == "all")
         measured = tested or measured
         if run.end_iteration(eng, n_iter, done, W, H, lambda: _checkpoint(eng, n_iter, W, H, run)):
             break
@@ -1376,7 +1401,7 @@ def _emu_loop(eng, W, H, options, reg, beta, callback, resume, start):
             if free_H:
                 H_before = cd.copy_into(H_next, H)
         run.state["bound"] = new_bound
-        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol)
+        tested, done = _mu_test(eng, W, H, beta, reg, run, n_iter, tol, every=options.get("history") == "all")
         measured = tested or measured
         if tested:
             best.offer(run.history[-1], W, H)

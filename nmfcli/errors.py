@@ -80,3 +80,7 @@ class NumericalError(NMFError, ArithmeticError):
     """A computation gave non-finite numbers where the data did not call for them (a bug; nothing is written)."""
 
     exit_code = EXIT_INTERNAL
+
+
+class NMFWarning(UserWarning):
+    """A fit that runs but will probably disappoint (Python's warnings; the CLI prints one line)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 
 from nmfcli import core
 from nmfcli.engines import blas
-from nmfcli.errors import UnavailableError, UsageError
+from nmfcli.errors import NMFWarning, UnavailableError, UsageError
 
 DEFAULT_RUNS = 5
 
@@ -159,7 +160,10 @@ def _fits(X, tasks, init, fit_options, jobs):
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield future.result()
+                    task, result, messages = future.result()
+                    for message in messages:  # a worker's warnings, shown once, here
+                        warnings.warn(message, NMFWarning, stacklevel=2)
+                    yield task, result
         except BrokenProcessPool:
             raise UnavailableError(f"a worker process of the survey stopped abruptly (killed, or out of "
                                    f"memory: each of the {workers} holds a copy of X); try fewer jobs") from None
@@ -184,8 +188,12 @@ def _worker_start(X, init, fit_options):
 
 
 def _worker_fit(task):
+    """(task, FitResult, the messages of the fit's NMFWarnings, for the parent to show)."""
     k, run_seed = task
-    return task, core.fit(_worker["X"], k, seed=run_seed, init=_worker["init"], **_worker["fit_options"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NMFWarning)
+        result = core.fit(_worker["X"], k, seed=run_seed, init=_worker["init"], **_worker["fit_options"])
+    return task, result, [str(w.message) for w in caught if issubclass(w.category, NMFWarning)]
 
 
 def _rank_fit(k, seeds, fits, keep_factors):

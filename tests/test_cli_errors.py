@@ -86,7 +86,7 @@ CASES = [
      "Error: negative.csv: X has 2 negative values; the first is -1 at row 1, column 2; NMF needs non-negative data"),
     ("NaN", ["fit", "nan.csv", "-k", "2"], 65,
      "Error: nan.csv: X has 1 NaN or infinite value; the first is nan at row 2, column 2; to leave NaN entries "
-     "out of the fit as missing values, use missing='nan' (nmf fit --missing nan)"),
+     "out of the fit as missing values, use --missing nan"),
     ("Inf", ["fit", "inf.csv", "-k", "2"], 65,
      "Error: inf.csv: X has 1 NaN or infinite value; the first is inf at row 1, column 3"),
     ("all zeros", ["fit", "zeros.csv", "-k", "1"], 65, "Error: zeros.csv: X is all zeros; there is nothing to factorize"),

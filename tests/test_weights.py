@@ -414,7 +414,7 @@ def test_cli_names_the_input_for_what_weights_cannot_go_with(tmp_path):
     proc = run_nmf("fit", tmp_path / "X.npy", "-k", 2, "--weights", tmp_path / "w.npy", "--chunk-rows", 5,
                    "-o", tmp_path / "o")
     assert proc.returncode == errors.EXIT_USAGE
-    assert one_error_line(proc) == "Error: a weighted fit runs on the numpy engine in memory; got chunk_rows"
+    assert one_error_line(proc) == "Error: a weighted fit runs on the numpy engine in memory; got --chunk-rows"
     assert not (tmp_path / "o").exists()
 
 

@@ -9,7 +9,9 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 
 import click
 
@@ -22,7 +24,7 @@ Exit codes:
   {errors.EXIT_NOT_CONVERGED:<3}  --strict and the fit did not converge (outputs are written)
   {errors.EXIT_DATA:<3}  bad data: not a readable non-negative 2-D matrix, mismatched shapes or labels
   {errors.EXIT_NO_INPUT:<3}  an input file does not exist or cannot be opened
-  {errors.EXIT_UNAVAILABLE:<3}  not enough memory, or an optional extra (matplotlib, cupy) is missing
+  {errors.EXIT_UNAVAILABLE:<3}  not enough memory, or an optional extra (matplotlib, cupy, dask, zarr) is missing
   {errors.EXIT_INTERNAL:<3}  internal error (a bug: please report it with the traceback)
   {errors.EXIT_CANT_CREATE:<3}  an output exists (use --force) or cannot be created
   {errors.EXIT_IO:<3}  reading or writing failed part-way
@@ -41,6 +43,7 @@ SHORT_HELP = {
     "reconstruct": "W·H from W and H files (or a model), and its error.",
     "inspect": "Describe a matrix, a model, a report or a checkpoint.",
     "rank": "Choose k: error and stability of several fits for each k.",
+    "convert": "Convert a matrix between formats, labels included.",
 }
 
 
@@ -96,9 +99,36 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+# core speaks Python (missing='nan', got chunk_rows, got engine 'dask'); a shell user types options
+_PYTHON_ARGUMENT = re.compile(r"\b([a-z][A-Za-z_]*)='([^'\s]*)'")
+_PYTHON_WORDS = (("use missing='nan' (nmf fit --missing nan)", "use missing='nan'"),
+                 ("; got chunk_rows", "; got --chunk-rows"))
+_PYTHON_ENGINE = re.compile(r"; got engine '(\w+)'")
+
+
+def cli_syntax(message: str) -> str:
+    """A core or io message in the command line's words: missing='nan' -> --missing nan."""
+    for python, words in _PYTHON_WORDS:
+        message = message.replace(python, words)
+    message = _PYTHON_ENGINE.sub(r"; got --engine \1", message)
+    return _PYTHON_ARGUMENT.sub(lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """nmfcli's own warnings as one 'warning: ...' line on stderr; others as Python shows them."""
+    if issubclass(category, errors.NMFWarning):
+        print(f"warning: {_one_line(cli_syntax(str(message)))}", file=sys.stderr, flush=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def run(argv=None) -> int:
     """Run `nmf` with argv (default sys.argv[1:]) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     if sys.stdout is None:  # started with stdout closed (`nmf ... >&-`): data goes nowhere, quietly
         sys.stdout = open(os.devnull, "w")
     try:
@@ -123,7 +153,7 @@ def run(argv=None) -> int:
     except click.exceptions.Abort:
         return errors.EXIT_SIGINT
     except errors.NMFError as e:
-        print(f"Error: {_one_line(e)}", file=sys.stderr)
+        print(f"Error: {_one_line(cli_syntax(str(e)))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         # The reader went away (`nmf ... | head -1`): what it wanted it got.

@@ -66,16 +66,23 @@ values, all-zero rows and columns. A model (model.h5): k, loss, solver,
 iterations, convergence, errors and the top-N features of every component with
 their column labels (the topics of a document-term matrix). A report: its
 summary. A checkpoint (checkpoint.h5): the iteration it was written after, the
-objective there, the input and options it resumes under. --plot draws the
-convergence curve and heatmaps of W and H (needs matplotlib: pip install
-'nmfcli[plot]').
+objective there, the input and options it resumes under.
+
+--plot PNG draws a model as what was factorized (needs matplotlib: pip install
+'nmfcli[plot]'): the convergence curve (solver, loss and stop reason in its
+legend), W, the data beside W·H when the input is small (at most 40,000
+entries, unchanged since the fit), and the components: each one's top words as
+bars when the columns have labels, images with --image-shape HxW, else a
+heatmap. A report or checkpoint: its convergence curve.
 
 \b
 Examples:
   nmf inspect docs.csv
   nmf inspect docs.nmf/model.h5 --top 8
   nmf inspect docs.nmf/report.json --json | jq .relative_error
-  nmf inspect docs.nmf/model.h5 --plot fit.png
+  nmf inspect docs.nmf --plot topics.png
+  nmf inspect faces.nmf --plot faces.png --image-shape 64x64
+  nmf inspect plain.nmf --column-labels vocab.txt --top 8
   nmf inspect docs.nmf/checkpoint.h5
 """
 
@@ -83,6 +90,7 @@ Examples:
 def register(cli):
     """Add the subcommands to the `nmf` group (the one-line helps are the group's: nmfcli.cli.SHORT_HELP)."""
     from nmfcli.cli import SHORT_HELP
+    from nmfcli.cli import convert as convert_mod
     from nmfcli.cli import rank as rank_mod
 
     for name, help_text, command in (
@@ -91,6 +99,7 @@ def register(cli):
         ("reconstruct", RECONSTRUCT_HELP, reconstruct_command),
         ("inspect", INSPECT_HELP, inspect_command),
         ("rank", rank_mod.RANK_HELP, rank_mod.rank_command),
+        ("convert", convert_mod.CONVERT_HELP, convert_mod.convert_command),
     ):
         cli.command(name, help=help_text, short_help=SHORT_HELP[name])(command)
 
@@ -136,9 +145,11 @@ def _components(model_path, components_path, dtype):
                    "optimal, or the iterations for other losses did not converge.")
 @shared.engine_options
 @shared.input_options
+@shared.labels_options
 def transform_command(input_path, model_path, components_path, output, loss, dtype, force, input_format,
                       dataset, header, index_col, missing=None, engine="numpy", scheduler=None, workers=None,
-                      chunk_rows=None, memory_limit=None, weights_path=None, report_path=None, strict=False):
+                      chunk_rows=None, memory_limit=None, weights_path=None, row_labels_path=None,
+                      col_labels_path=None, report_path=None, strict=False):
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
     H, col_labels, names, model_loss, alpha_W, l1_ratio, source = _components(model_path, components_path, dtype)
     if row_blocks:
@@ -154,11 +165,14 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
         matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
                                                     index_col=index_col), dtype=dtype)
         X, x_dtype = matrix.X, matrix.X.dtype
+    matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, input_path)
     n_model = H.shape[1]
     if matrix.shape[1] != n_model:
         raise errors.DataError(
             f"{input_path}: has {matrix.shape[1]} columns but the components in {source} have {n_model}; "
             "the new data must have the model's columns"
+            + shared.orientation_hint(H.shape, "H", *matrix.shape, input_path, source,
+                                      f"nmf fit {input_path} --fix-W {source} (the activations of its columns)")
         )
     shared.check_labels(col_labels, matrix.col_labels, got_path=input_path, expected_what=f"{source}'s")
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
@@ -218,7 +232,7 @@ def _transform_report(result, input_path, source, output):
 @click.option("--weights", "weights_path", default=None, metavar="FILE",
               help="Weight of each entry of X_FILE (its shape, >= 0): the errors weigh each entry's by it.")
 @click.option("--force", is_flag=True, help="Replace existing output files.")
-@shared.input_options
+@shared.input_options_for("X_FILE")
 def reconstruct_command(w_path, h_path, model_path, output, against_path, report_path, loss, as_json, force,
                         input_format, dataset, header, index_col, missing=None, weights_path=None):
     if bool(h_path) == bool(model_path):
@@ -288,30 +302,50 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Features (and rows) listed per component.")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
-@click.option("--plot", "plot_path", default=None, metavar="PNG", help="Draw convergence and heatmaps into PNG.")
+@click.option("--plot", "plot_path", default=None, metavar="PNG",
+              help="Draw the figure of FILE into PNG: for a model, the convergence curve, W, the data beside "
+                   "W·H (small matrices), and the components (top words with column labels, images with "
+                   "--image-shape, else a heatmap).")
+@click.option("--image-shape", type=shared.ImageShapeType(), default=None, metavar="HxW",
+              help="--plot: draw each component as an H x W image (H's rows, or W's columns, of H·W pixels).")
 @click.option("--force", is_flag=True, help="Replace an existing PNG.")
-@shared.input_options
-def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col):
+@shared.input_options_for("FILE")
+@shared.labels_options_for("FILE (a matrix, or a model's H and W)", "for a model fitted without labels")
+def inspect_command(path, top, as_json, plot_path, force, input_format, dataset, header, index_col,
+                    image_shape=None, row_labels_path=None, col_labels_path=None):
     kind = "matrix" if input_format or dataset else nio.detect_kind(path)
     png = None
+    if image_shape is not None and not (plot_path and kind == "model"):
+        raise errors.UsageError("--image-shape draws a model's components; it needs a model and --plot PNG")
     if kind == "model":
-        model = nio.read_model(path)
+        model = _labelled_model(nio.read_model(path), path, row_labels_path, col_labels_path)
         info = _model_info(path, model, top)
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(history=model.get("history"), history_iter=model.get("history_iter"),
-                                  W=model.get("W"), H=model["H"], title=path)
+            plot.require_matplotlib()
+            _check_image_shape(image_shape, model, path)
+            X, WH = _small_data(model)
+            png = plot.render_model_png(model, title=_model_title(path, model), image_shape=image_shape, X=X,
+                                        WH=WH, top=min(top, plot.MAX_BARS))
     elif kind in ("report", "checkpoint"):
         state = nio.read_report(path) if kind == "report" else nio.read_checkpoint(path)
         info = {"kind": "report", "path": path, **state} if kind == "report" else _checkpoint_info(path, state)
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"), title=path)
+            about = state if kind == "report" else state.get("options") or {}
+            legend = plot.legend_text(about) if kind == "report" else (
+                f"solver {about.get('solver')}, loss {about.get('loss')}\ncheckpoint after iteration "
+                f"{state.get('iteration')}")
+            png = plot.render_png(history=state.get("history"), history_iter=state.get("history_iter"),
+                                  title=f"NMF of {(state.get('input') or {}).get('path', '?')}: k={state.get('k')}, "
+                                        f"loss {about.get('loss')} ({kind} {path})",
+                                  legend=legend)
     else:
         matrix = nio.read_matrix(path, input_format=input_format, dataset=dataset, header=header,
                                  index_col=index_col, lazy=True)
+        matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, path)
         X = matrix.X
         stored = X.dtype
         shared.warn_column_chunks(Terminal().say, matrix)
@@ -323,13 +357,69 @@ def inspect_command(path, top, as_json, plot_path, force, input_format, dataset,
         if plot_path:
             from nmfcli import plot
 
-            png = plot.render_png(X=X, title=path)
+            png = plot.render_png(X=X, title=f"{path} ({X.shape[0]} x {X.shape[1]})", row_labels=matrix.row_labels,
+                                  col_labels=matrix.col_labels)
     if png is not None:
         nio.write_bytes(plot_path, png, force=force)
     if as_json:
         nio.write_report("-", info, stdout=sys.stdout)
         return
     _print_info(info)
+
+
+# The data is drawn beside W·H when the model's input is at most this many entries (and still there).
+SMALL_DATA_ENTRIES = 40_000
+
+
+def _labelled_model(model, path, row_labels_path, col_labels_path):
+    """The model with the labels of --row-labels/--column-labels (for a fit that had none)."""
+    H, W = model["H"], model.get("W")
+    if col_labels_path:
+        model["col_labels"] = shared.given_labels(col_labels_path, H.shape[1], "column", f"{path}'s H")
+    if row_labels_path:
+        if W is None:
+            raise errors.UsageError(f"{path}: the model holds no W, so it has no rows to label")
+        model["row_labels"] = shared.given_labels(row_labels_path, W.shape[0], "row", f"{path}'s W")
+    return model
+
+
+def _check_image_shape(image_shape, model, path):
+    if image_shape is None:
+        return
+    h, w = image_shape
+    n = model["H"].shape[1]
+    m = model["W"].shape[0] if model.get("W") is not None else None
+    if h * w not in (n, m):
+        rows = f" and W has {m} rows" if m is not None else ""
+        raise errors.UsageError(f"--image-shape {h}x{w} is {h * w} pixels, but {path}'s H has {n} columns{rows}; "
+                                "each image needs one pixel a column (or a row of W)")
+
+
+def _small_data(model):
+    """(X, W·H) when the model's input is small, still where the fit read it, and unchanged; else (None, None)."""
+    source, shape = model.get("input") or {}, model.get("shape")
+    W = model.get("W")
+    if W is None or not shape or shape[0] * shape[1] > SMALL_DATA_ENTRIES or not source.get("path") \
+            or source["path"] == "-":
+        return None, None
+    try:
+        matrix = nio.read_matrix(source["path"])
+    except errors.NMFError:
+        return None, None
+    if matrix.sha256 != source.get("sha256") or tuple(matrix.shape) != tuple(shape):
+        return None, None
+    X = matrix.X.toarray() if sp.issparse(matrix.X) else np.asarray(matrix.X)
+    return X, core.reconstruct(W, model["H"])
+
+
+def _model_title(path, model):
+    """What was fitted: 'NMF of docs.csv (79 x 1006): k=8, loss frobenius, relative error 0.76 (model docs.nmf)'."""
+    source = (model.get("input") or {}).get("path") or path
+    shape = model.get("shape")
+    size = f" ({shape[0]} x {shape[1]})" if shape else ""
+    error = (model.get("metrics") or {}).get("relative_error")
+    error_text = f", relative error {error:.3g}" if isinstance(error, float) else ""
+    return f"NMF of {source}{size}: k={model['H'].shape[0]}, loss {model.get('loss')}{error_text} (model {path})"
 
 
 def _model_info(path, model, top):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from nmfcli import core, errors, summary
@@ -20,7 +22,7 @@ FACTOR_FORMATS = ("npy", "csv", "h5")
 
 
 class LossType(click.ParamType):
-    """frobenius | kl | is | a real number beta."""
+    """frobenius | kl | is (or their long names, any case) | a real number beta."""
 
     name = "loss"
 
@@ -30,12 +32,34 @@ class LossType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)):
             return float(value)
-        if value in core.LOSSES:
-            return value
-        beta = summary.beta_of(value)
-        if beta is None or beta != beta or beta in (float("inf"), float("-inf")):
+        # scikit-learn's names too, in any case: 'kullback-leibler', 'itakura-saito', 'KL'
+        parsed = core.parse_loss(value)
+        if parsed is None:
             self.fail(f"{value!r} is not one of {', '.join(core.LOSSES)} or a number (beta)", param, ctx)
-        return beta
+        name, beta = parsed
+        try:
+            float(value)
+        except ValueError:  # a name: kl, KL, kullback-leibler -> kl
+            return name if name in core.LOSSES else beta
+        return beta  # a number stays a number, as before: 2 -> 2.0
+
+
+class ImageShapeType(click.ParamType):
+    """HxW (8x8, 64x64): the shape of an image, as (height, width)."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().replace("×", "x").split("x")
+        try:
+            h, w = (int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not HxW (e.g. 8x8: height x width in pixels)", param, ctx)
+        if h < 1 or w < 1:
+            self.fail(f"{value!r} needs a height and a width of at least 1", param, ctx)
+        return h, w
 
 
 class AlphaHType(click.ParamType):
@@ -58,13 +82,14 @@ class AlphaHType(click.ParamType):
         return number
 
 
-def input_options(f):
-    """--input-format, --dataset, --header/--no-header, --index-col/--no-index-col."""
+def input_options(f, argument="INPUT"):
+    """--input-format, --dataset, --header/--no-header, --index-col/--no-index-col, for the
+    matrix the command calls ``argument`` (input_options_for names another)."""
     decorators = [
         click.option("--input-format", type=FORMAT_CHOICE, default=None,
-                     help="Format of INPUT (default: from its extension, '-' is CSV)."),
+                     help=f"Format of {argument} (default: from its extension, '-' is CSV)."),
         click.option("--dataset", default=None, metavar="PATH",
-                     help="HDF5/Zarr dataset or sparse group (same as INPUT::PATH)."),
+                     help=f"HDF5/Zarr dataset or sparse group of {argument} (same as {argument}::PATH)."),
         click.option("--header/--no-header", default=None,
                      help="CSV: the first row is (not) column labels [default: detected]."),
         click.option("--index-col/--no-index-col", default=None,
@@ -73,6 +98,47 @@ def input_options(f):
     for d in reversed(decorators):
         f = d(f)
     return f
+
+
+def input_options_for(argument):
+    """input_options whose help names the matrix ``argument`` (X_FILE, FILE) instead of INPUT."""
+    return lambda f: input_options(f, argument)
+
+
+def labels_options(f, what="INPUT", where="they go into the outputs"):
+    """--row-labels FILE, --column-labels FILE: labels for a matrix format that holds none."""
+    f = click.option("--column-labels", "col_labels_path", default=None, metavar="FILE",
+                     help=f"Column labels of {what}, one a line (e.g. a vocabulary saved from scikit-learn's "
+                          f"get_feature_names_out()); {where}.")(f)
+    return click.option("--row-labels", "row_labels_path", default=None, metavar="FILE",
+                        help=f"Row labels of {what}, one a line.")(f)
+
+
+def labels_options_for(what, where):
+    """labels_options whose help names another matrix than INPUT."""
+    return lambda f: labels_options(f, what, where)
+
+
+def given_labels(path, count, axis, what) -> list:
+    """The labels of --row-labels/--column-labels FILE, one for each of ``count`` rows or columns."""
+    labels = nio.read_labels(path)
+    if len(labels) != count:
+        raise errors.DataError(f"{path}: has {len(labels)} labels but {what} has {count} {axis}s; "
+                               f"give one label a {axis}")
+    return labels
+
+
+def with_labels(matrix, row_path, col_path, input_path):
+    """INPUT with the labels of --row-labels/--column-labels (one a row/column, and the same as
+    the ones INPUT holds itself, where it holds some)."""
+    changes = {}
+    for key, path, axis, count, own in (("row_labels", row_path, "row", matrix.shape[0], matrix.row_labels),
+                                        ("col_labels", col_path, "column", matrix.shape[1], matrix.col_labels)):
+        if path:
+            labels = given_labels(path, count, axis, input_path)
+            check_labels(own, labels, got_path=path, expected_what=f"{input_path}'s", axis=axis)
+            changes[key] = labels
+    return dataclasses.replace(matrix, **changes) if changes else matrix
 
 
 def read_input(path, opts: dict, dtype=None):
@@ -122,7 +188,7 @@ def read_factor(path, which: str, dtype=None) -> Factor:
 def read_weights(path, matrix, input_path, dtype=None) -> Factor:
     """--weights FILE: a matrix of INPUT's shape and labels (checked here, so the message names
     both files); core checks its values."""
-    weights = nio.read_matrix(path, dtype=dtype)
+    weights = nio.read_weights(path, dtype=dtype)
     if tuple(weights.shape) != tuple(matrix.shape):
         raise errors.DataError(
             f"{path}: the weights are {weights.shape[0]} x {weights.shape[1]} but {input_path} is "
@@ -131,6 +197,48 @@ def read_weights(path, matrix, input_path, dtype=None) -> Factor:
     check_labels(matrix.col_labels, weights.col_labels, got_path=path, expected_what=f"{input_path}'s",
                  axis="column")
     return Factor(path, weights.X, weights.row_labels, weights.col_labels, weights.sha256)
+
+
+# The option that takes a factor of the other orientation: a basis given as --fix-H that has
+# INPUT's rows is a W.
+OTHER_FACTOR_OPTION = {"fix_H": "--fix-W", "fix_W": "--fix-H", "H0": "--W0", "W0": "--H0"}
+FACTOR_OPTION = {"fix_H": "--fix-H", "fix_W": "--fix-W", "H0": "--H0", "W0": "--W0"}
+
+
+def orientation_hint(shape, which, m, n, input_path, path, other=None) -> str:
+    """What a factor of the wrong orientation was probably meant as ("" when nothing fits):
+    ``which`` is "H" (expected k x n) or "W" (expected m x k); ``other`` the option or command
+    that takes it as the other factor."""
+    a, b = (int(s) for s in shape)
+    if which == "H" and b != n:
+        if a == n:
+            return (f"; its transpose ({b} x {a}) fits: H has a row per component and a column per column "
+                    f"of {input_path}, so transpose {path}")
+        if a == m and other:
+            return f"; it has {input_path}'s {m} rows, as a W (m x k) does: did you mean {other}?"
+    if which == "W" and a != m:
+        if b == m:
+            return (f"; its transpose ({b} x {a}) fits: W has a row per row of {input_path} and a column per "
+                    f"component, so transpose {path}")
+        if b == n and other:
+            return f"; it has {input_path}'s {n} columns, as an H (k x n) does: did you mean {other}?"
+    return ""
+
+
+def check_orientation(factors: dict, shape, k, input_path) -> None:
+    """DataError with a hint for a --fix-H/--fix-W/--W0/--H0 file of the wrong orientation
+    (a transpose, or the other factor); other shape errors are left to core's message."""
+    m, n = shape
+    for key, factor in factors.items():
+        which = key[-1]
+        hint = orientation_hint(factor.X.shape, which, m, n, input_path, factor.path,
+                                f"{OTHER_FACTOR_OPTION[key]} {factor.path}")
+        if hint:
+            a, b = factor.X.shape
+            kk = k if isinstance(k, int) else "k"
+            expected = f"{kk} x {n}" if which == "H" else f"{m} x {kk}"
+            name = {"fix_H": "fixed H", "fix_W": "fixed W"}.get(key, key)
+            raise errors.DataError(f"{factor.path}: {name} has shape {a} x {b}; expected {expected}{hint}")
 
 
 def weights_messages(path) -> dict:

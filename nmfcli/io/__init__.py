@@ -22,6 +22,7 @@ from io import BytesIO
 import numpy as np
 
 from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
+from nmfcli.io._labels import read_labels, write_labels
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
@@ -52,10 +53,12 @@ __all__ = [
     "output_lock",
     "permute_columns",
     "read_checkpoint",
+    "read_labels",
     "read_matrix",
     "read_model",
     "read_report",
     "read_row_source",
+    "read_weights",
     "refuse_existing",
     "replace_together",
     "row_source",
@@ -63,6 +66,8 @@ __all__ = [
     "stream_temp_path",
     "write_checkpoint",
     "write_format",
+    "write_labels",
+    "is_stream",
     "write_bytes",
     "write_matrix",
     "write_model",
@@ -216,6 +221,18 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
     return Matrix(X, None, None, path, fmt, file_sha256(file))
 
 
+def read_weights(path, *, dtype=None) -> Matrix:
+    """A weights file, read as :func:`read_matrix` reads it, except that a boolean array (a
+    mask of the entries that count) is accepted and read as 1 and 0."""
+    from nmfcli.io._common import BOOLEANS_ALLOWED
+
+    token = BOOLEANS_ALLOWED.set(True)
+    try:
+        return read_matrix(path, dtype=dtype)
+    finally:
+        BOOLEANS_ALLOWED.reset(token)
+
+
 def _lazy_chunks(X):
     """The storage chunk shape of a lazy HDF5/Zarr array; None for arrays in memory."""
     import scipy.sparse as sp
@@ -231,14 +248,34 @@ def read_row_source(path, *, dataset=None) -> Matrix:
 
     Same provenance as :func:`read_matrix` (path, format, sha256 of the file, or for a
     folder of row blocks of every file's name and bytes), and the storage chunks.
-    Labels are not read (None). Raises MissingInputError (exit 66) or DataError (exit 65).
+    The labels an HDF5 or Zarr file holds are read (not the data); NPY files and
+    folders of blocks hold none. Raises MissingInputError (exit 66) or DataError (exit 65).
     """
     path = os.fspath(path)
     if path == "-":
         raise UsageError("-: row blocks cannot be read from stdin; give a file (.h5, .zarr, .npy) or a folder")
     source = row_source(path, dataset=dataset)
     fmt = {"folder": "npy-blocks"}.get(source.kind, source.kind)
-    return Matrix(source, None, None, path, fmt, file_sha256(source.path), source.chunks)
+    rows, cols = _stored_labels(source)
+    return Matrix(source, rows, cols, path, fmt, file_sha256(source.path), source.chunks)
+
+
+def _stored_labels(source):
+    """(row labels, column labels) an HDF5 or Zarr row source holds (AnnData's names too); the
+    data itself is not read."""
+    if source.kind == "h5":
+        from nmfcli.io._hdf5 import read_h5
+
+        X, rows, cols, keep_open = read_h5(source.path, source.path, source.name, dtype=None, lazy=True)
+        if keep_open:
+            X.file.close()
+        return rows, cols
+    if source.kind == "zarr":
+        from nmfcli.io._zarr import read_zarr
+
+        _, rows, cols = read_zarr(source.path, source.path, source.name, dtype=None, lazy=True)
+        return rows, cols
+    return None, None
 
 
 def _parse_csv(label, file, raw, header, index_col, target):
@@ -330,6 +367,9 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
         return
     ext = _ext(path)
     fmt = format or write_format(path)
+    if is_stream(path):
+        _write_stream(path, A, fmt or "csv", row_labels, col_labels)
+        return
     if fmt is None:
         raise UsageError(f"{path}: cannot tell the output format from '{ext or path}'; "
                          "use a .csv, .tsv, .npy, .npz or .h5 file name")
@@ -352,6 +392,37 @@ def write_matrix(path, A, *, format=None, row_labels=None, col_labels=None, forc
             from nmfcli.io._hdf5 import write_h5_matrix
 
             write_h5_matrix(tmp, A, row_labels, col_labels)
+
+
+def is_stream(path) -> bool:
+    """True for an existing device or named pipe (/dev/null, /dev/stdout, a FIFO): written in
+    place, as a stream, since there is no file to replace atomically."""
+    import stat
+
+    try:
+        mode = os.stat(os.fspath(path)).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _write_stream(path, A, fmt, row_labels, col_labels) -> None:
+    """write_matrix into a device or pipe: CSV/TSV (the default, it has no extension) or NPY."""
+    from nmfcli.io._text import write_text
+
+    if fmt not in ("csv", "tsv", "npy"):
+        raise UsageError(f"{path}: is a device or pipe; it can receive CSV, TSV or NPY, not {fmt}")
+    try:
+        if fmt == "npy":
+            with open(path, "wb") as f:
+                np.save(f, _dense(A), allow_pickle=False)
+        else:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                write_text(f, _dense(A), row_labels, col_labels, "\t" if fmt == "tsv" else ",")
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise ReadWriteError(f"{path}: writing failed ({e.strerror or e})") from None
 
 
 def write_format(path) -> str | None:

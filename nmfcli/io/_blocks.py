@@ -194,7 +194,7 @@ def row_source(spec, *, dataset: str | None = None) -> RowSource:
         shape = check_shape(path, X.shape)
         return RowSource("npy", path, None, shape, np.dtype(X.dtype))
     raise fail(path, f"row blocks are read from HDF5, Zarr, NPY or a folder of NPY/NPZ row blocks, not {fmt}; "
-               "convert it to one of those (e.g. nmf's --format h5)")
+               f"convert it first, e.g. nmf convert {path} {os.path.splitext(path)[0]}.h5 --dense")
 
 
 def _open_folder(path):

@@ -3,6 +3,7 @@ dtype rules, sparse validation, atomic writes and the output lock."""
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import hashlib
@@ -175,8 +176,14 @@ def float_dtype(stored, target) -> np.dtype:
     return np.dtype(np.float32) if np.dtype(stored) == np.float32 else np.dtype(np.float64)
 
 
+# True while a mask is read (io.read_weights): booleans are then 1 and 0, not refused.
+BOOLEANS_ALLOWED = contextvars.ContextVar("nmfcli_booleans_allowed", default=False)
+
+
 def check_dtype(path: str, dt: np.dtype, where: str = "") -> None:
     """Refuse anything but real integers and floats (where: e.g. "dataset '/X' ")."""
+    if dt.kind == "b" and BOOLEANS_ALLOWED.get():
+        return
     if dt.hasobject:
         raise fail(path, f"{where}holds Python objects (a pickle); nmf never loads pickles")
     if dt.names is not None or dt.subdtype is not None:

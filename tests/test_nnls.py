@@ -151,6 +151,26 @@ def test_an_unconverged_solve_is_never_passed_off_as_exact():
     assert_matches_scipy(X, H, solved.T)
 
 
+def test_a_solve_that_went_nan_is_caught_and_solved_again(monkeypatch):
+    """NaN compares false with everything: a certificate that tested violation > tol would pass it."""
+    rng = np.random.default_rng(11)
+    H, X = rng.random((6, 20)), rng.random((8, 20))
+    real = nnls_solver._solve_passive
+
+    def poisoned(G, C, passive, **kw):
+        solution, gradient = real(G, C, passive, **kw)
+        solution[:, 0] = np.nan
+        return solution, gradient
+
+    monkeypatch.setattr(nnls_solver, "_solve_passive", poisoned)
+    G, C = H @ H.T, H @ X.T
+    _, cert = nnls_solver.nnls(G, C, reduce=None)
+    assert cert.uncertified >= 1 and cert.max_violation == np.inf
+    solved, cert = nnls_solver.nnls(G, C, reduce=lambda cols: nnls_solver.reduce_dense(H.T, X[cols].T))
+    assert cert.certified and np.all(np.isfinite(solved))
+    assert_matches_scipy(X, H, solved.T)
+
+
 def test_the_certificate_agrees_with_kkt_written_from_the_residual():
     rng = np.random.default_rng(6)
     H = rng.random((10, 30)) * np.logspace(0, 6, 10)[:, None]  # component norms 1 to 1e6

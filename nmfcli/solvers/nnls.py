@@ -151,7 +151,7 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
         return xp.astype(X, dtype, copy=False), Certificate(passes=n_iter, max_violation=float("nan"), tol=tol)
     violation = _violations(xp, G, C, X)
     cert = Certificate(passes=n_iter, tol=tol)
-    failed = xp.flatnonzero(violation > tol)
+    failed = xp.flatnonzero(~(violation <= tol))  # NaN (a solve gone wrong) fails too
     if failed.size and reduce is not None:
         cert.refined = int(failed.size)
         failed_host = np.asarray(_to_host(failed))
@@ -167,8 +167,8 @@ def nnls(G, C, *, reduce=None, l1=0.0, l2=0.0, warm_start_sweeps=3, max_iter=Non
                                            Gj, Ch[:, col], Xh[:, col], l1=l1, l2=l2, tol=tol)
         X[:, failed] = xp.asarray(Xh) if xp is not np else Xh
         violation[failed] = _violations(xp, G if G.ndim == 2 else G[failed], C[:, failed], X[:, failed])
-    cert.max_violation = float(xp.max(violation))
-    cert.uncertified = int(xp.sum(violation > tol))
+    cert.uncertified = int(xp.sum(~(violation <= tol)))
+    cert.max_violation = float(xp.max(xp.where(xp.isnan(violation), float("inf"), violation)))
     return xp.astype(X, dtype, copy=False), cert
 
 
@@ -233,7 +233,8 @@ def lawson_hanson(R, d, G, c, x0, *, l1=0.0, l2=0.0, tol=KKT_TOL, max_iter=None)
     if l2:
         R = np.vstack([R, np.sqrt(l2) * np.eye(k)])
         d = np.concatenate([d, np.zeros(k)])
-    x = np.maximum(np.asarray(x0, dtype=np.float64), 0.0)
+    x = np.asarray(x0, dtype=np.float64)
+    x = np.where(np.isfinite(x) & (x > 0), x, 0.0)  # (a start gone NaN restarts from zero there)
     passive = x > 0
     max_iter = max_iter if max_iter is not None else 3 * k + 10
     eps = float(np.finfo(np.float64).eps)

@@ -267,6 +267,8 @@ def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
     label = "-"
     if fmt == "zarr":
         raise UsageError("-: a Zarr store is a folder and cannot be read from stdin; give its path")
+    if stdin is None and (sys.stdin is None or getattr(sys.stdin, "buffer", None) is None):
+        raise MissingInputError("-: stdin is closed; give INPUT as a file, or pipe the data in")
     stream = stdin if stdin is not None else sys.stdin.buffer
     raw = _read_all(label, stream, available_memory() // 2)
     digest = hashlib.sha256(raw).hexdigest()

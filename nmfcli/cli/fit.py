@@ -78,7 +78,8 @@ def fit_options(f):
                      help="Beta-divergence: frobenius (2), kl (1), is (0) or any beta."),
         click.option("--init", type=shared.INIT_CHOICE, default=None,
                      help="Initialisation [default: nndsvda if k <= min(m, n) else random; custom with --W0/--H0]."),
-        click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True),
+        click.option("--seed", type=shared.SEED_TYPE, default=core.DEFAULT_SEED, show_default=True,
+                     help="Seed of the random start (0 to 2^32-1)."),
         click.option("--max-iter", type=int, default=core.DEFAULT_MAX_ITER, show_default=True),
         click.option("--tol", type=float, default=core.DEFAULT_TOL, show_default=True,
                      help="Stopping tolerance. hals, ehals: projected gradient below TOL times its value at "
@@ -177,6 +178,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     if align_path and (fix_H_path or fix_W_path):
         raise errors.UsageError(f"--align-to reorders the fitted components; with --{'fix-H' if fix_H_path else 'fix-W'}"
                                 " they keep the fixed factor's order")
+    _refuse_contradictions(loss, init, W0_path, H0_path, fix_H_path, fix_W_path, max_time)
+    if outdir is not None:
+        _refuse_outdir(outdir)
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
 
     # ---- read (io): the data, then the factor files, then the checkpoint
@@ -326,6 +330,44 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
             f"{input_path}: the fit did not converge (stopped by {result.stop_reason} after {result.n_iter} "
             f"iterations); outputs were written to {outdir}; raise --max-iter/--max-time or loosen --tol"
         )
+
+
+def _refuse_contradictions(loss, init, W0_path, H0_path, fix_H_path, fix_W_path, max_time):
+    """Options that say opposite things, or one that would be silently ignored (exit 2)."""
+    if max_time is not None and max_time != max_time:
+        raise errors.UsageError("--max-time must be a number of seconds > 0; got nan")
+    for fixed, fixed_path, start, start_path in (("H", fix_H_path, "H0", H0_path), ("W", fix_W_path, "W0", W0_path)):
+        if fixed_path and start_path:
+            raise errors.UsageError(f"--fix-{fixed} keeps {fixed} fixed at {fixed_path}, so --{start} (a start for "
+                                    f"{fixed}) would not be used; give one of them")
+    fixed_flag = "--fix-H" if fix_H_path else "--fix-W" if fix_W_path else None
+    if fixed_flag is None:
+        return
+    if summary.beta_of(loss) == 2:
+        given = [flag for flag, value in (("--W0", W0_path), ("--H0", H0_path)) if value]
+        given += [f"--init {init}"] if init else []
+        if given:
+            raise errors.UsageError(f"{given[0]} would not be used: with {fixed_flag} and the frobenius loss the fit "
+                                    "is one exact solve, which needs no start; leave it out")
+    elif init not in (None, "custom"):
+        start = "--W0" if fix_H_path else "--H0"
+        raise errors.UsageError(f"--init {init} would not be used: with {fixed_flag} the free factor starts from "
+                                f"a constant, or from {start} (--init custom)")
+
+
+def _refuse_outdir(outdir):
+    """OUTDIR must be a folder, or a name nothing has taken yet (exit 2 for '-', 73 otherwise)."""
+    if outdir == "-":
+        raise errors.UsageError("-o -: fit writes a folder of outputs (W, H, model.h5, report.json), not a stream; "
+                                "give a folder name (--json prints the report on stdout)")
+    if os.path.isdir(outdir):
+        return
+    if os.path.islink(outdir):
+        raise errors.OutputError(f"{outdir}: is a symbolic link to {os.readlink(outdir)}, which is not a folder; "
+                                 "fit writes a folder of outputs: give a folder name")
+    if os.path.lexists(outdir):
+        raise errors.OutputError(f"{outdir}: is not a folder (a file or a device); fit writes a folder of outputs: give a "
+                                 "folder name")
 
 
 def _refuse_existing(paths):

@@ -86,7 +86,7 @@ class RanksType(click.ParamType):
               help="The k values to try: 2:10, 2:20:2, 3,5,8 or a mix.")
 @click.option("--runs", type=click.IntRange(min=1), default=rank.DEFAULT_RUNS, show_default=True,
               help="Fits per k, from random starts with seeds --seed, --seed + 1, ...")
-@click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True, help="Seed of the first run.")
+@click.option("--seed", type=shared.SEED_TYPE, default=core.DEFAULT_SEED, show_default=True, help="Seed of the first run.")
 @click.option("--init", type=click.Choice([i for i in shared.INIT_CHOICE.choices if i != "custom"]), default="random", show_default=True,
               help="Start of every run; the nndsvd starts barely depend on the seed, so the stability "
                    "then says little.")

@@ -17,6 +17,8 @@ ENGINE_HELP = ("cupy: an NVIDIA GPU (pip install 'nmfcli[gpu]'); auto: cupy when
                "else numpy.")
 FORMAT_CHOICE = click.Choice(nio.FORMATS)
 FACTOR_FORMATS = ("npy", "csv", "h5")
+# numpy's generators take seeds in 0..2^32-1 (the legacy ones the inits share)
+SEED_TYPE = click.IntRange(0, 2**32 - 1)
 
 
 class LossType(click.ParamType):

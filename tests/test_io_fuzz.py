@@ -316,12 +316,12 @@ MAXRSS = textwrap.dedent(
     """
     import resource, sys
     from nmfcli import io
-    from nmfcli.errors import DataError
+    from nmfcli.errors import NMFError
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for path in sys.argv[1:]:
         try:
             io.read_matrix(path)
-        except DataError:
+        except NMFError:  # DataError (damaged), or UnavailableError (beyond memory)
             pass
         else:
             raise SystemExit(path + " was read")

@@ -115,11 +115,32 @@ def _sniff_format(path: str, file: str) -> str:
     return "csv"
 
 
-def _read_all(path: str, f, limit: int) -> bytes:
-    """Read a whole stream, refusing more than limit bytes (stdin can be endless)."""
+def _check_head(path: str, fmt: str, head: bytes) -> None:
+    """Refuse a stream from its first bytes when they cannot start a file of fmt, before reading
+    the rest (stdin or /dev/zero can be endless)."""
+    if fmt == "csv":
+        if not head.startswith(b"\x1f\x8b"):  # gzip: checked once inflated
+            from nmfcli.io._text import refuse_binary
+
+            refuse_binary(path, head)
+        return
+    expected = {"npy": b"\x93NUMPY", "npz": b"PK", "h5": b"\x89HDF\r\n\x1a\n"}.get(fmt)
+    if expected is not None and head and not head.startswith(expected[:len(head)]):
+        what = {"npy": "an NPY file", "npz": "an npz (zip) file", "h5": "an HDF5 file"}[fmt]
+        raise fail(path, f"is not {what} (its first bytes are not the {fmt} magic number)")
+    banner = head.lstrip()[:14].lower()
+    if fmt == "mtx" and banner and not b"%%matrixmarket".startswith(banner) and not head.startswith(b"\x1f\x8b"):
+        raise fail(path, "not a MatrixMarket file (the first line must start with %%MatrixMarket)")
+
+
+def _read_all(path: str, f, limit: int, fmt: str | None = None) -> bytes:
+    """Read a whole stream, refusing more than limit bytes (stdin can be endless), and with fmt,
+    a first block that cannot start such a file (before reading on)."""
     chunks, total = [], 0
     try:
         for block in iter(lambda: f.read(1 << 20), b""):
+            if not chunks and fmt is not None:
+                _check_head(path, fmt, block)
             total += len(block)
             if total > limit:
                 raise fail(path, f"the input is larger than {human_bytes(limit)}; too large to read into memory")
@@ -204,7 +225,7 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
     with f:
         size = os.fstat(f.fileno()).st_size
         if fmt == "csv":
-            raw = _read_all(label, f, available_memory() // 2)
+            raw = _read_all(label, f, available_memory() // 2, fmt)
             X, rows, cols = _parse_csv(label, file, raw, header, index_col, target)
             return Matrix(X, rows, cols, path, fmt, hashlib.sha256(raw).hexdigest())
         if fmt == "mtx" and file.lower().endswith(".gz"):
@@ -270,7 +291,7 @@ def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
     if stdin is None and (sys.stdin is None or getattr(sys.stdin, "buffer", None) is None):
         raise MissingInputError("-: stdin is closed; give INPUT as a file, or pipe the data in")
     stream = stdin if stdin is not None else sys.stdin.buffer
-    raw = _read_all(label, stream, available_memory() // 2)
+    raw = _read_all(label, stream, available_memory() // 2, fmt)
     digest = hashlib.sha256(raw).hexdigest()
     if fmt == "csv":
         X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target)
@@ -414,12 +435,38 @@ def read_model(path) -> dict:
     """
     from nmfcli.io._hdf5 import read_h5_dict
 
-    path = _in_fit_folder(os.fspath(path))
+    given = os.fspath(path)
+    path = _in_fit_folder(given)
+    if os.path.isdir(path):
+        raise MissingInputError(f"{given}: is a folder without a model.h5; give a model file or the folder of a fit")
     model = read_h5_dict(path, "nmfcli_model", "model", "; make one with `nmf fit`")
     H = model.get("H")
     if not isinstance(H, np.ndarray) or H.ndim != 2:
         raise fail(path, "the model has no 2-D 'H' array; the file is damaged or incomplete")
+    _check_model_parts(path, model)
     return model
+
+
+def _check_model_parts(path: str, model: dict) -> None:
+    """The parts of a model agree with its H (k x n): k, component names, labels, W; else it is damaged."""
+    k, n = model["H"].shape
+    declared = model.get("k")
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != k):
+        raise fail(path, f"the model's H has {k} rows but the model says k={declared!r}; the file is damaged")
+    W = model.get("W")
+    if W is not None and (not isinstance(W, np.ndarray) or W.ndim != 2 or W.shape[1] != k):
+        shape = " x ".join(map(str, W.shape)) if isinstance(W, np.ndarray) else type(W).__name__
+        raise fail(path, f"the model's W is {shape} but its H has {k} rows; the file is damaged")
+    for key, count, what in (("components", k, "rows of H"), ("col_labels", n, "columns of H"),
+                             ("row_labels", W.shape[0] if isinstance(W, np.ndarray) else None, "rows of W")):
+        value = model.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(path, f"the model's '{key}' is not a list of names; the file is damaged")
+        if count is not None and len(value) != count:
+            raise fail(path, f"the model has {len(value)} {key.replace('_', ' ')} for {count} {what}; "
+                             "the file is damaged")
 
 
 def write_checkpoint(path, state: dict, *, force: bool = True) -> None:

@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from nmfcli.errors import DataError, LockedError, MissingInputError, NMFError, OutputError, ReadWriteError, UsageError
+from nmfcli.errors import (
+    DataError,
+    LockedError,
+    MissingInputError,
+    NMFError,
+    OutputError,
+    ReadWriteError,
+    UnavailableError,
+    UsageError,
+)
 
 # Exceptions third-party parsers (numpy, zipfile, h5py, scipy, zarr) raise on damaged
 # input. Readers translate these into DataError; anything else is a bug and keeps its
@@ -144,12 +153,12 @@ def shape_text(shape) -> str:
 
 
 def check_memory(path: str, what: str, nbytes: int) -> None:
-    """Refuse, before allocating, an input that cannot fit in memory."""
+    """Refuse, before allocating, an input that cannot fit in memory (UnavailableError, exit 69:
+    the data may be fine, the machine is too small)."""
     avail = available_memory()
     if nbytes > avail:
-        raise fail(
-            path,
-            f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(avail)} is available; "
+        raise UnavailableError(
+            f"{path}: {what} needs {human_bytes(nbytes)} of memory but only {human_bytes(avail)} is available; "
             "use a smaller input or read it lazily",
         )
 
@@ -222,6 +231,10 @@ def build_sparse(path: str, fmt: str, shape, data, indices, indptr, dtype: np.dt
             raise fail(path, f"the sparse matrix part '{name}' holds {arr.dtype}; it must hold integers")
     data = np.asarray(data)
     nnz = data.shape[0]
+    # CSR keeps one int64 per declared row (and scipy a temporary as large while converting):
+    # a few bytes of file can declare 10^11 rows.
+    check_memory(path, f"the sparse matrix ({shape_text(shape)}, {nnz} values)",
+                 16 * (shape[0] + 1) + (8 * shape[1] if fmt == "csc" else 0) + 40 * nnz)
     if fmt == "coo":
         row, col = np.asarray(indices), np.asarray(indptr)
         if row.shape[0] != nnz or col.shape[0] != nnz:

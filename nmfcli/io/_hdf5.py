@@ -21,6 +21,7 @@ from nmfcli.io._common import (
     check_shape,
     fail,
     float_dtype,
+    human_bytes,
     require_file,
     shape_text,
 )
@@ -142,10 +143,23 @@ def _check_h5_dtype(path, name, dt):
     check_dtype(path, dt, f"dataset '{name}' ")
 
 
+# A dataset of a model or checkpoint larger than this must have about its size in the file:
+# nmf writes them uncompressed, so one that declares gigabytes and stores nothing is damaged.
+_UNSTORED_LIMIT = 64 << 20
+
+
 def _read_small(path, name, d):
     """A whole dataset that has already been bounded in size."""
     _check_inside(path, name, d)
-    check_memory(path, f"dataset '{name}'", math.prod(d.shape or ()) * max(d.dtype.itemsize, 8))
+    declared = math.prod(d.shape or ()) * d.dtype.itemsize
+    if declared > _UNSTORED_LIMIT:
+        stored = d.id.get_storage_size()
+        if stored * 16 < declared:
+            raise fail(path, f"dataset '{name}' declares {shape_text(d.shape)} {d.dtype.name} "
+                             f"({human_bytes(declared)}) but the file stores {human_bytes(stored)} of it; "
+                             "the file is damaged")
+    check_memory(path, f"dataset '{name}' ({shape_text(d.shape or ())} {d.dtype.name})",
+                 math.prod(d.shape or ()) * max(d.dtype.itemsize, 8))
     return d[()]
 
 

@@ -207,7 +207,9 @@ def read_mtx(path: str, f, size: int, *, dtype):
         if nnz > m * n:
             raise fail(path, f"the size line claims {nnz} entries, more than {m} x {n} cells")
         factor = 2 if symmetry != "general" else 1
-        check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)", nnz * factor * 48)
+        # the entries, and CSR's int64 per declared row (twice while converting)
+        check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)",
+                     nnz * factor * 48 + 16 * (m + 1))
     else:
         # a symmetric array stores its lower triangle, a skew-symmetric one without the diagonal
         stored = {"general": m * n, "symmetric": n * (n + 1) // 2, "skew-symmetric": n * (n - 1) // 2}[symmetry]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io as _stdio
 import itertools
+import re
 import zlib
 
 import numpy as np
@@ -12,6 +13,13 @@ import numpy as np
 from nmfcli.io._common import available_memory, check_memory, fail, human_bytes, shape_text
 
 _SNIFF_LINES = 50
+# A field may be a whole line while the delimiter is being sniffed (a 5 x 15000 matrix has
+# lines of 150,000 characters); csv's default limit is 131,072.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+_DECIMAL_COMMA = re.compile(r"^\s*[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?\s*$")
+# What other formats start with: text that starts so is a binary file given as CSV.
+_BINARY_MAGIC = ((b"\x93NUMPY", "an NPY file", "npy"), (b"PK\x03\x04", "an npz (zip) file", "npz"),
+                 (b"\x89HDF\r\n\x1a\n", "an HDF5 file", "h5"))
 _DELIMS = ("\t", ";", ",")  # semicolon before comma: semicolon files use decimal commas
 
 
@@ -21,6 +29,22 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_data(cell: str, delim) -> bool:
+    """A number, or in a ';'-separated file a number with a decimal comma (refused later with a
+    hint, never taken for a column label)."""
+    return _is_number(cell) or (delim == ";" and _DECIMAL_COMMA.match(cell) is not None)
+
+
+def refuse_binary(path: str, head: bytes) -> None:
+    """Refuse, from its first bytes, a binary file read as text (NPY on stdin, /dev/zero)."""
+    for magic, what, fmt in _BINARY_MAGIC:
+        if head.startswith(magic):
+            raise fail(path, f"is {what}, not CSV text; give --input-format {fmt}")
+    if b"\0" in head:
+        at = head.index(b"\0")
+        raise fail(path, f"byte {at + 1} is a NUL byte: this is binary data, not CSV text")
 
 
 def decompress(path: str, raw: bytes) -> bytes:
@@ -101,6 +125,7 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
     and filled block by block, so memory stays near the text plus the matrix.
     Row labels are detected from the first block of data rows.
     """
+    refuse_binary(path, raw[:1 << 16])
     text = _decode(path, raw)
     lines = list(_content_lines(text))
     del text
@@ -124,7 +149,8 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
 
     first = next(records)
     if header is None:
-        header = any(not _is_number(c) for c in first[1:]) if len(first) > 1 else not _is_number(first[0])
+        header = (any(not _is_data(c, delim) for c in first[1:]) if len(first) > 1
+                  else not _is_data(first[0], delim))
     head = [c.strip() for c in first] if header else None
     first_block, first_lines = ([] if header else [first]), ([] if header else [lineno()])
     for rec in records:

@@ -191,8 +191,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         X = shared.input_spec(matrix)
         x_dtype = dtype or nio.float_dtype(matrix.X.dtype, None).name
     else:
-        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                    index_col=index_col), dtype=dtype)
+        opts = dict(input_format=input_format, dataset=dataset, header=header, index_col=index_col)
+        shared.refuse_declared_fit(input_path, opts, k, dtype, loss)
+        matrix = shared.read_input(input_path, opts, dtype=dtype)
         X = matrix.X
         x_dtype = str(X.dtype)
     factors = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from nmfcli import core, errors, summary
 from nmfcli import io as nio
@@ -255,6 +256,26 @@ def refuse_beyond_memory(input_path, need: int, needs: str, detail: str, advice:
         raise errors.UnavailableError(
             f"{input_path}: {needs} about {summary.format_bytes(need)} of memory ({detail}) but only "
             f"{summary.format_bytes(avail)} is available; {advice}")
+
+
+def refuse_declared_fit(input_path, opts: dict, k, dtype, loss) -> None:
+    """Exit 69 from the shape INPUT's header declares, before INPUT is read, when the fit of it
+    could not fit in memory (a 70-byte .mtx can declare 10^9 rows): X as stored (dense, or
+    CSR's values, indices and a pointer per row) plus core's estimate for the factors."""
+    beta = summary.beta_of(loss)
+    if not isinstance(k, int) or k <= 0 or beta is None:
+        return
+    declared = nio.declared_shape(input_path, input_format=opts.get("input_format"), dataset=opts.get("dataset"))
+    if declared is None:
+        return
+    m, n, nnz, stored = declared
+    if m <= 0 or n <= 0 or (nnz is not None and nnz < 0):
+        return
+    dtype = np.dtype(dtype or stored)
+    x_bytes = m * n * dtype.itemsize if nnz is None else nnz * (dtype.itemsize + 8) + (m + 1) * 8
+    need = x_bytes + int(core.estimate_fit_bytes((m, n), k, dtype, nnz=nnz, beta=beta))
+    refuse_beyond_memory(input_path, need, "the fit needs", f"{m} x {n}, k={k}",
+                         "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine")
 
 
 def input_spec(matrix) -> str:

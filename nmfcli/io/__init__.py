@@ -21,7 +21,7 @@ from io import BytesIO
 
 import numpy as np
 
-from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
+from nmfcli.errors import MissingInputError, NMFError, ReadWriteError, UsageError
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
@@ -46,6 +46,7 @@ __all__ = [
     "RowSource",
     "atomic_path",
     "available_memory",
+    "declared_shape",
     "detect_kind",
     "file_sha256",
     "float_dtype",
@@ -235,6 +236,37 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
             f, size = BytesIO(raw), len(raw)
         X = _read_binary(label, fmt, f, size, target, lazy, file)
     return Matrix(X, None, None, path, fmt, file_sha256(file))
+
+
+def declared_shape(path, *, input_format=None, dataset=None):
+    """(rows, columns, stored values or None for dense, the dtype the data are read as) as the
+    file's header declares them, read
+    without reading the data: NPY and NPZ headers, a MatrixMarket size line, an HDF5 dataset's
+    shape. None when the format has no header (CSV, stdin, Zarr) or the header cannot be read
+    (read_matrix then says what is wrong). Lets a caller refuse what the data would need before
+    anything as large is allocated."""
+    path = os.fspath(path)
+    if path == "-":
+        return None
+    file, inner = _split_inner(path)
+    try:
+        fmt = input_format or _sniff_format(path, file)
+        if fmt in ("csv", "zarr") or not os.path.isfile(file):
+            return None
+        if fmt == "h5":
+            from nmfcli.io._hdf5 import h5_declared_shape
+
+            declared = h5_declared_shape(file, dataset or inner)
+            return None if declared is None else (*declared[:3], float_dtype(declared[3], None))
+        from nmfcli.io import _numpy
+
+        with open(file, "rb") as f:
+            declared = _numpy.declared_shape(fmt, f)
+        return None if declared is None else (*declared[:3], float_dtype(declared[3], None))
+    except NMFError:
+        return None
+    except Exception:  # noqa: BLE001 - a header this cannot read is read_matrix's to report
+        return None
 
 
 def _lazy_chunks(X):

@@ -452,6 +452,24 @@ def read_h5_dict(path: str, marker: str, what: str, hint: str) -> dict:
         raise fail(path, f"the HDF5 file is corrupt ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def h5_declared_shape(file: str, dataset: str | None):
+    """(m, n, nnz or None, stored dtype) of the one matrix (or the named one) of an HDF5 file, from metadata."""
+    h5py = _h5py()
+    with h5py.File(file, "r") as f:
+        name = _choose_dataset(file, f, dataset)
+        if f.get(name, getlink=True).__class__ is not h5py.HardLink:
+            return None  # the reader refuses links out of the file
+        obj = f[name]
+        if isinstance(obj, h5py.Dataset):
+            return (int(obj.shape[0]), int(obj.shape[1]), None, obj.dtype) \
+                if obj.shape is not None and len(obj.shape) == 2 else None
+        spec = _sparse_spec(obj)
+        if spec is None:
+            return None
+        m, n = (int(v) for v in np.asarray(spec[1]).ravel())
+        return (m, n, int(obj["data"].shape[0]), obj["data"].dtype)
+
+
 def h5_kind(file: str) -> str | None:
     """'model' / 'checkpoint' by marker attribute, 'matrix' for other HDF5, None if unreadable."""
     h5py = _h5py()

@@ -259,9 +259,10 @@ def refuse_beyond_memory(input_path, need: int, needs: str, detail: str, advice:
 
 
 def refuse_declared_fit(input_path, opts: dict, k, dtype, loss) -> None:
-    """Exit 69 from the shape INPUT's header declares, before INPUT is read, when the fit of it
-    could not fit in memory (a 70-byte .mtx can declare 10^9 rows): X as stored (dense, or
-    CSR's values, indices and a pointer per row) plus core's estimate for the factors."""
+    """Exit 69 from the shape a sparse INPUT's header declares, before INPUT is read, when the fit
+    of it could not fit in memory (a 70-byte .mtx can declare 10^9 rows, whose row pointers and
+    W no data bound): CSR's values, indices and a pointer per row plus core's estimate for the
+    factors. Dense readers check the declared size against the file and memory themselves."""
     beta = summary.beta_of(loss)
     if not isinstance(k, int) or k <= 0 or beta is None:
         return
@@ -269,10 +270,10 @@ def refuse_declared_fit(input_path, opts: dict, k, dtype, loss) -> None:
     if declared is None:
         return
     m, n, nnz, stored = declared
-    if m <= 0 or n <= 0 or (nnz is not None and nnz < 0):
+    if m <= 0 or n <= 0 or nnz is None or nnz < 0:
         return
     dtype = np.dtype(dtype or stored)
-    x_bytes = m * n * dtype.itemsize if nnz is None else nnz * (dtype.itemsize + 8) + (m + 1) * 8
+    x_bytes = nnz * (dtype.itemsize + 8) + (m + 1) * 8
     need = x_bytes + int(core.estimate_fit_bytes((m, n), k, dtype, nnz=nnz, beta=beta))
     refuse_beyond_memory(input_path, need, "the fit needs", f"{m} x {n}, k={k}",
                          "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine")

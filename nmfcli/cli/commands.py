@@ -211,10 +211,13 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
     approx = core.reconstruct(W.X, H)
     if output is None:
         output = None if as_json else "-"
-    if output is not None:
-        nio.write_matrix(output, approx, row_labels=W.row_labels, col_labels=h_cols,
-                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if output not in (None, "-"):
+        nio.refuse_existing(output, force=force)  # before any work, as the writer would at the end
+    if report_path and report_path != "-":
+        nio.refuse_existing(report_path, force=force)
+    report = None
     if against_path:
+        # every check on X_FILE comes before anything is written: a refused run changes nothing
         matrix = shared.read_input(against_path, dict(input_format=input_format, dataset=dataset, header=header,
                                                       index_col=index_col))
         if tuple(matrix.shape) != tuple(approx.shape):
@@ -238,6 +241,10 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             **({"weights": weights.record} if weights is not None else {}),
             "versions": core.versions(),
         }
+    if output is not None:
+        nio.write_matrix(output, approx, row_labels=W.row_labels, col_labels=h_cols,
+                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if report is not None:
         if report_path:
             nio.write_report(report_path, report, force=force)
         if as_json:

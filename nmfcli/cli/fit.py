@@ -546,7 +546,7 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
     written again, and model.h5 holds no W (it may not fit in memory).
     """
     outdir = os.path.dirname(paths[next(iter(paths))]) or "."
-    with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()]) as staged:
+    with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()], force=force) as staged:
         report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment,
                                weights)
     written.extend(paths.values())

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import tokenize
 import zipfile
@@ -392,9 +393,19 @@ def output_lock(folder: str):
     created = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
+        raise OutputError(f"{folder}: cannot be created ({e.strerror or e})") from None
+    try:
+        # O_NOFOLLOW: a lock file replaced by a link must not make nmf write where it points
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{lock_path}: is a symbolic link; nmf does not write through links in its output "
+                              "folder: remove it") from None
         raise OutputError(f"{folder}: cannot create the lock file ({e.strerror or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{lock_path}: is not a regular file; remove it")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -481,7 +492,7 @@ def stream_temp_path(path: str) -> str:
 
 
 @contextmanager
-def replace_together(folder: str, names):
+def replace_together(folder: str, names, *, force: bool = True):
     """Write several files that must appear in ``folder`` together, or not at all.
 
     Yields ``{name: path}`` in a staging folder next to ``folder`` (same file system).
@@ -492,8 +503,14 @@ def replace_together(folder: str, names):
     leaves either the whole old set or the whole new set. Otherwise (other files
     in the folder, or the folder holds the working directory) each file is moved
     into place atomically on its own. On failure nothing in ``folder`` changes.
+    ``folder`` may be a symbolic link to a folder: the link is kept and its target written.
+    Without ``force``, the commit refuses (OutputError, exit 73) when one of ``names`` has
+    appeared in ``folder`` meanwhile (another run that holds no lock), and then changes nothing.
     """
-    folder = os.path.abspath(os.fspath(folder))
+    # A link to a folder stays a link: the new files go into the folder it points at (the
+    # exchange would otherwise swap the link itself for a real folder).
+    shown = os.fspath(folder)  # messages name the folder as the user gave it
+    folder = os.path.realpath(shown)
     parent, base = os.path.split(folder)
     _remove_stale_staging(parent, base)
     staging = os.path.join(parent, f".{base}.staging-{os.getpid()}-{secrets.token_hex(4)}")
@@ -503,17 +520,27 @@ def replace_together(folder: str, names):
         raise OutputError(f"{folder}: cannot create a staging folder next to it ({e.strerror or e})") from None
     try:
         yield {name: os.path.join(staging, name) for name in names}
-        _commit(folder, staging)
+        _commit(folder, staging, force, shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _commit(folder: str, staging: str) -> None:
+def _refuse_taken(folder: str, names, shown: str) -> None:
+    for name in sorted(names):
+        if os.path.lexists(os.path.join(folder, name)):
+            raise OutputError(f"{os.path.join(shown, name)}: appeared while this run was writing (another run "
+                              "without a lock?); nothing was replaced; use --force to replace it")
+
+
+def _commit(folder: str, staging: str, force: bool = True, shown: str | None = None) -> None:
+    shown = folder if shown is None else shown
     new = set(os.listdir(staging))
     try:
         others = [e for e in os.scandir(folder) if e.name not in new and not _TEMP.match(e.name)]
     except OSError as e:
         raise OutputError(f"{folder}: cannot be read ({e.strerror or e})") from None
+    if not force:
+        _refuse_taken(folder, new, shown)
     cwd = os.getcwd()
     swappable = (
         all(_OWN.match(e.name) and e.is_file(follow_symlinks=False) for e in others)
@@ -525,10 +552,30 @@ def _commit(folder: str, staging: str) -> None:
                 os.link(entry.path, os.path.join(staging, entry.name), follow_symlinks=False)
             _fsync_dir(staging)
             if _exchange(staging, folder):
+                if not force:
+                    # the old folder is now the staging one: a file of ours that reached it after the
+                    # check above (a run without a lock) is put back, whole, and this run refused
+                    late = new & set(os.listdir(staging))
+                    if late:
+                        _exchange(staging, folder)
+                        _refuse_taken(folder, late, shown)
                 _fsync_dir(os.path.dirname(folder))
                 return  # the old files are now in the staging folder, which the caller removes
+        linked = []
         for name in sorted(new):
-            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            src, dst = os.path.join(staging, name), os.path.join(folder, name)
+            if force:
+                os.replace(src, dst)
+                continue
+            try:
+                os.link(src, dst)  # fails if dst exists: never replaces what another run wrote
+            except FileExistsError:
+                for done in linked:  # none of this run's files stays beside another run's
+                    os.unlink(done)
+                _refuse_taken(folder, [name], shown)
+            linked.append(dst)
         _fsync_dir(folder)
     except OSError as e:
+        if isinstance(e, NMFError):
+            raise
         raise ReadWriteError(f"{folder}: moving the new files into place failed ({e.strerror or e})") from e

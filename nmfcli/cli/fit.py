@@ -262,12 +262,14 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     created = not os.path.isdir(outdir)
     lock_existed = os.path.exists(os.path.join(outdir, ".nmf.lock"))
     written = []
-    with _maybe_lock(outdir, lock):
+    # The signal handlers stay until the outputs are written: a SIGTERM that arrives while
+    # the checkpoint it asked for is being written must not kill that write.
+    with SignalFlag() as flag, _maybe_lock(outdir, lock):
         try:
             if not force:
                 _refuse_existing(paths)  # again, now that no other run can be writing
-            result, flag = _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
-                                    checkpoint_every, max_time, max_iter, written,
+            result = _run_fit(term, flag, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
+                              checkpoint_every, max_time, max_iter, written,
                                     dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
                                          alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
                                          engine_options=engine_options, missing=missing,
@@ -283,7 +285,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         try:
             state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
             if result.stop_reason == "interrupted":
-                nio.write_checkpoint(ckpt_path, state, force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, state, force=True)
                 print(
                     f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
                     f"Resume with:\n  {_resume_command(ckpt_path)}",
@@ -292,12 +295,14 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 )
                 raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
             if result.stop_reason == "time" and state is not None:
-                nio.write_checkpoint(ckpt_path, state, force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, state, force=True)
             alignment = None
             if reference is not None:  # after the checkpoint, which keeps the fit's own order
                 result, alignment = _aligned(result, reference)
-            report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options,
-                                    alignment, weights)
+            with flag.shielded():
+                report = _write_outputs(result, matrix, paths, factor_format, force, factors, written,
+                                        engine_options, alignment, weights)
         finally:
             _remove(streamed_W)  # gone, or moved into place by _write_outputs
             _remove(streamed_before)
@@ -473,7 +478,7 @@ def _clean_up(outdir, created, lock_existed):
             pass
 
 
-def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
+def _run_fit(term, flag, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
              max_iter, written, fit_kwargs, input_path, resume_path, weights_path=None):
     """core.fit with the callback that renders progress and obeys signals, the time budget and checkpoints."""
     files = {"X ": input_path, "k ": input_path, "k=": input_path,
@@ -487,8 +492,7 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
     exact = core.reported_solver(None, summary.beta_of(fit_kwargs["loss"]), factors.get("fix_W"),
                                  factors.get("fix_H")) == "nnls"
     count = (matrix.shape[1] if what == "columns" else matrix.shape[0]) if exact else max_iter
-    with SignalFlag() as flag, \
-            ProgressDisplay(term, count, f"nmf fit k={k}", unit=what if exact else "iter") as progress:
+    with ProgressDisplay(term, count, f"nmf fit k={k}", unit=what if exact else "iter") as progress:
         def callback(info):
             progress.update(info)
             if flag.received is not None:
@@ -496,7 +500,9 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
             if max_time is not None and info.elapsed_s >= max_time:
                 return "time"
             if checkpoint_every and info.iteration % checkpoint_every == 0:
-                nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix), force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix),
+                                         force=True)
                 written.append(ckpt_path)
             return None
 
@@ -519,7 +525,7 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
                 fix_W=factors["fix_W"].X if "fix_W" in factors else None,
                 **kwargs,
             )
-    return result, flag
+    return result
 
 
 def _aligned(result, reference):

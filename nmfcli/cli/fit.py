@@ -193,7 +193,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     else:
         opts = dict(input_format=input_format, dataset=dataset, header=header, index_col=index_col)
         shared.refuse_declared_fit(input_path, opts, k, dtype, loss)
-        matrix = shared.read_input(input_path, opts, dtype=dtype)
+        matrix = shared.read_input(input_path, opts, dtype=dtype, quiet=quiet)
         X = matrix.X
         x_dtype = str(X.dtype)
     factors = {}

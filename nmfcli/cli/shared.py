@@ -78,16 +78,24 @@ def input_options(f):
     return f
 
 
-def read_input(path, opts: dict, dtype=None):
-    """Read INPUT with the --input-format/--dataset/--header/--index-col options."""
-    return nio.read_matrix(
-        path,
-        input_format=opts.get("input_format"),
-        dataset=opts.get("dataset"),
-        header=opts.get("header"),
-        index_col=opts.get("index_col"),
-        dtype=dtype,
-    )
+READ_BAR_DELAY_S = 1.0
+
+
+def read_input(path, opts: dict, dtype=None, quiet=False):
+    """Read INPUT with the --input-format/--dataset/--header/--index-col options; on a terminal,
+    text that takes over a second to parse shows a bar of rows read."""
+    from nmfcli.cli.terminal import ProgressDisplay, Terminal
+
+    with ProgressDisplay(Terminal(quiet=quiet), 0, f"reading {path}", delay_s=READ_BAR_DELAY_S, unit="rows") as bar:
+        return nio.read_matrix(
+            path,
+            input_format=opts.get("input_format"),
+            dataset=opts.get("dataset"),
+            header=opts.get("header"),
+            index_col=opts.get("index_col"),
+            dtype=dtype,
+            progress=lambda done, total: bar.solved(done, total, "rows"),
+        )
 
 
 class Factor:

@@ -21,7 +21,7 @@ from io import BytesIO
 
 import numpy as np
 
-from nmfcli.errors import MissingInputError, NMFError, ReadWriteError, UsageError
+from nmfcli.errors import MissingInputError, NMFError, ReadWriteError, UnavailableError, UsageError
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
     Matrix,
@@ -144,7 +144,8 @@ def _read_all(path: str, f, limit: int, fmt: str | None = None) -> bytes:
                 _check_head(path, fmt, block)
             total += len(block)
             if total > limit:
-                raise fail(path, f"the input is larger than {human_bytes(limit)}; too large to read into memory")
+                raise UnavailableError(f"{path}: the input is larger than {human_bytes(limit)}; too large to read "
+                                       "into memory")
             chunks.append(block)
     except OSError as e:
         raise ReadWriteError(f"{path}: reading failed ({e.strerror or e})") from None
@@ -152,7 +153,7 @@ def _read_all(path: str, f, limit: int, fmt: str | None = None) -> bytes:
 
 
 def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col=None, dtype=None,
-                lazy=False, stdin=None) -> Matrix:
+                lazy=False, stdin=None, progress=None) -> Matrix:
     """Read a matrix from a file or stdin.
 
     Parameters
@@ -174,6 +175,8 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         on demand, in the stored dtype, and are not checked against memory.
     stdin : binary stream, optional
         Read instead of ``sys.stdin.buffer`` when path is "-".
+    progress : callable, optional
+        Text (CSV/TSV) only: ``progress(rows_done, rows_total)`` after each block of rows parsed.
 
     Returns
     -------
@@ -197,7 +200,7 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         raise UsageError(f"unknown input format {input_format!r}; choose one of {', '.join(FORMATS)}")
     path = os.fspath(path)
     if path == "-":
-        return _read_stdin(input_format or "csv", dataset, header, index_col, target, stdin)
+        return _read_stdin(input_format or "csv", dataset, header, index_col, target, stdin, progress)
     file, inner = _split_inner(path)
     if inner is not None and dataset is not None and inner.strip("/") != dataset.strip("/"):
         raise UsageError(f"{path}: the dataset is named twice ('{inner}' in the path and '{dataset}')")
@@ -227,7 +230,7 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         size = os.fstat(f.fileno()).st_size
         if fmt == "csv":
             raw = _read_all(label, f, available_memory() // 2, fmt)
-            X, rows, cols = _parse_csv(label, file, raw, header, index_col, target)
+            X, rows, cols = _parse_csv(label, file, raw, header, index_col, target, progress)
             return Matrix(X, rows, cols, path, fmt, hashlib.sha256(raw).hexdigest())
         if fmt == "mtx" and file.lower().endswith(".gz"):
             from nmfcli.io._text import decompress
@@ -294,14 +297,14 @@ def read_row_source(path, *, dataset=None) -> Matrix:
     return Matrix(source, None, None, path, fmt, file_sha256(source.path), source.chunks)
 
 
-def _parse_csv(label, file, raw, header, index_col, target):
+def _parse_csv(label, file, raw, header, index_col, target, progress=None):
     from nmfcli.io._text import decompress, parse_text
 
     low = file.lower()
     if low.endswith(".gz") or raw[:2] == b"\x1f\x8b":
         raw = decompress(label, raw)
     hint = "\t" if ".tsv" in low else ","
-    return parse_text(label, raw, header=header, index_col=index_col, dtype=target, ext_hint=hint)
+    return parse_text(label, raw, header=header, index_col=index_col, dtype=target, ext_hint=hint, progress=progress)
 
 
 def _read_binary(label, fmt, f, size, target, lazy, real_path):
@@ -316,7 +319,7 @@ def _read_binary(label, fmt, f, size, target, lazy, real_path):
     raise AssertionError(fmt)
 
 
-def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
+def _read_stdin(fmt, dataset, header, index_col, target, stdin, progress=None) -> Matrix:
     label = "-"
     if fmt == "zarr":
         raise UsageError("-: a Zarr store is a folder and cannot be read from stdin; give its path")
@@ -326,7 +329,7 @@ def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
     raw = _read_all(label, stream, available_memory() // 2, fmt)
     digest = hashlib.sha256(raw).hexdigest()
     if fmt == "csv":
-        X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target)
+        X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target, progress)
         return Matrix(X, rows, cols, "-", fmt, digest)
     if not raw:
         raise fail(label, "the input is empty")

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 
+from nmfcli.errors import UnavailableError
 from nmfcli.io._common import available_memory, check_memory, fail, human_bytes, shape_text
 
 _SNIFF_LINES = 50
@@ -59,7 +60,8 @@ def decompress(path: str, raw: bytes) -> bytes:
             chunk = d.decompress(data, 1 << 24)
             total += len(chunk)
             if total > limit:
-                raise fail(path, f"decompresses to more than {human_bytes(limit)}; too large to read into memory")
+                raise UnavailableError(f"{path}: decompresses to more than {human_bytes(limit)}; too large to read "
+                                       "into memory")
             out.append(chunk)
             data = d.unconsumed_tail
             if d.eof:
@@ -115,17 +117,24 @@ def _sniff(sample: list[str], hint: str | None) -> str | None:
     return best
 
 
+_LINE_OVERHEAD = 140  # bytes per line beyond its characters: the str, the (number, line) tuple, the list slot
 _BLOCK = 4096  # rows tokenised and converted at a time: strings for one block only, never the whole file
 
 
-def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None):
+def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None, progress=None):
     """Parse delimited text into (X, row_labels, col_labels).
 
     Streams: the float matrix is allocated once (its size known from the line count)
     and filled block by block, so memory stays near the text plus the matrix.
-    Row labels are detected from the first block of data rows.
+    Row labels are detected from the first block of data rows. ``progress(done, total)`` is
+    called after each block of rows.
     """
     refuse_binary(path, raw[:1 << 16])
+    # The text is held three times while it is split (the bytes, the str, a str per line with
+    # its list entry), then the matrix beside it: refuse before, from the size (a 4 MB .csv.gz
+    # can inflate to gigabytes).
+    text_bytes = 2 * len(raw) + _LINE_OVERHEAD * raw.count(b"\n")
+    check_memory(path, f"the text ({human_bytes(len(raw))}, read into lines)", text_bytes)
     text = _decode(path, raw)
     lines = list(_content_lines(text))
     del text
@@ -180,7 +189,7 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
     if n == 0:
         raise fail(path, "no numeric columns (only row labels)")
     check_memory(path, f"the matrix ({shape_text((m_max, n))} {np.dtype(dtype).name})",
-                 m_max * n * np.dtype(dtype).itemsize)
+                 m_max * n * np.dtype(dtype).itemsize + text_bytes)
     X = np.empty((m_max, n), dtype=dtype)
     row_labels = [] if index_col else None
     done = 0
@@ -198,6 +207,8 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
             raise
         X[done:done + len(block)] = values.reshape(len(block), n)
         done += len(block)
+        if progress is not None:
+            progress(done, m_max)
 
     convert(first_block, first_lines)
     del first_block, first_lines

@@ -69,7 +69,8 @@ def fit_options(f):
         click.argument("input_path", metavar="INPUT"),
         click.option("-k", "--k", "k", type=int, default=None,
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
-        click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
+        click.option("-o", "--outdir", default=None,
+                     help="Output folder, or a link to one [default: <INPUT stem>.nmf]; not - (see --json)."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
                      help="auto: ehals for frobenius, emu for every other loss (mu for kl and is with "
                           "--fix-H/--fix-W; anls for frobenius and mu for the others with --missing/--weights). "

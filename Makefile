@@ -33,10 +33,12 @@ demo: $(STAMP_RUN)
 test: $(STAMP_TEST)
 	$(PY) -m pytest -m "not slow" -q
 
-# Long runs: the io fuzzers with 1500 examples each, then any test marked slow
-# (pytest exits 5 when none is marked; that is not a failure here).
+# Long runs: the io fuzzers with 1500 examples each, the whole-command fuzzer with 5000 fresh
+# random cases, then any test marked slow (pytest exits 5 when none is marked; that is not a
+# failure here).
 test-slow: $(STAMP_TEST)
 	NMF_FUZZ_EXAMPLES=1500 $(PY) -m pytest -q tests/test_io_fuzz.py
+	NMF_CLI_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_cli_fuzz.py
 	$(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 test-all: $(STAMP_TEST)

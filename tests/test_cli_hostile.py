@@ -170,6 +170,28 @@ def test_a_tiny_mtx_declaring_huge_rows_is_refused_before_reading(here):
     assert not Path("out").exists()
 
 
+@pytest.mark.parametrize("command", ["transform", "rank"])
+def test_transform_and_rank_refuse_a_huge_declared_sparse_input_before_reading_it(fitted, command):
+    Path("rows.mtx").write_text("%%MatrixMarket matrix coordinate real general\n1000000000000 8 1\n1 1 1\n")
+    args = ["transform", "rows.mtx", "--model", "m/model.h5"] if command == "transform" else \
+        ["rank", "rows.mtx", "-k", "2:3"]
+    needs, k = ("the transform needs", 2) if command == "transform" else ("the fit needs", 3)
+    refused(nmf(*args), 69, re.compile(
+        rf"Error: rows\.mtx: {needs} about [\d.]+ TiB of memory \(1000000000000 x 8, k={k}\) but only "
+        r"[\d.]+ [KMGT]iB is available; use --dtype float32, sparse input \(\.npz, \.mtx or a sparse HDF5 group\) "
+        r"or the Dask engine"))
+
+
+def test_transform_names_the_model_whose_H_is_refused(fitted):
+    with h5py.File("m/model.h5", "a") as f:
+        H = f["H"][()]
+        H[0, 1] = -1
+        del f["H"]
+        f["H"] = H
+    line = refused(nmf("transform", "x.npy", "--model", "m/model.h5"), 65, re.compile(r"Error: m/model\.h5: .*"))
+    assert "negative" in line
+
+
 def test_a_tiny_mtx_declaring_huge_rows_is_refused_by_the_reader_too(here):
     """inspect reads it: the reader counts CSR's pointer per declared row before allocating."""
     Path("rows.mtx").write_text("%%MatrixMarket matrix coordinate real general\n100000000000 100000000000 1\n"

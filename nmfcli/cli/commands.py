@@ -145,8 +145,10 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
             nio.refuse_existing(output, force=force)
             engine_options["output"] = f"{output}::/X"
     else:
-        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                    index_col=index_col), dtype=dtype)
+        opts = dict(input_format=input_format, dataset=dataset, header=header, index_col=index_col)
+        shared.refuse_declared_fit(input_path, opts, int(H.shape[0]), dtype, loss or model_loss,
+                                   needs="the transform needs")
+        matrix = shared.read_input(input_path, opts, dtype=dtype)
         X, x_dtype = matrix.X, matrix.X.dtype
     n_model = H.shape[1]
     if matrix.shape[1] != n_model:
@@ -159,7 +161,7 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
     loss = loss or model_loss
     # A bar on a terminal once the solve has run a second: rows solved (Frobenius), else iterations.
     unit = "rows" if summary.beta_of(loss) == 2 else "iter"
-    with shared.naming_files({"X ": input_path, **shared.weights_messages(weights_path)}), \
+    with shared.naming_files({"X ": input_path, "fixed H": source, **shared.weights_messages(weights_path)}), \
             ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
         W = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
                            alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,

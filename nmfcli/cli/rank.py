@@ -125,8 +125,9 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
         from nmfcli import plot
 
         plot.require_matplotlib()
-    matrix = shared.read_input(input_path, {"input_format": input_format, "dataset": dataset, "header": header,
-                                            "index_col": index_col}, dtype=dtype)
+    opts = {"input_format": input_format, "dataset": dataset, "header": header, "index_col": index_col}
+    shared.refuse_declared_fit(input_path, opts, max(ks), dtype, loss)
+    matrix = shared.read_input(input_path, opts, dtype=dtype, quiet=quiet)
     X = matrix.X
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=X.dtype) if weights_path else None
     total = len(ks) * runs

@@ -266,7 +266,7 @@ def refuse_beyond_memory(input_path, need: int, needs: str, detail: str, advice:
             f"{summary.format_bytes(avail)} is available; {advice}")
 
 
-def refuse_declared_fit(input_path, opts: dict, k, dtype, loss) -> None:
+def refuse_declared_fit(input_path, opts: dict, k, dtype, loss, needs: str = "the fit needs") -> None:
     """Exit 69 from the shape a sparse INPUT's header declares, before INPUT is read, when the fit
     of it could not fit in memory (a 70-byte .mtx can declare 10^9 rows, whose row pointers and
     W no data bound): CSR's values, indices and a pointer per row plus core's estimate for the
@@ -283,7 +283,7 @@ def refuse_declared_fit(input_path, opts: dict, k, dtype, loss) -> None:
     dtype = np.dtype(dtype or stored)
     x_bytes = nnz * (dtype.itemsize + 8) + (m + 1) * 8
     need = x_bytes + int(core.estimate_fit_bytes((m, n), k, dtype, nnz=nnz, beta=beta))
-    refuse_beyond_memory(input_path, need, "the fit needs", f"{m} x {n}, k={k}",
+    refuse_beyond_memory(input_path, need, needs, f"{m} x {n}, k={k}",
                          "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine")
 
 

@@ -337,6 +337,8 @@ def test_the_whole_command_never_crashes_and_never_writes_outside_its_outputs(po
         (root / "empty").mkdir()
         os.symlink("m", root / "link")
         os.symlink("nowhere", root / "dangling")
+        if data.draw(st.integers(0, 4), label="lock") == 0:  # a lock file that points at an input
+            os.symlink("../x.npy", root / "m" / ".nmf.lock")
         before = snapshot(root)
         code, stdout, stderr = run_case(root, args, stdin)
         after = snapshot(root)

@@ -424,6 +424,13 @@ def test_fit_refuses_an_output_folder_that_is_not_a_folder(here, kind):
     assert snapshot(here) == before
 
 
+def test_fit_refuses_a_default_output_folder_that_is_a_file(here):
+    Path("x.nmf").write_text("mine\n")
+    refused(nmf("fit", "x.npy", "-k", "2"), 73,
+            "Error: x.nmf: is not a folder (a file or a device); fit writes a folder of outputs: give a folder name")
+    assert Path("x.nmf").read_text() == "mine\n"
+
+
 def test_a_folder_without_a_model_given_as_model(here):
     os.mkdir("empty")
     refused(nmf("transform", "x.npy", "--model", "empty"), 66,

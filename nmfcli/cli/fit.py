@@ -180,8 +180,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         raise errors.UsageError(f"--align-to reorders the fitted components; with --{'fix-H' if fix_H_path else 'fix-W'}"
                                 " they keep the fixed factor's order")
     _refuse_contradictions(loss, init, W0_path, H0_path, fix_H_path, fix_W_path, max_time)
-    if outdir is not None:
-        _refuse_outdir(outdir)
+    _refuse_outdir(outdir if outdir is not None else default_outdir(input_path))
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
 
     # ---- read (io): the data, then the factor files, then the checkpoint

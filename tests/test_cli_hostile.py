@@ -308,6 +308,20 @@ def test_reconstruct_refuses_an_existing_output_before_any_work(fitted):
             "Error: out.csv: already exists; use --force to replace it")
 
 
+def test_an_output_that_is_a_fifo_is_not_replaced_even_with_force(fitted):
+    os.mkfifo("out.csv")
+    refused(nmf("transform", "x.npy", "--model", "m/model.h5", "-o", "out.csv", "--force"), 73,
+            "Error: out.csv: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a "
+            "file name")
+    assert Path("out.csv").is_fifo()
+
+
+def test_an_output_file_name_ending_in_a_slash_is_a_folder(fitted):
+    refused(nmf("transform", "x.npy", "--model", "m/model.h5", "-o", "out.csv/"), 73,
+            "Error: out.csv/: is a folder; give a file name")
+    assert not Path("out.csv").exists()
+
+
 def test_a_symlinked_lock_file_is_not_written_through(fitted):
     Path("victim.txt").write_text("precious\n")
     os.unlink("m/.nmf.lock") if os.path.lexists("m/.nmf.lock") else None
@@ -542,6 +556,8 @@ README_ROWS = [
     "`Error: --max-time must be a number of seconds > 0; got nan` | 2",
     "`Error: Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295. (see 'nmf fit --help')` | 2",
     "`Error: -: is an NPY file, not CSV text; give --input-format npy` | 65",
+    "`Error: out.csv: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a file "
+    "name` | 73",
     "`Error: /dev/zero: byte 1 is a NUL byte: this is binary data, not CSV text` | 65",
     "`Error: rows.mtx: the fit needs about … of memory (1000000000000 x 3, k=2) but only … is available; use "
     "--dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine` | 69",

@@ -332,8 +332,12 @@ def atomic_path(path: str, *, force: bool = False):
         Writing failed part-way (disk full, I/O error).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise OutputError(f"{path}: is a folder; give a file name")
+    if os.path.lexists(path) and not os.path.islink(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        # a device or a FIFO would be replaced by a plain file, even /dev/null under root
+        raise OutputError(f"{path}: is not a regular file (a device, a FIFO or a socket); nmf replaces only "
+                          "files; give a file name")
     refuse_existing(path, force=force)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

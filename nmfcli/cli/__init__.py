@@ -103,6 +103,10 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class _StdoutFailed(errors.ReadWriteError):
+    """Writing to stdout failed (exit 74)."""
+
+
 class _GuardedStdout:
     """sys.stdout, whose write errors (a full disk, /dev/full, an I/O error) become ReadWriteError
     (exit 74) naming stdout; a reader that went away (BrokenPipeError) is left as it is."""
@@ -111,7 +115,7 @@ class _GuardedStdout:
         self._stream = stream
 
     def _failed(self, e: OSError) -> errors.ReadWriteError:
-        return errors.ReadWriteError(f"-: writing to stdout failed ({e.strerror or e})")
+        return _StdoutFailed(f"-: writing to stdout failed ({e.strerror or e})")
 
     def write(self, text):
         try:
@@ -192,7 +196,7 @@ def _run(args) -> int:
         return errors.EXIT_SIGINT
     except errors.NMFError as e:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
-        if isinstance(e, errors.ReadWriteError) and str(e).startswith("-: writing to stdout"):
+        if isinstance(e, _StdoutFailed):
             _quiet_stdout()  # what is still buffered for stdout goes nowhere, so the exit cannot fail again
         return e.exit_code
     except BrokenPipeError:

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import NMF, REPO, low_rank, nmf_env, one_error_line, run_nmf, start_nmf, wait_for
+from conftest import NMF, REPO, low_rank, nmf_env, one_error_line, start_nmf, wait_for
 from nmfcli import io as nio
 from nmfcli.cli import run
 

@@ -270,11 +270,11 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 _refuse_existing(paths)  # again, now that no other run can be writing
             result = _run_fit(term, flag, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
                               checkpoint_every, max_time, max_iter, written,
-                                    dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
-                                         alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
-                                         engine_options=engine_options, missing=missing,
-                                         weights=weights.X if weights is not None else None),
-                                    input_path, resume_path, weights_path)
+                              dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
+                                   alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
+                                   engine_options=engine_options, missing=missing,
+                                   weights=weights.X if weights is not None else None),
+                              input_path, resume_path, weights_path)
         except BaseException:
             _remove(streamed_W)
             _remove(streamed_before)

@@ -242,12 +242,11 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
 
 
 def declared_shape(path, *, input_format=None, dataset=None):
-    """(rows, columns, stored values or None for dense, the dtype the data are read as) as the
-    file's header declares them, read
-    without reading the data: NPY and NPZ headers, a MatrixMarket size line, an HDF5 dataset's
-    shape. None when the format has no header (CSV, stdin, Zarr) or the header cannot be read
-    (read_matrix then says what is wrong). Lets a caller refuse what the data would need before
-    anything as large is allocated."""
+    """(rows, columns, stored values or None for dense, the dtype the data are read as), as the
+    file's header declares them, without reading the data: NPY and NPZ headers, a MatrixMarket
+    size line, an HDF5 dataset's shape. None when the format has no header (CSV, stdin, Zarr)
+    or the header cannot be read (read_matrix then says what is wrong). Lets a caller refuse
+    what the data would need before anything as large is allocated."""
     path = os.fspath(path)
     if path == "-":
         return None

@@ -133,6 +133,20 @@ def test_a_full_stdout_exits_74(fitted, args):
     assert one_error_line(p) == "Error: -: writing to stdout failed (No space left on device)"
 
 
+def test_a_closed_stderr_keeps_messages_out_of_the_data_on_stdout(fitted):
+    p = subprocess.run(f"exec '{NMF}' transform x.npy --model m/model.h5 --loss hinge 2>&-", shell=True, cwd=fitted,
+                       env=nmf_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_full_stderr_still_gives_the_exit_code(fitted):
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([str(NMF), "fit", "nope.csv", "-k", "2"], cwd=fitted, env=nmf_env(),
+                           stdout=subprocess.PIPE, stderr=full, text=True, timeout=120)
+    assert p.returncode == 66 and p.stdout == ""
+
+
 def _model_with_extra_H_row(src, dst):
     with h5py.File(src) as f, h5py.File(dst, "w") as g:
         for key, value in f.attrs.items():

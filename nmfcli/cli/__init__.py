@@ -137,6 +137,29 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+class _QuietStderr:
+    """sys.stderr, whose write errors (`2>/dev/full`) are dropped: there is nowhere left to say
+    them, and the exit code still tells."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except (OSError, ValueError):
+            return None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _internal_error(e: BaseException) -> int:
     """A bug: one line that says so, the traceback only with NMF_DEBUG=1."""
     if os.environ.get("NMF_DEBUG", "") not in ("", "0"):
@@ -164,12 +187,14 @@ def run(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if sys.stdout is None:  # started with stdout closed (`nmf ... >&-`): data goes nowhere, quietly
         sys.stdout = open(os.devnull, "w")
-    real_stdout = sys.stdout
-    sys.stdout = _GuardedStdout(real_stdout)
+    if sys.stderr is None:  # stderr closed (`2>&-`): messages go nowhere, never into the data on stdout
+        sys.stderr = open(os.devnull, "w")
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _GuardedStdout(real_stdout), _QuietStderr(real_stderr)
     try:
         return _run(args)
     finally:
-        sys.stdout = real_stdout
+        sys.stdout, sys.stderr = real_stdout, real_stderr
 
 
 def _run(args) -> int:
@@ -221,7 +246,21 @@ def main(argv=None) -> None:
         _quiet_stdout()
     except OSError as e:
         if code == errors.EXIT_OK:
-            print(f"Error: -: writing to stdout failed ({e.strerror or e})", file=sys.stderr)
+            print(f"Error: -: writing to stdout failed ({e.strerror or e})", file=_QuietStderr(sys.stderr))
             code = errors.EXIT_IO
         _quiet_stdout()
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        _quiet_stderr()
     sys.exit(code)
+
+
+def _quiet_stderr() -> None:
+    """Point stderr at /dev/null so the interpreter's final flush of a full stderr stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

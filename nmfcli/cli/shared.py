@@ -283,8 +283,8 @@ def refuse_declared_fit(input_path, opts: dict, k, dtype, loss, needs: str = "th
     dtype = np.dtype(dtype or stored)
     x_bytes = nnz * (dtype.itemsize + 8) + (m + 1) * 8
     need = x_bytes + int(core.estimate_fit_bytes((m, n), k, dtype, nnz=nnz, beta=beta))
-    refuse_beyond_memory(input_path, need, needs, f"{m} x {n}, k={k}",
-                         "use --dtype float32, sparse input (.npz, .mtx or a sparse HDF5 group) or the Dask engine")
+    refuse_beyond_memory(input_path, need, needs, f"{m} x {n} declared, k={k}",
+                         "check the shape in its header, or use a machine with more memory")
 
 
 def input_spec(matrix) -> str:

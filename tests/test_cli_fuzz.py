@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io as stdio
+import json
 import os
 import re
 import sys
@@ -118,7 +119,42 @@ def _build_pool(d):
         f.create_dataset("H", shape=(2, 250_000_000), dtype="f8", chunks=(1, 1_000_000))
     huge["model"] = _bytes_of(d / "m" / "model.h5")
     huge["gz"] = gzip.compress(b"\0" * (8 << 20))
-    return files, huge
+    return files, huge, _parts(files)
+
+
+def _parts(files) -> dict:
+    """name -> (attributes or keys, datasets) of the model, the checkpoint and the report: what a
+    hand edit (a valid file with one part of the wrong kind) replaces."""
+    parts = {}
+    for name in ("m/model.h5", "c/checkpoint.h5"):
+        with h5py.File(stdio.BytesIO(files[name]), "r") as f:
+            parts[name] = (sorted(f.attrs), sorted(f))
+    parts["m/report.json"] = (sorted(json.loads(files["m/report.json"])), [])
+    return parts
+
+
+# JSON values of the wrong kind for any key
+WRONG_JSON = ['"x"', "[1, 2]", "{}", '{"a": [1]}', "null", "-1", "1e400", "[]", "true", "0", '"frobenius"',
+              "[[1]]", "NaN"]
+WRONG_ARRAYS = [np.ones(3), np.ones((1, 1)), np.ones((5, 5, 2)), np.array([["a"]], dtype=h5py.string_dtype()),
+                np.full((2, 8), np.nan), -np.ones((2, 8)), np.ones((3, 8)), np.ones((20, 3)), np.zeros((0, 8))]
+
+
+def hand_edit(root: Path, name: str, key: str, value) -> None:
+    """Replace one part of a valid model, checkpoint or report by a value of the wrong kind."""
+    path = root / name
+    if name.endswith(".json"):
+        report = json.loads(path.read_text())
+        report[key] = json.loads(value)
+        path.write_text(json.dumps(report))
+        return
+    with h5py.File(path, "a") as f:
+        if isinstance(value, str):
+            f.attrs[key] = value
+        else:
+            if key in f:
+                del f[key]
+            f[key] = value
 
 
 NAMES = ("x.npy", "x.csv", "x.csv.gz", "x.npz", "x.mtx", "x.h5", "w.npy", "H.npy", "W.npy", "m/model.h5", "m/W.npy",
@@ -130,7 +166,7 @@ TARGETS = NAMES + ("noext", "nope.csv", "m", "c", "empty", "link", "dangling", "
 @st.composite
 def contents(draw):
     """A file's bytes: valid (of any format, under any name), truncated, mutated, huge-declared or noise."""
-    files, huge = POOL[0]
+    files, huge, _ = POOL[0]
     how = draw(st.sampled_from(["valid", "valid", "truncated", "mutated", "huge", "noise", "empty"]))
     if how == "huge":
         return draw(st.sampled_from(sorted(huge.values())))
@@ -322,7 +358,7 @@ def run_case(root: Path, args, stdin: bytes):
 @FUZZ
 @given(data=st.data())
 def test_the_whole_command_never_crashes_and_never_writes_outside_its_outputs(pool, data):
-    files, _ = POOL[0]
+    files, _, parts = POOL[0]
     args = data.draw(command_lines(), label="args")
     # every valid file, then a few of them replaced by damaged or lying ones
     written = dict(files)
@@ -339,6 +375,18 @@ def test_the_whole_command_never_crashes_and_never_writes_outside_its_outputs(po
         os.symlink("nowhere", root / "dangling")
         if data.draw(st.integers(0, 4), label="lock") == 0:  # a lock file that points at an input
             os.symlink("../x.npy", root / "m" / ".nmf.lock")
+        for _ in range(data.draw(st.integers(0, 2), label="hand edits")):
+            name = data.draw(st.sampled_from(sorted(parts)), label="edited")
+            keys, datasets = parts[name]
+            if datasets and data.draw(st.booleans()):
+                key, value = data.draw(st.sampled_from(datasets)), data.draw(st.sampled_from(WRONG_ARRAYS))
+            else:
+                key, value = data.draw(st.sampled_from(keys)), data.draw(st.sampled_from(WRONG_JSON))
+            if (root / name).exists():
+                try:
+                    hand_edit(root, name, key, value)
+                except (OSError, ValueError):
+                    pass  # the file was already replaced by damaged bytes
         before = snapshot(root)
         code, stdout, stderr = run_case(root, args, stdin)
         after = snapshot(root)
@@ -359,3 +407,59 @@ def test_the_whole_command_never_crashes_and_never_writes_outside_its_outputs(po
         assert len(errors) == 1 and stderr.splitlines()[-1] == errors[0], shown
         changed = sorted(rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel))
         assert changed == [], shown
+
+
+# What reads a model, a checkpoint or a report: each command line given one hand-edited file.
+CONSUMERS = {
+    "m/model.h5": [["inspect", "m/model.h5"], ["inspect", "m/model.h5", "--json"], ["inspect", "m"],
+                   ["transform", "x.npy", "--model", "m/model.h5"], ["transform", "x.csv", "--model", "m"],
+                   ["reconstruct", "m/W.npy", "--model", "m/model.h5", "--against", "x.npy", "--json"],
+                   ["fit", "x.npy", "--fix-H", "m/model.h5", "-o", "out"],
+                   ["fit", "x.npy", "-k", "2", "--align-to", "m/model.h5", "-o", "out"],
+                   ["fit", "x.npy", "--fix-H", "m/model.h5", "--loss", "kl", "-o", "out"]],
+    "c/checkpoint.h5": [["inspect", "c/checkpoint.h5"], ["inspect", "c/checkpoint.h5", "--json"],
+                        ["fit", "x.npy", "-k", "2", "--tol", "0", "--max-iter", "5", "--resume", "c/checkpoint.h5",
+                         "-o", "out"],
+                        ["fit", "x.npy", "--tol", "0", "--max-iter", "5", "--resume", "c/checkpoint.h5", "-o", "c",
+                         "--force"]],
+    "m/report.json": [["inspect", "m/report.json"], ["inspect", "m/report.json", "--json"],
+                      ["fit", "x.npy", "-k", "2", "--align-to", "m/report.json", "-o", "out"]],
+}
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 3, 1))
+@given(data=st.data())
+def test_hand_edited_models_checkpoints_and_reports_are_refused_or_read(pool, data):
+    """A valid model, checkpoint or report with one to three parts of the wrong kind (an attribute
+    or key holding the wrong JSON, a dataset of the wrong shape, kind or values), given to every
+    command that reads it."""
+    files, _, parts = POOL[0]
+    name = data.draw(st.sampled_from(sorted(CONSUMERS)), label="file")
+    args = data.draw(st.sampled_from(CONSUMERS[name]), label="args")
+    keys, datasets = parts[name]
+    with tempfile.TemporaryDirectory(prefix="nmf-fuzz-") as tmp:
+        root = Path(tmp)
+        for file, content in files.items():
+            (root / file).parent.mkdir(parents=True, exist_ok=True)
+            (root / file).write_bytes(content)
+        for _ in range(data.draw(st.integers(1, 3), label="edits")):
+            if datasets and data.draw(st.booleans()):
+                key, value = data.draw(st.sampled_from(datasets)), data.draw(st.sampled_from(WRONG_ARRAYS))
+            else:
+                key, value = data.draw(st.sampled_from(keys)), data.draw(st.sampled_from(WRONG_JSON))
+            hand_edit(root, name, key, value)
+        before = snapshot(root)
+        code, stdout, stderr = run_case(root, args, b"")
+        after = snapshot(root)
+    shown = f"nmf {' '.join(args)}\nexit {code}\nstderr:\n{stderr}"
+    event(f"{args[0]}: exit {code}")
+    assert "Traceback" not in stderr and "Traceback" not in stdout, shown
+    assert code in ALLOWED, shown
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    if code in (0, 3):
+        assert len(errors) == (code == 3), shown
+        changed = {rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
+        assert {rel for rel in changed if not _under(rel, output_paths(args), root, before)} == set(), shown
+    else:
+        assert len(errors) == 1 and stderr.splitlines()[-1] == errors[0], shown
+        assert sorted(rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)) == [], shown

@@ -172,6 +172,56 @@ def test_a_model_whose_component_names_do_not_match_H_is_damaged(fitted):
             "Error: m/model.h5: the model has 3 components for 2 rows of H; the file is damaged")
 
 
+@pytest.fixture
+def checkpointed(here):
+    r = nmf("fit", "x.npy", "-k", "2", "-o", "c", "-q", "--tol", "0", "--max-iter", "3", "--checkpoint-every", "1")
+    assert r.returncode == 0, r.stderr
+    return here
+
+
+@pytest.mark.parametrize("key, value", [("iteration", '"x"'), ("solver_state", "[1, 2]"), ("history", "{}"),
+                                        ("options", "[1]"), ("H_before", np.ones((1, 1)))])
+def test_a_hand_edited_checkpoint_is_refused_as_damaged(checkpointed, key, value):
+    with h5py.File("c/checkpoint.h5", "a") as f:
+        if isinstance(value, str):
+            f.attrs[key] = value
+        else:
+            del f[key]
+            f[key] = value
+    refused(nmf("fit", "x.npy", "-k", "2", "--tol", "0", "--max-iter", "5", "--resume", "c/checkpoint.h5", "-o",
+                "out"), 65, f"Error: c/checkpoint.h5: the checkpoint's '{key}' is not what nmf writes there; it is "
+                            "damaged")
+    assert not Path("out").exists()
+    r = nmf("inspect", "c/checkpoint.h5")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+
+
+def test_a_model_whose_options_are_not_a_record_is_damaged(fitted):
+    with h5py.File("m/model.h5", "a") as f:
+        f.attrs["options"] = "[1, 2]"
+    refused(nmf("transform", "x.npy", "--model", "m/model.h5"), 65,
+            "Error: m/model.h5: the model's 'options' is not a record (a JSON object); the file is damaged")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("m/report.json", "Error: m/report.json: is an nmf report, not a matrix or a model; give the model.h5 beside it"),
+    ("c/checkpoint.h5", "Error: c/checkpoint.h5: is an nmf checkpoint, not a matrix or a model; give it to --resume"),
+])
+def test_a_report_or_checkpoint_given_as_a_factor(fitted, name, message):
+    assert nmf("fit", "x.npy", "-k", "2", "-o", "c", "-q", "--tol", "0", "--max-iter", "2",
+               "--checkpoint-every", "1").returncode == 0
+    refused(nmf("fit", "x.npy", "-k", "2", "--align-to", name, "-o", "out"), 65, message)
+    refused(nmf("transform", "x.npy", "--components", name), 65, message)
+
+
+def test_align_to_a_model_with_nan_components_is_refused(fitted):
+    with h5py.File("m/model.h5", "a") as f:
+        del f["H"]
+        f["H"] = np.full((2, 8), np.nan)
+    refused(nmf("fit", "x.npy", "-k", "2", "--align-to", "m/model.h5", "-o", "out"), 65,
+            "Error: m/model.h5: its components hold NaN or infinite values; --align-to needs finite ones")
+
+
 # ------------------------------------------------------------------------------ memory
 
 
@@ -568,6 +618,10 @@ README_ROWS = [
     "`Error: --max-time must be a number of seconds > 0; got nan` | 2",
     "`Error: Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295. (see 'nmf fit --help')` | 2",
     "`Error: -: is an NPY file, not CSV text; give --input-format npy` | 65",
+    "`Error: c/checkpoint.h5: the checkpoint's 'iteration' is not what nmf writes there; it is damaged` | 65",
+    "`Error: m/model.h5: the model's 'options' is not a record (a JSON object); the file is damaged` | 65",
+    "`Error: m/report.json: is an nmf report, not a matrix or a model; give the model.h5 beside it` | 65",
+    "`Error: m/model.h5: its components hold NaN or infinite values; --align-to needs finite ones` | 65",
     "`Error: out.csv: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a file "
     "name` | 73",
     "`Error: /dev/zero: byte 1 is a NUL byte: this is binary data, not CSV text` | 65",

@@ -346,8 +346,9 @@ def _model_info(path, model, top):
 
 def _checkpoint_info(path, state):
     """What a checkpoint says about the fit it continues (its factors are left out)."""
-    history = state.get("history") or []
-    options = state.get("options") or {}
+    history = state.get("history") if isinstance(state.get("history"), list) else []
+    history_iter = state.get("history_iter") if isinstance(state.get("history_iter"), list) else []
+    options = _record(state.get("options"))
     return {
         "kind": "checkpoint",
         "path": path,
@@ -357,13 +358,19 @@ def _checkpoint_info(path, state):
         "loss": options.get("loss"),
         "seed": options.get("seed"),
         "objective": history[-1] if history else None,  # the last one recorded, at:
-        "objective_iteration": (state.get("history_iter") or [None])[-1] if history else None,
+        "objective_iteration": history_iter[-1] if history and history_iter else None,
         "input": state.get("input"),
         "options": options,
         "solver_state": state.get("solver_state"),
         "history": history,
         "history_iter": state.get("history_iter"),
     }
+
+
+def _record(value) -> dict:
+    """A report's or checkpoint's record (a JSON object), or {} when the file holds something else
+    there: inspect describes what it can of a damaged file."""
+    return value if isinstance(value, dict) else {}
 
 
 def _weighing_rows(missing_entries, weights_path):
@@ -392,7 +399,7 @@ def _print_info(info):
         keys = ("iteration", "k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason",
                 "objective", "objective_iteration", "reconstruction_error", "relative_error", "time_s")
         rows = [(k, _fmt(info[k])) for k in keys if k in info]
-        rows += _weighing_rows(info.get("missing_entries"), (info.get("weights") or {}).get("path"))
+        rows += _weighing_rows(info.get("missing_entries"), _record(info.get("weights")).get("path"))
         if isinstance(info.get("input"), dict):
             rows.append(("input", info["input"].get("path")))
         if kind == "checkpoint":  # a resumed fit must be given these again

@@ -210,6 +210,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                 expected_what=f"{input_path}'s", axis="row")
     reference = shared.read_factor(align_path, "H") if align_path else None
     if reference is not None:
+        if not np.all(np.isfinite(reference.X)):
+            raise errors.DataError(f"{align_path}: its components hold NaN or infinite values; --align-to needs "
+                                   "finite ones")
         if reference.X.shape[1] != matrix.shape[1]:
             raise errors.DataError(f"{align_path}: its components have {reference.X.shape[1]} columns but "
                                    f"{input_path} has {matrix.shape[1]}; --align-to needs a fit of the same columns")
@@ -218,7 +221,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
     checkpoint = nio.read_checkpoint(resume_path) if resume_path else None
     if k is None:
-        k = _infer_k(factors, checkpoint)
+        k = _infer_k(factors, checkpoint, resume_path)
 
     run_options = {
         "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
@@ -381,7 +384,7 @@ def _refuse_existing(paths):
         nio.refuse_existing(path)
 
 
-def _infer_k(factors, checkpoint):
+def _infer_k(factors, checkpoint, resume_path=None):
     if "fix_H" in factors:
         return int(factors["fix_H"].X.shape[0])
     if "H0" in factors:
@@ -391,12 +394,17 @@ def _infer_k(factors, checkpoint):
     if "W0" in factors:
         return int(factors["W0"].X.shape[1])
     if checkpoint is not None and "k" in checkpoint:
+        if not _is_int(checkpoint["k"]):
+            raise errors.DataError(f"{resume_path}: the checkpoint's 'k' is not what nmf writes there; it is damaged")
         return int(checkpoint["k"])
     raise errors.UsageError("missing -k (the number of components); give -k K, or --fix-H/--fix-W/--W0/--H0")
 
 
 def _check_checkpoint(path, checkpoint, matrix, run_options):
     """Refuse a checkpoint made from other data (exit 65) or under other options (exit 2)."""
+    for key in ("input", "options"):
+        if not isinstance(checkpoint.get(key) or {}, dict):
+            raise errors.DataError(f"{path}: the checkpoint's '{key}' is not what nmf writes there; it is damaged")
     saved_input = checkpoint.get("input") or {}
     if saved_input.get("sha256") != matrix.sha256:
         raise errors.DataError(
@@ -418,6 +426,44 @@ def _check_checkpoint(path, checkpoint, matrix, run_options):
     for key in ("W", "H", "iteration", "solver_state", "history", "history_iter"):
         if key not in checkpoint:
             raise errors.DataError(f"{path}: the checkpoint has no '{key}'; it is damaged")
+    _check_checkpoint_types(path, checkpoint)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_checkpoint_types(path, checkpoint):
+    """What the loop resumes from has the types it was written with (exit 65 otherwise): a file
+    edited or damaged by hand must not reach the solver as a string where a number was."""
+    def damaged(what):
+        return errors.DataError(f"{path}: the checkpoint's '{what}' is not what nmf writes there; it is damaged")
+
+    if not _is_int(checkpoint["iteration"]) or checkpoint["iteration"] < 0:
+        raise damaged("iteration")
+    state = checkpoint["solver_state"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and (v is None or _is_number(v))
+                                              for k, v in state.items()):
+        raise damaged("solver_state")
+    history, history_iter = checkpoint["history"], checkpoint["history_iter"]
+    if not isinstance(history, list) or not all(v is None or _is_number(v) for v in history):
+        raise damaged("history")
+    if not isinstance(history_iter, list) or not all(_is_int(v) for v in history_iter) \
+            or len(history_iter) != len(history):
+        raise damaged("history_iter")
+    for key in ("W", "H", "W_before", "H_before"):
+        value = checkpoint.get(key)
+        if value is not None and not isinstance(value, str) and not (isinstance(value, np.ndarray)
+                                                                     and value.ndim == 2):
+            raise damaged(key)
+    for key in ("W_before", "H_before"):  # the extrapolation's previous factors: the factors' shapes
+        before, now = checkpoint.get(key), checkpoint.get(key[0])
+        if isinstance(before, np.ndarray) and isinstance(now, np.ndarray) and before.shape != now.shape:
+            raise damaged(key)
 
 
 def _norm(value):

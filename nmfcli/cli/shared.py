@@ -112,7 +112,11 @@ class Factor:
 
 def read_factor(path, which: str, dtype=None) -> Factor:
     """A matrix file, or the W / H of a model file (`--fix-H model.h5` reuses a model's components)."""
-    if nio.detect_kind(path) == "model":
+    kind = nio.detect_kind(path)
+    if kind in ("report", "checkpoint"):
+        hint = "give it to --resume" if kind == "checkpoint" else "give the model.h5 beside it"
+        raise errors.DataError(f"{path}: is an nmf {kind}, not a matrix or a model; {hint}")
+    if kind == "model":
         model = nio.read_model(path)
         if which not in model:
             raise errors.DataError(f"{path}: the model holds no {which}")

@@ -481,8 +481,23 @@ def read_model(path) -> dict:
     return model
 
 
+_MODEL_DICTS = ("options", "metrics", "weights", "input", "versions", "engine_options", "factors", "alignment")
+
+
 def _check_model_parts(path: str, model: dict) -> None:
-    """The parts of a model agree with its H (k x n): k, component names, labels, W; else it is damaged."""
+    """The parts of a model agree with its H (k x n) and have the types nmf writes (k, component
+    names, labels, W, the option and metric records); else it is damaged."""
+    for key in _MODEL_DICTS:
+        if model.get(key) is not None and not isinstance(model[key], dict):
+            raise fail(path, f"the model's '{key}' is not a record (a JSON object); the file is damaged")
+    options = model.get("options") or {}
+    for key in ("alpha_W", "l1_ratio"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise fail(path, f"the model's option '{key}' is {value!r}, not a number; the file is damaged")
+    loss = model.get("loss")
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (str, int, float))):
+        raise fail(path, f"the model's loss is {loss!r}; the file is damaged")
     k, n = model["H"].shape
     declared = model.get("k")
     if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != k):

@@ -44,11 +44,12 @@ test-kernel: $(STAMP_TEST)
 	else echo "== the numeric core again under OpenBLAS kernel $$kernel"; \
 	OPENBLAS_CORETYPE=$$kernel NMF_EXPECT_BLAS_KERNEL=$$kernel $(PY) -m pytest -m "not slow" -q -p no:cacheprovider $(NUMERIC_TESTS); fi
 
-# Long runs: the io fuzzers with 1500 examples each, the exact solve's torture suite with 2000
-# random examples, then any test marked slow
+# Long runs, on fresh random draws: the io fuzzers with 1500 examples each, the whole-command
+# fuzzer with 5000 cases, the exact solve's torture suite with 2000, then any test marked slow
 # (pytest exits 5 when none is marked; that is not a failure here).
 test-slow: $(STAMP_TEST)
 	NMF_FUZZ_EXAMPLES=1500 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_io_fuzz.py
+	NMF_CLI_FUZZ_EXAMPLES=5000 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_cli_fuzz.py
 	NMF_TORTURE_EXAMPLES=2000 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_nnls.py -k torture
 	NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 

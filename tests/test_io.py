@@ -543,7 +543,7 @@ def test_truncated_npy_refused(here):
 def test_too_large_for_memory_refused_with_estimate(here, monkeypatch):
     np.save("x.npy", np.zeros((100, 100)))
     monkeypatch.setattr("nmfcli.io._common.available_memory", lambda: 50_000)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UnavailableError) as e:  # exit 69: the machine is too small, the data are fine
         io.read_matrix("x.npy")
     assert message(e) == (
         "x.npy: the array (100 x 100 float64) needs 78.1 KiB of memory but only 48.8 KiB is available; "
@@ -688,7 +688,7 @@ def test_h5_virtual_dataset_refused(here):
 def test_h5_huge_unwritten_dataset_refused(here):
     with h5py.File("m.h5", "w") as f:
         f.create_dataset("X", shape=(10**7, 10**6), dtype="f8", chunks=(1000, 1000))
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UnavailableError) as e:  # exit 69, as every refusal for memory
         io.read_matrix("m.h5")
     assert message(e).startswith("m.h5: dataset '/X' (10000000 x 1000000 float64) needs 72.8 TiB of memory but only ")
     assert isinstance(io.read_matrix("m.h5", lazy=True).X, h5py.Dataset)

@@ -1,9 +1,10 @@
 """The `nmf` command: a thin Click skin over nmfcli.core and nmfcli.io.
 
 Every command reads (io), computes (core) and writes or renders (io, terminal).
-Errors are translated at one place, :func:`main`: the project's own exceptions become
-one ``Error: ...`` line on stderr and their documented exit code; anything else is a
-bug and keeps its traceback.
+Errors are translated at one place, :func:`run`: the project's own exceptions become
+one ``Error: ...`` line on stderr and their documented exit code; running out of memory
+is exit 69; anything else is a bug: exit 70 with one line saying so (NMF_DEBUG=1 prints
+the traceback as well).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 import warnings
 
 import click
@@ -25,12 +27,17 @@ Exit codes:
   {errors.EXIT_DATA:<3}  bad data: not a readable non-negative 2-D matrix, mismatched shapes or labels
   {errors.EXIT_NO_INPUT:<3}  an input file does not exist or cannot be opened
   {errors.EXIT_UNAVAILABLE:<3}  not enough memory, or an optional extra (matplotlib, cupy, dask, zarr) is missing
-  {errors.EXIT_INTERNAL:<3}  internal error (a bug: please report it with the traceback)
+  {errors.EXIT_INTERNAL:<3}  internal error (a bug: rerun with NMF_DEBUG=1 for the traceback and report it)
   {errors.EXIT_CANT_CREATE:<3}  an output exists (use --force) or cannot be created
   {errors.EXIT_IO:<3}  reading or writing failed part-way
   {errors.EXIT_LOCKED:<3}  another nmf run is writing the same output folder
   {errors.EXIT_SIGINT:<3}  interrupted (SIGINT); a fit writes a checkpoint first
   {errors.EXIT_SIGTERM:<3}  terminated (SIGTERM); a fit writes a checkpoint first
+
+\b
+Environment:
+  NMF_DEBUG=1  print the traceback of an internal error (exit {errors.EXIT_INTERNAL})
+  NO_COLOR     no colour on a terminal
 """
 
 
@@ -125,12 +132,102 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _python_showwarning = warnings.showwarning
 
 
+class _StdoutFailed(errors.ReadWriteError):
+    """Writing to stdout failed (exit 74)."""
+
+
+class _GuardedStdout:
+    """sys.stdout, whose write errors (a full disk, /dev/full, an I/O error) become ReadWriteError
+    (exit 74) naming stdout; a reader that went away (BrokenPipeError) is left as it is."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _failed(self, e: OSError) -> errors.ReadWriteError:
+        return _StdoutFailed(f"-: writing to stdout failed ({e.strerror or e})")
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _QuietStderr:
+    """sys.stderr, whose write errors (`2>/dev/full`) are dropped: there is nowhere left to say
+    them, and the exit code still tells."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except (OSError, ValueError):
+            return None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _internal_error(e: BaseException) -> int:
+    """A bug: one line that says so, the traceback only with NMF_DEBUG=1."""
+    if os.environ.get("NMF_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(e, file=sys.stderr)
+    where = ""
+    tb = traceback.extract_tb(e.__traceback__)
+    ours = [frame for frame in tb if f"{os.sep}nmfcli{os.sep}" in frame.filename]
+    if ours or tb:
+        frame = (ours or tb)[-1]
+        where = f" at {os.path.basename(frame.filename)}:{frame.lineno}"
+    print(f"Error: internal error (a bug in nmf): {type(e).__name__}: {_one_line(e)[:300]}{where}; "
+          "rerun with NMF_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+    return errors.EXIT_INTERNAL
+
+
+def _out_of_memory(e: MemoryError) -> int:
+    detail = f" ({_one_line(e)[:200]})" if str(e) else ""
+    print(f"Error: out of memory{detail}; use --dtype float32, sparse input, --chunk-rows or the Dask engine, "
+          "or a machine with more memory", file=sys.stderr)
+    return errors.EXIT_UNAVAILABLE
+
+
 def run(argv=None) -> int:
     """Run `nmf` with argv (default sys.argv[1:]) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _show_warning
     if sys.stdout is None:  # started with stdout closed (`nmf ... >&-`): data goes nowhere, quietly
         sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:  # stderr closed (`2>&-`): messages go nowhere, never into the data on stdout
+        sys.stderr = open(os.devnull, "w")
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _GuardedStdout(real_stdout), _QuietStderr(real_stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = real_stdout, real_stderr
+
+
+def _run(args) -> int:
     try:
         try:
             with cli.make_context("nmf", args) as ctx:
@@ -154,6 +251,8 @@ def run(argv=None) -> int:
         return errors.EXIT_SIGINT
     except errors.NMFError as e:
         print(f"Error: {_one_line(cli_syntax(str(e)))}", file=sys.stderr)
+        if isinstance(e, _StdoutFailed):
+            _quiet_stdout()  # what is still buffered for stdout goes nowhere, so the exit cannot fail again
         return e.exit_code
     except BrokenPipeError:
         # The reader went away (`nmf ... | head -1`): what it wanted it got.
@@ -162,6 +261,10 @@ def run(argv=None) -> int:
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return errors.EXIT_SIGINT
+    except MemoryError as e:
+        return _out_of_memory(e)
+    except Exception as e:  # noqa: BLE001 - the one boundary: anything else is a bug
+        return _internal_error(e)
 
 
 def main(argv=None) -> None:
@@ -171,4 +274,23 @@ def main(argv=None) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
+    except OSError as e:
+        if code == errors.EXIT_OK:
+            print(f"Error: -: writing to stdout failed ({e.strerror or e})", file=_QuietStderr(sys.stderr))
+            code = errors.EXIT_IO
+        _quiet_stdout()
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        _quiet_stderr()
     sys.exit(code)
+
+
+def _quiet_stderr() -> None:
+    """Point stderr at /dev/null so the interpreter's final flush of a full stderr stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

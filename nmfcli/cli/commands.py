@@ -162,8 +162,10 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
             nio.refuse_existing(output, force=force)
             engine_options["output"] = f"{output}::/X"
     else:
-        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                    index_col=index_col), dtype=dtype)
+        opts = dict(input_format=input_format, dataset=dataset, header=header, index_col=index_col)
+        shared.refuse_declared_fit(input_path, opts, int(H.shape[0]), dtype, loss or model_loss,
+                                   needs="the transform needs")
+        matrix = shared.read_input(input_path, opts, dtype=dtype)
         X, x_dtype = matrix.X, matrix.X.dtype
     matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, input_path)
     n_model = H.shape[1]
@@ -179,7 +181,7 @@ def transform_command(input_path, model_path, components_path, output, loss, dty
     loss = loss or model_loss
     # A bar on a terminal once the solve has run a second: rows solved (Frobenius), else iterations.
     unit = "rows" if summary.beta_of(loss) == 2 else "iter"
-    with shared.naming_files({"X ": input_path, **shared.weights_messages(weights_path)}), \
+    with shared.naming_files({"X ": input_path, "fixed H": source, **shared.weights_messages(weights_path)}), \
             ProgressDisplay(Terminal(), 0, "nmf transform", delay_s=TRANSFORM_BAR_DELAY_S) as bar:
         result = core.transform(X, np.asarray(H, dtype=x_dtype), loss=loss,
                                 alpha_W=alpha_W, l1_ratio=l1_ratio, dtype=x_dtype, engine=engine,
@@ -256,10 +258,13 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
     approx = core.reconstruct(W.X, H)
     if output is None:
         output = None if as_json else "-"
-    if output is not None:
-        nio.write_matrix(output, approx, row_labels=W.row_labels, col_labels=h_cols,
-                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if output not in (None, "-"):
+        nio.refuse_existing(output, force=force)  # before any work, as the writer would at the end
+    if report_path and report_path != "-":
+        nio.refuse_existing(report_path, force=force)
+    report = None
     if against_path:
+        # every check on X_FILE comes before anything is written: a refused run changes nothing
         matrix = shared.read_input(against_path, dict(input_format=input_format, dataset=dataset, header=header,
                                                       index_col=index_col))
         if tuple(matrix.shape) != tuple(approx.shape):
@@ -283,6 +288,10 @@ def reconstruct_command(w_path, h_path, model_path, output, against_path, report
             **({"weights": weights.record} if weights is not None else {}),
             "versions": core.versions(),
         }
+    if output is not None:
+        nio.write_matrix(output, approx, row_labels=W.row_labels, col_labels=h_cols,
+                         format=None if output != "-" else "csv", force=force, stdout=sys.stdout)
+    if report is not None:
         if report_path:
             nio.write_report(report_path, report, force=force)
         if as_json:
@@ -459,8 +468,9 @@ def _model_info(path, model, top):
 
 def _checkpoint_info(path, state):
     """What a checkpoint says about the fit it continues (its factors are left out)."""
-    history = state.get("history") or []
-    options = state.get("options") or {}
+    history = state.get("history") if isinstance(state.get("history"), list) else []
+    history_iter = state.get("history_iter") if isinstance(state.get("history_iter"), list) else []
+    options = _record(state.get("options"))
     return {
         "kind": "checkpoint",
         "path": path,
@@ -470,7 +480,7 @@ def _checkpoint_info(path, state):
         "loss": options.get("loss"),
         "seed": options.get("seed"),
         "objective": history[-1] if history else None,  # the last one recorded, at:
-        "objective_iteration": (state.get("history_iter") or [None])[-1] if history else None,
+        "objective_iteration": history_iter[-1] if history and history_iter else None,
         "input": state.get("input"),
         "options": options,
         "solver_state": state.get("solver_state"),
@@ -486,6 +496,12 @@ def _kkt_rows(kkt):
     verdict = "certified" if kkt.get("certified") else f"{kkt.get('uncertified')} rows NOT certified"
     return [("kkt", f"{verdict}: worst violation {kkt.get('kkt_violation', 0.0):.2g} (tolerance "
                     f"{kkt.get('kkt_tol', 0.0):.0e}), {kkt.get('refined')} re-solved")]
+
+
+def _record(value) -> dict:
+    """A report's or checkpoint's record (a JSON object), or {} when the file holds something else
+    there: inspect describes what it can of a damaged file."""
+    return value if isinstance(value, dict) else {}
 
 
 def _weighing_rows(missing_entries, weights_path):
@@ -514,7 +530,7 @@ def _print_info(info):
         keys = ("iteration", "k", "shape", "solver", "loss", "init", "seed", "n_iter", "converged", "stop_reason",
                 "objective", "objective_iteration", "reconstruction_error", "relative_error", "time_s")
         rows = [(k, _fmt(info[k])) for k in keys if k in info]
-        rows += _weighing_rows(info.get("missing_entries"), (info.get("weights") or {}).get("path"))
+        rows += _weighing_rows(info.get("missing_entries"), _record(info.get("weights")).get("path"))
         rows += _kkt_rows(info.get("kkt"))
         if isinstance(info.get("input"), dict):
             rows.append(("input", info["input"].get("path")))

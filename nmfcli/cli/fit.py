@@ -69,7 +69,8 @@ def fit_options(f):
         click.argument("input_path", metavar="INPUT"),
         click.option("-k", "--k", "k", type=int, default=None,
                      help="Number of components (default: from --fix-H/--fix-W/--W0/--H0/--resume)."),
-        click.option("-o", "--outdir", default=None, help="Output folder [default: <INPUT stem>.nmf]."),
+        click.option("-o", "--outdir", default=None,
+                     help="Output folder, or a link to one [default: <INPUT stem>.nmf]; not - (see --json)."),
         click.option("--solver", type=shared.SOLVER_CHOICE, default="auto", show_default=True,
                      help="auto: ehals for frobenius, emu for every other loss (mu for kl and is with "
                           "--fix-H/--fix-W; anls for frobenius and mu for the others with --missing/--weights). "
@@ -79,7 +80,8 @@ def fit_options(f):
                           "kullback-leibler and itakura-saito too, in any case."),
         click.option("--init", type=shared.INIT_CHOICE, default=None,
                      help="Initialisation [default: nndsvda if k <= min(m, n) else random; custom with --W0/--H0]."),
-        click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True),
+        click.option("--seed", type=shared.SEED_TYPE, default=core.DEFAULT_SEED, show_default=True,
+                     help="Seed of the random start (0 to 2^32-1)."),
         click.option("--max-iter", type=int, default=core.DEFAULT_MAX_ITER, show_default=True),
         click.option("--history", type=click.Choice(("checks", "all")), default="checks", show_default=True,
                      help="Iterations whose objective the report, model and --plot curve keep. checks: where the "
@@ -186,6 +188,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     if align_path and (fix_H_path or fix_W_path):
         raise errors.UsageError(f"--align-to reorders the fitted components; with --{'fix-H' if fix_H_path else 'fix-W'}"
                                 " they keep the fixed factor's order")
+    _refuse_contradictions(loss, init, W0_path, H0_path, fix_H_path, fix_W_path, max_time)
+    _refuse_outdir(outdir if outdir is not None else default_outdir(input_path))
     row_blocks, engine_options = shared.engine_settings(engine, scheduler, workers, chunk_rows, memory_limit)
 
     # ---- read (io): the data, then the factor files, then the checkpoint
@@ -196,8 +200,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         X = shared.input_spec(matrix)
         x_dtype = dtype or nio.float_dtype(matrix.X.dtype, None).name
     else:
-        matrix = shared.read_input(input_path, dict(input_format=input_format, dataset=dataset, header=header,
-                                                    index_col=index_col), dtype=dtype)
+        opts = dict(input_format=input_format, dataset=dataset, header=header, index_col=index_col)
+        shared.refuse_declared_fit(input_path, opts, k, dtype, loss)
+        matrix = shared.read_input(input_path, opts, dtype=dtype, quiet=quiet)
         X = matrix.X
         x_dtype = str(X.dtype)
     matrix = shared.with_labels(matrix, row_labels_path, col_labels_path, input_path)
@@ -216,6 +221,9 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                                 expected_what=f"{input_path}'s", axis="row")
     reference = shared.read_factor(align_path, "H") if align_path else None
     if reference is not None:
+        if not np.all(np.isfinite(reference.X)):
+            raise errors.DataError(f"{align_path}: its components hold NaN or infinite values; --align-to needs "
+                                   "finite ones")
         if reference.X.shape[1] != matrix.shape[1]:
             raise errors.DataError(f"{align_path}: its components have {reference.X.shape[1]} columns but "
                                    f"{input_path} has {matrix.shape[1]}; --align-to needs a fit of the same columns")
@@ -224,7 +232,7 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=x_dtype) if weights_path else None
     checkpoint = nio.read_checkpoint(resume_path) if resume_path else None
     if k is None:
-        k = _infer_k(factors, checkpoint)
+        k = _infer_k(factors, checkpoint, resume_path)
 
     run_options = {
         "k": k, "solver": solver, "loss": loss, "init": init, "seed": seed, "tol": tol, "alpha_W": alpha_W,
@@ -268,18 +276,20 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
     created = not os.path.isdir(outdir)
     lock_existed = os.path.exists(os.path.join(outdir, ".nmf.lock"))
     written = []
-    with _maybe_lock(outdir, lock):
+    # The signal handlers stay until the outputs are written: a SIGTERM that arrives while
+    # the checkpoint it asked for is being written must not kill that write.
+    with SignalFlag() as flag, _maybe_lock(outdir, lock):
         try:
             if not force:
                 _refuse_existing(paths)  # again, now that no other run can be writing
-            result, flag = _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
-                                    checkpoint_every, max_time, max_iter, written,
-                                    dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
-                                         alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
-                                         engine_options=engine_options, missing=missing,
-                                         weights=weights.X if weights is not None else None,
-                                         **({"history": history} if history != "checks" else {})),
-                                    input_path, resume_path, weights_path)
+            result = _run_fit(term, flag, matrix, X, k, factors, checkpoint, run_options, ckpt_path,
+                              checkpoint_every, max_time, max_iter, written,
+                              dict(solver=solver, loss=loss, init=init, seed=seed, tol=tol, alpha_W=alpha_W,
+                                   alpha_H=alpha_H, l1_ratio=l1_ratio, dtype=dtype, engine=engine,
+                                   engine_options=engine_options, missing=missing,
+                                   weights=weights.X if weights is not None else None,
+                                   **({"history": history} if history != "checks" else {})),
+                              input_path, resume_path, weights_path)
         except BaseException:
             _remove(streamed_W)
             _remove(streamed_before)
@@ -290,7 +300,8 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         try:
             state = _checkpoint_state(result.checkpoint, run_options, matrix) if result.checkpoint else None
             if result.stop_reason == "interrupted":
-                nio.write_checkpoint(ckpt_path, state, force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, state, force=True)
                 print(
                     f"Interrupted after iteration {result.n_iter}; checkpoint written to {ckpt_path}.\n"
                     f"Resume with:\n  {_resume_command(ckpt_path)}",
@@ -299,12 +310,14 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
                 )
                 raise SystemExit(flag.exit_code or errors.EXIT_SIGINT)
             if result.stop_reason == "time" and state is not None:
-                nio.write_checkpoint(ckpt_path, state, force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, state, force=True)
             alignment = None
             if reference is not None:  # after the checkpoint, which keeps the fit's own order
                 result, alignment = _aligned(result, reference)
-            report = _write_outputs(result, matrix, paths, factor_format, force, factors, written, engine_options,
-                                    alignment, weights)
+            with flag.shielded():
+                report = _write_outputs(result, matrix, paths, factor_format, force, factors, written,
+                                        engine_options, alignment, weights)
         finally:
             _remove(streamed_W)  # gone, or moved into place by _write_outputs
             _remove(streamed_before)
@@ -345,12 +358,50 @@ def fit_command(input_path, k, outdir, solver, loss, init, seed, max_iter, tol, 
         )
 
 
+def _refuse_contradictions(loss, init, W0_path, H0_path, fix_H_path, fix_W_path, max_time):
+    """Options that say opposite things, or one that would be silently ignored (exit 2)."""
+    if max_time is not None and max_time != max_time:
+        raise errors.UsageError("--max-time must be a number of seconds > 0; got nan")
+    for fixed, fixed_path, start, start_path in (("H", fix_H_path, "H0", H0_path), ("W", fix_W_path, "W0", W0_path)):
+        if fixed_path and start_path:
+            raise errors.UsageError(f"--fix-{fixed} keeps {fixed} fixed at {fixed_path}, so --{start} (a start for "
+                                    f"{fixed}) would not be used; give one of them")
+    fixed_flag = "--fix-H" if fix_H_path else "--fix-W" if fix_W_path else None
+    if fixed_flag is None:
+        return
+    if summary.beta_of(loss) == 2:
+        given = [flag for flag, value in (("--W0", W0_path), ("--H0", H0_path)) if value]
+        given += [f"--init {init}"] if init else []
+        if given:
+            raise errors.UsageError(f"{given[0]} would not be used: with {fixed_flag} and the frobenius loss the fit "
+                                    "is one exact solve, which needs no start; leave it out")
+    elif init not in (None, "custom"):
+        start = "--W0" if fix_H_path else "--H0"
+        raise errors.UsageError(f"--init {init} would not be used: with {fixed_flag} the free factor starts from "
+                                f"a constant, or from {start} (--init custom)")
+
+
+def _refuse_outdir(outdir):
+    """OUTDIR must be a folder, or a name nothing has taken yet (exit 2 for '-', 73 otherwise)."""
+    if outdir == "-":
+        raise errors.UsageError("-o -: fit writes a folder of outputs (W, H, model.h5, report.json), not a stream; "
+                                "give a folder name (--json prints the report on stdout)")
+    if os.path.isdir(outdir):
+        return
+    if os.path.islink(outdir):
+        raise errors.OutputError(f"{outdir}: is a symbolic link to {os.readlink(outdir)}, which is not a folder; "
+                                 "fit writes a folder of outputs: give a folder name")
+    if os.path.lexists(outdir):
+        raise errors.OutputError(f"{outdir}: is not a folder (a file or a device); fit writes a folder of outputs: give a "
+                                 "folder name")
+
+
 def _refuse_existing(paths):
     for path in paths.values():
         nio.refuse_existing(path)
 
 
-def _infer_k(factors, checkpoint):
+def _infer_k(factors, checkpoint, resume_path=None):
     if "fix_H" in factors:
         return int(factors["fix_H"].X.shape[0])
     if "H0" in factors:
@@ -360,12 +411,17 @@ def _infer_k(factors, checkpoint):
     if "W0" in factors:
         return int(factors["W0"].X.shape[1])
     if checkpoint is not None and "k" in checkpoint:
+        if not _is_int(checkpoint["k"]):
+            raise errors.DataError(f"{resume_path}: the checkpoint's 'k' is not what nmf writes there; it is damaged")
         return int(checkpoint["k"])
     raise errors.UsageError("missing -k (the number of components); give -k K, or --fix-H/--fix-W/--W0/--H0")
 
 
 def _check_checkpoint(path, checkpoint, matrix, run_options):
     """Refuse a checkpoint made from other data (exit 65) or under other options (exit 2)."""
+    for key in ("input", "options"):
+        if not isinstance(checkpoint.get(key) or {}, dict):
+            raise errors.DataError(f"{path}: the checkpoint's '{key}' is not what nmf writes there; it is damaged")
     saved_input = checkpoint.get("input") or {}
     if saved_input.get("sha256") != matrix.sha256:
         raise errors.DataError(
@@ -387,6 +443,44 @@ def _check_checkpoint(path, checkpoint, matrix, run_options):
     for key in ("W", "H", "iteration", "solver_state", "history", "history_iter"):
         if key not in checkpoint:
             raise errors.DataError(f"{path}: the checkpoint has no '{key}'; it is damaged")
+    _check_checkpoint_types(path, checkpoint)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_checkpoint_types(path, checkpoint):
+    """What the loop resumes from has the types it was written with (exit 65 otherwise): a file
+    edited or damaged by hand must not reach the solver as a string where a number was."""
+    def damaged(what):
+        return errors.DataError(f"{path}: the checkpoint's '{what}' is not what nmf writes there; it is damaged")
+
+    if not _is_int(checkpoint["iteration"]) or checkpoint["iteration"] < 0:
+        raise damaged("iteration")
+    state = checkpoint["solver_state"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and (v is None or _is_number(v))
+                                              for k, v in state.items()):
+        raise damaged("solver_state")
+    history, history_iter = checkpoint["history"], checkpoint["history_iter"]
+    if not isinstance(history, list) or not all(v is None or _is_number(v) for v in history):
+        raise damaged("history")
+    if not isinstance(history_iter, list) or not all(_is_int(v) for v in history_iter) \
+            or len(history_iter) != len(history):
+        raise damaged("history_iter")
+    for key in ("W", "H", "W_before", "H_before"):
+        value = checkpoint.get(key)
+        if value is not None and not isinstance(value, str) and not (isinstance(value, np.ndarray)
+                                                                     and value.ndim == 2):
+            raise damaged(key)
+    for key in ("W_before", "H_before"):  # the extrapolation's previous factors: the factors' shapes
+        before, now = checkpoint.get(key), checkpoint.get(key[0])
+        if isinstance(before, np.ndarray) and isinstance(now, np.ndarray) and before.shape != now.shape:
+            raise damaged(key)
 
 
 def _norm(value):
@@ -447,7 +541,7 @@ def _clean_up(outdir, created, lock_existed):
             pass
 
 
-def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
+def _run_fit(term, flag, matrix, X, k, factors, checkpoint, run_options, ckpt_path, checkpoint_every, max_time,
              max_iter, written, fit_kwargs, input_path, resume_path, weights_path=None):
     """core.fit with the callback that renders progress and obeys signals, the time budget and checkpoints."""
     files = {"X ": input_path, "k ": input_path, "k=": input_path,
@@ -461,8 +555,7 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
     exact = core.reported_solver(None, summary.beta_of(fit_kwargs["loss"]), factors.get("fix_W"),
                                  factors.get("fix_H")) == "nnls"
     count = (matrix.shape[1] if what == "columns" else matrix.shape[0]) if exact else max_iter
-    with SignalFlag() as flag, \
-            ProgressDisplay(term, count, f"nmf fit k={k}", unit=what if exact else "iter") as progress:
+    with ProgressDisplay(term, count, f"nmf fit k={k}", unit=what if exact else "iter") as progress:
         def callback(info):
             progress.update(info)
             if flag.received is not None:
@@ -470,7 +563,9 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
             if max_time is not None and info.elapsed_s >= max_time:
                 return "time"
             if checkpoint_every and info.iteration % checkpoint_every == 0:
-                nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix), force=True)
+                with flag.shielded():
+                    nio.write_checkpoint(ckpt_path, _checkpoint_state(info.checkpoint(), run_options, matrix),
+                                         force=True)
                 written.append(ckpt_path)
             return None
 
@@ -493,7 +588,7 @@ def _run_fit(term, matrix, X, k, factors, checkpoint, run_options, ckpt_path, ch
                 fix_W=factors["fix_W"].X if "fix_W" in factors else None,
                 **kwargs,
             )
-    return result, flag
+    return result
 
 
 def _aligned(result, reference):
@@ -520,7 +615,7 @@ def _write_outputs(result, matrix, paths, factor_format, force, factors, written
     written again, and model.h5 holds no W (it may not fit in memory).
     """
     outdir = os.path.dirname(paths[next(iter(paths))]) or "."
-    with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()]) as staged:
+    with nio.replace_together(outdir, [os.path.basename(p) for p in paths.values()], force=force) as staged:
         report = _write_staged(result, matrix, paths, staged, factor_format, factors, engine_options, alignment,
                                weights)
     written.extend(paths.values())

@@ -86,7 +86,7 @@ class RanksType(click.ParamType):
               help="The k values to try: 2:10, 2:20:2, 3,5,8 or a mix.")
 @click.option("--runs", type=click.IntRange(min=1), default=rank.DEFAULT_RUNS, show_default=True,
               help="Fits per k, from random starts with seeds --seed, --seed + 1, ...")
-@click.option("--seed", type=int, default=core.DEFAULT_SEED, show_default=True, help="Seed of the first run.")
+@click.option("--seed", type=shared.SEED_TYPE, default=core.DEFAULT_SEED, show_default=True, help="Seed of the first run.")
 @click.option("--init", type=click.Choice([i for i in shared.INIT_CHOICE.choices if i != "custom"]), default="random", show_default=True,
               help="Start of every run; the nndsvd starts barely depend on the seed, so the stability "
                    "then says little.")
@@ -125,8 +125,9 @@ def rank_command(input_path, ks, runs, seed, init, solver, loss, max_iter, tol, 
         from nmfcli import plot
 
         plot.require_matplotlib()
-    matrix = shared.read_input(input_path, {"input_format": input_format, "dataset": dataset, "header": header,
-                                            "index_col": index_col}, dtype=dtype)
+    opts = {"input_format": input_format, "dataset": dataset, "header": header, "index_col": index_col}
+    shared.refuse_declared_fit(input_path, opts, max(ks), dtype, loss)
+    matrix = shared.read_input(input_path, opts, dtype=dtype, quiet=quiet)
     X = matrix.X
     weights = shared.read_weights(weights_path, matrix, input_path, dtype=X.dtype) if weights_path else None
     total = len(ks) * runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import click
+import numpy as np
 
 from nmfcli import core, errors, summary
 from nmfcli import io as nio
@@ -19,6 +20,8 @@ ENGINE_HELP = ("cupy: an NVIDIA GPU (pip install 'nmfcli[gpu]'); auto: cupy when
                "else numpy.")
 FORMAT_CHOICE = click.Choice(nio.FORMATS)
 FACTOR_FORMATS = ("npy", "csv", "h5")
+# numpy's generators take seeds in 0..2^32-1 (the legacy ones the inits share)
+SEED_TYPE = click.IntRange(0, 2**32 - 1)
 
 
 class LossType(click.ParamType):
@@ -141,16 +144,24 @@ def with_labels(matrix, row_path, col_path, input_path):
     return dataclasses.replace(matrix, **changes) if changes else matrix
 
 
-def read_input(path, opts: dict, dtype=None):
-    """Read INPUT with the --input-format/--dataset/--header/--index-col options."""
-    return nio.read_matrix(
-        path,
-        input_format=opts.get("input_format"),
-        dataset=opts.get("dataset"),
-        header=opts.get("header"),
-        index_col=opts.get("index_col"),
-        dtype=dtype,
-    )
+READ_BAR_DELAY_S = 1.0
+
+
+def read_input(path, opts: dict, dtype=None, quiet=False):
+    """Read INPUT with the --input-format/--dataset/--header/--index-col options; on a terminal,
+    text that takes over a second to parse shows a bar of rows read."""
+    from nmfcli.cli.terminal import ProgressDisplay, Terminal
+
+    with ProgressDisplay(Terminal(quiet=quiet), 0, f"reading {path}", delay_s=READ_BAR_DELAY_S, unit="rows") as bar:
+        return nio.read_matrix(
+            path,
+            input_format=opts.get("input_format"),
+            dataset=opts.get("dataset"),
+            header=opts.get("header"),
+            index_col=opts.get("index_col"),
+            dtype=dtype,
+            progress=lambda done, total: bar.solved(done, total, "rows"),
+        )
 
 
 class Factor:
@@ -167,7 +178,11 @@ class Factor:
 
 def read_factor(path, which: str, dtype=None) -> Factor:
     """A matrix file, or the W / H of a model file (`--fix-H model.h5` reuses a model's components)."""
-    if nio.detect_kind(path) == "model":
+    kind = nio.detect_kind(path)
+    if kind in ("report", "checkpoint"):
+        hint = "give it to --resume" if kind == "checkpoint" else "give the model.h5 beside it"
+        raise errors.DataError(f"{path}: is an nmf {kind}, not a matrix or a model; {hint}")
+    if kind == "model":
         model = nio.read_model(path)
         if which not in model:
             raise errors.DataError(f"{path}: the model holds no {which}")
@@ -361,6 +376,27 @@ def refuse_beyond_memory(input_path, need: int, needs: str, detail: str, advice:
         raise errors.UnavailableError(
             f"{input_path}: {needs} about {summary.format_bytes(need)} of memory ({detail}) but only "
             f"{summary.format_bytes(avail)} is available; {advice}")
+
+
+def refuse_declared_fit(input_path, opts: dict, k, dtype, loss, needs: str = "the fit needs") -> None:
+    """Exit 69 from the shape a sparse INPUT's header declares, before INPUT is read, when the fit
+    of it could not fit in memory (a 70-byte .mtx can declare 10^9 rows, whose row pointers and
+    W no data bound): CSR's values, indices and a pointer per row plus core's estimate for the
+    factors. Dense readers check the declared size against the file and memory themselves."""
+    beta = summary.beta_of(loss)
+    if not isinstance(k, int) or k <= 0 or beta is None:
+        return
+    declared = nio.declared_shape(input_path, input_format=opts.get("input_format"), dataset=opts.get("dataset"))
+    if declared is None:
+        return
+    m, n, nnz, stored = declared
+    if m <= 0 or n <= 0 or nnz is None or nnz < 0:
+        return
+    dtype = np.dtype(dtype or stored)
+    x_bytes = nnz * (dtype.itemsize + 8) + (m + 1) * 8
+    need = x_bytes + int(core.estimate_fit_bytes((m, n), k, dtype, nnz=nnz, beta=beta))
+    refuse_beyond_memory(input_path, need, needs, f"{m} x {n} declared, k={k}",
+                         "check the shape in its header, or use a machine with more memory")
 
 
 def input_spec(matrix) -> str:

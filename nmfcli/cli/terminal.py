@@ -161,18 +161,35 @@ class ProgressDisplay:
 class SignalFlag:
     """While active, SIGINT/SIGTERM only set a flag the fit's callback reads.
 
-    A second SIGINT raises KeyboardInterrupt, for people who really want out now.
+    A second SIGINT raises KeyboardInterrupt, for people who really want out now, except
+    while :meth:`shielded` (a checkpoint or the outputs being written), when every signal
+    only sets the flag: a burst of signals must not kill the checkpoint it asked for.
     """
 
     def __init__(self):
         self.received = None
         self._old = {}
+        self._shielded = 0
 
     def _handler(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
+        if self.received is not None and signum == signal.SIGINT and not self._shielded:
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signum
+
+    def shielded(self):
+        """Context: no signal interrupts what runs inside (it is only recorded)."""
+        flag = self
+
+        class _Shield:
+            def __enter__(self):
+                flag._shielded += 1
+
+            def __exit__(self, *exc):
+                flag._shielded -= 1
+                return False
+
+        return _Shield()
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,7 +21,7 @@ from io import BytesIO
 
 import numpy as np
 
-from nmfcli.errors import MissingInputError, ReadWriteError, UsageError
+from nmfcli.errors import MissingInputError, NMFError, ReadWriteError, UnavailableError, UsageError
 from nmfcli.io._labels import read_labels, write_labels
 from nmfcli.io._blocks import RowBlock, RowSource, permute_columns, row_source, row_writer
 from nmfcli.io._common import (
@@ -47,6 +47,7 @@ __all__ = [
     "RowSource",
     "atomic_path",
     "available_memory",
+    "declared_shape",
     "detect_kind",
     "file_sha256",
     "float_dtype",
@@ -120,14 +121,36 @@ def _sniff_format(path: str, file: str) -> str:
     return "csv"
 
 
-def _read_all(path: str, f, limit: int) -> bytes:
-    """Read a whole stream, refusing more than limit bytes (stdin can be endless)."""
+def _check_head(path: str, fmt: str, head: bytes) -> None:
+    """Refuse a stream from its first bytes when they cannot start a file of fmt, before reading
+    the rest (stdin or /dev/zero can be endless)."""
+    if fmt == "csv":
+        if not head.startswith(b"\x1f\x8b"):  # gzip: checked once inflated
+            from nmfcli.io._text import refuse_binary
+
+            refuse_binary(path, head)
+        return
+    expected = {"npy": b"\x93NUMPY", "npz": b"PK", "h5": b"\x89HDF\r\n\x1a\n"}.get(fmt)
+    if expected is not None and head and not head.startswith(expected[:len(head)]):
+        what = {"npy": "an NPY file", "npz": "an npz (zip) file", "h5": "an HDF5 file"}[fmt]
+        raise fail(path, f"is not {what} (its first bytes are not the {fmt} magic number)")
+    banner = head.lstrip()[:14].lower()
+    if fmt == "mtx" and banner and not b"%%matrixmarket".startswith(banner) and not head.startswith(b"\x1f\x8b"):
+        raise fail(path, "not a MatrixMarket file (the first line must start with %%MatrixMarket)")
+
+
+def _read_all(path: str, f, limit: int, fmt: str | None = None) -> bytes:
+    """Read a whole stream, refusing more than limit bytes (stdin can be endless), and with fmt,
+    a first block that cannot start such a file (before reading on)."""
     chunks, total = [], 0
     try:
         for block in iter(lambda: f.read(1 << 20), b""):
+            if not chunks and fmt is not None:
+                _check_head(path, fmt, block)
             total += len(block)
             if total > limit:
-                raise fail(path, f"the input is larger than {human_bytes(limit)}; too large to read into memory")
+                raise UnavailableError(f"{path}: the input is larger than {human_bytes(limit)}; too large to read "
+                                       "into memory")
             chunks.append(block)
     except OSError as e:
         raise ReadWriteError(f"{path}: reading failed ({e.strerror or e})") from None
@@ -135,7 +158,7 @@ def _read_all(path: str, f, limit: int) -> bytes:
 
 
 def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col=None, dtype=None,
-                lazy=False, stdin=None) -> Matrix:
+                lazy=False, stdin=None, progress=None) -> Matrix:
     """Read a matrix from a file or stdin.
 
     Parameters
@@ -157,6 +180,8 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         on demand, in the stored dtype, and are not checked against memory.
     stdin : binary stream, optional
         Read instead of ``sys.stdin.buffer`` when path is "-".
+    progress : callable, optional
+        Text (CSV/TSV) only: ``progress(rows_done, rows_total)`` after each block of rows parsed.
 
     Returns
     -------
@@ -180,7 +205,7 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
         raise UsageError(f"unknown input format {input_format!r}; choose one of {', '.join(FORMATS)}")
     path = os.fspath(path)
     if path == "-":
-        return _read_stdin(input_format or "csv", dataset, header, index_col, target, stdin)
+        return _read_stdin(input_format or "csv", dataset, header, index_col, target, stdin, progress)
     file, inner = _split_inner(path)
     if inner is not None and dataset is not None and inner.strip("/") != dataset.strip("/"):
         raise UsageError(f"{path}: the dataset is named twice ('{inner}' in the path and '{dataset}')")
@@ -209,8 +234,8 @@ def read_matrix(path, *, input_format=None, dataset=None, header=None, index_col
     with f:
         size = os.fstat(f.fileno()).st_size
         if fmt == "csv":
-            raw = _read_all(label, f, available_memory() // 2)
-            X, rows, cols = _parse_csv(label, file, raw, header, index_col, target)
+            raw = _read_all(label, f, available_memory() // 2, fmt)
+            X, rows, cols = _parse_csv(label, file, raw, header, index_col, target, progress)
             return Matrix(X, rows, cols, path, fmt, hashlib.sha256(raw).hexdigest())
         if fmt == "mtx" and file.lower().endswith(".gz"):
             from nmfcli.io._text import decompress
@@ -231,6 +256,36 @@ def read_weights(path, *, dtype=None) -> Matrix:
         return read_matrix(path, dtype=dtype)
     finally:
         BOOLEANS_ALLOWED.reset(token)
+
+
+def declared_shape(path, *, input_format=None, dataset=None):
+    """(rows, columns, stored values or None for dense, the dtype the data are read as), as the
+    file's header declares them, without reading the data: NPY and NPZ headers, a MatrixMarket
+    size line, an HDF5 dataset's shape. None when the format has no header (CSV, stdin, Zarr)
+    or the header cannot be read (read_matrix then says what is wrong). Lets a caller refuse
+    what the data would need before anything as large is allocated."""
+    path = os.fspath(path)
+    if path == "-":
+        return None
+    file, inner = _split_inner(path)
+    try:
+        fmt = input_format or _sniff_format(path, file)
+        if fmt in ("csv", "zarr") or not os.path.isfile(file):
+            return None
+        if fmt == "h5":
+            from nmfcli.io._hdf5 import h5_declared_shape
+
+            declared = h5_declared_shape(file, dataset or inner)
+            return None if declared is None else (*declared[:3], float_dtype(declared[3], None))
+        from nmfcli.io import _numpy
+
+        with open(file, "rb") as f:
+            declared = _numpy.declared_shape(fmt, f)
+        return None if declared is None else (*declared[:3], float_dtype(declared[3], None))
+    except NMFError:
+        return None
+    except Exception:  # noqa: BLE001 - a header this cannot read is read_matrix's to report
+        return None
 
 
 def _lazy_chunks(X):
@@ -278,14 +333,14 @@ def _stored_labels(source):
     return None, None
 
 
-def _parse_csv(label, file, raw, header, index_col, target):
+def _parse_csv(label, file, raw, header, index_col, target, progress=None):
     from nmfcli.io._text import decompress, parse_text
 
     low = file.lower()
     if low.endswith(".gz") or raw[:2] == b"\x1f\x8b":
         raw = decompress(label, raw)
     hint = "\t" if ".tsv" in low else ","
-    return parse_text(label, raw, header=header, index_col=index_col, dtype=target, ext_hint=hint)
+    return parse_text(label, raw, header=header, index_col=index_col, dtype=target, ext_hint=hint, progress=progress)
 
 
 def _read_binary(label, fmt, f, size, target, lazy, real_path):
@@ -300,15 +355,17 @@ def _read_binary(label, fmt, f, size, target, lazy, real_path):
     raise AssertionError(fmt)
 
 
-def _read_stdin(fmt, dataset, header, index_col, target, stdin) -> Matrix:
+def _read_stdin(fmt, dataset, header, index_col, target, stdin, progress=None) -> Matrix:
     label = "-"
     if fmt == "zarr":
         raise UsageError("-: a Zarr store is a folder and cannot be read from stdin; give its path")
+    if stdin is None and (sys.stdin is None or getattr(sys.stdin, "buffer", None) is None):
+        raise MissingInputError("-: stdin is closed; give INPUT as a file, or pipe the data in")
     stream = stdin if stdin is not None else sys.stdin.buffer
-    raw = _read_all(label, stream, available_memory() // 2)
+    raw = _read_all(label, stream, available_memory() // 2, fmt)
     digest = hashlib.sha256(raw).hexdigest()
     if fmt == "csv":
-        X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target)
+        X, rows, cols = _parse_csv(label, "-", raw, header, index_col, target, progress)
         return Matrix(X, rows, cols, "-", fmt, digest)
     if not raw:
         raise fail(label, "the input is empty")
@@ -483,13 +540,55 @@ def read_model(path) -> dict:
     """
     from nmfcli.io._hdf5 import read_h5_dict
 
-    path = _in_fit_folder(os.fspath(path))
+    given = os.fspath(path)
+    path = _in_fit_folder(given)
+    if os.path.isdir(path):
+        raise MissingInputError(f"{given}: is a folder without a model.h5; give a model file or the folder of a fit")
     model = read_h5_dict(path, "nmfcli_model", "model", "; make one with `nmf fit`")
     H = model.get("H")
     if not isinstance(H, np.ndarray) or H.ndim != 2:
         raise fail(path, "the model has no 2-D 'H' array; the file is damaged or incomplete")
+    _check_model_parts(path, model)
     _check_factor_values(path, model, "model")
     return model
+
+
+_MODEL_DICTS = ("options", "metrics", "weights", "input", "versions", "engine_options", "factors", "alignment")
+
+
+def _check_model_parts(path: str, model: dict) -> None:
+    """The parts of a model agree with its H (k x n) and have the types nmf writes (k, component
+    names, labels, W, the option and metric records); else it is damaged."""
+    for key in _MODEL_DICTS:
+        if model.get(key) is not None and not isinstance(model[key], dict):
+            raise fail(path, f"the model's '{key}' is not a record (a JSON object); the file is damaged")
+    options = model.get("options") or {}
+    for key in ("alpha_W", "l1_ratio"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise fail(path, f"the model's option '{key}' is {value!r}, not a number; the file is damaged")
+    loss = model.get("loss")
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (str, int, float))):
+        raise fail(path, f"the model's loss is {loss!r}; the file is damaged")
+    k, n = model["H"].shape
+    declared = model.get("k")
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool) or declared != k):
+        raise fail(path, f"the model's H has {k} rows but the model says k={declared!r}; the file is damaged")
+    W = model.get("W")
+    if W is not None and (not isinstance(W, np.ndarray) or W.ndim != 2 or W.shape[1] != k):
+        shape = " x ".join(map(str, W.shape)) if isinstance(W, np.ndarray) else type(W).__name__
+        raise fail(path, f"the model's W is {shape} but its H has {k} rows; the file is damaged")
+    for key, count, what in (("components", k, "rows of H"), ("col_labels", n, "columns of H"),
+                             ("row_labels", W.shape[0] if isinstance(W, np.ndarray) else None, "rows of W")):
+        value = model.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(path, f"the model's '{key}' is not a list of names; the file is damaged")
+        if count is not None and len(value) != count:
+            raise fail(path, f"the model has {len(value)} {key.replace('_', ' ')} for {count} {what}; "
+                             "the file is damaged")
+
 
 
 def _check_factor_values(path, state, what):

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import tokenize
 import zipfile
@@ -21,7 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from nmfcli.errors import DataError, LockedError, MissingInputError, NMFError, OutputError, ReadWriteError, UsageError
+from nmfcli.errors import (
+    DataError,
+    LockedError,
+    MissingInputError,
+    NMFError,
+    OutputError,
+    ReadWriteError,
+    UnavailableError,
+    UsageError,
+)
 
 # Exceptions third-party parsers (numpy, zipfile, h5py, scipy, zarr) raise on damaged
 # input. Readers translate these into DataError; anything else is a bug and keeps its
@@ -145,12 +155,12 @@ def shape_text(shape) -> str:
 
 
 def check_memory(path: str, what: str, nbytes: int) -> None:
-    """Refuse, before allocating, an input that cannot fit in memory."""
+    """Refuse, before allocating, an input that cannot fit in memory (UnavailableError, exit 69:
+    the data may be fine, the machine is too small)."""
     avail = available_memory()
     if nbytes > avail:
-        raise fail(
-            path,
-            f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(avail)} is available; "
+        raise UnavailableError(
+            f"{path}: {what} needs {human_bytes(nbytes)} of memory but only {human_bytes(avail)} is available; "
             "use a smaller input or read it lazily",
         )
 
@@ -229,6 +239,10 @@ def build_sparse(path: str, fmt: str, shape, data, indices, indptr, dtype: np.dt
             raise fail(path, f"the sparse matrix part '{name}' holds {arr.dtype}; it must hold integers")
     data = np.asarray(data)
     nnz = data.shape[0]
+    # CSR keeps one int64 per declared row (and scipy a temporary as large while converting):
+    # a few bytes of file can declare 10^11 rows.
+    check_memory(path, f"the sparse matrix ({shape_text(shape)}, {nnz} values)",
+                 16 * (shape[0] + 1) + (8 * shape[1] if fmt == "csc" else 0) + 40 * nnz)
     if fmt == "coo":
         row, col = np.asarray(indices), np.asarray(indptr)
         if row.shape[0] != nnz or col.shape[0] != nnz:
@@ -325,8 +339,12 @@ def atomic_path(path: str, *, force: bool = False):
         Writing failed part-way (disk full, I/O error).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise OutputError(f"{path}: is a folder; give a file name")
+    if os.path.lexists(path) and not os.path.islink(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        # a device or a FIFO would be replaced by a plain file, even /dev/null under root
+        raise OutputError(f"{path}: is not a regular file (a device, a FIFO or a socket); nmf replaces only "
+                          "files; give a file name")
     refuse_existing(path, force=force)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -386,9 +404,19 @@ def output_lock(folder: str):
     created = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
+        raise OutputError(f"{folder}: cannot be created ({e.strerror or e})") from None
+    try:
+        # O_NOFOLLOW: a lock file replaced by a link must not make nmf write where it points
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{lock_path}: is a symbolic link; nmf does not write through links in its output "
+                              "folder: remove it") from None
         raise OutputError(f"{folder}: cannot create the lock file ({e.strerror or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{lock_path}: is not a regular file; remove it")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -475,7 +503,7 @@ def stream_temp_path(path: str) -> str:
 
 
 @contextmanager
-def replace_together(folder: str, names):
+def replace_together(folder: str, names, *, force: bool = True):
     """Write several files that must appear in ``folder`` together, or not at all.
 
     Yields ``{name: path}`` in a staging folder next to ``folder`` (same file system).
@@ -486,8 +514,14 @@ def replace_together(folder: str, names):
     leaves either the whole old set or the whole new set. Otherwise (other files
     in the folder, or the folder holds the working directory) each file is moved
     into place atomically on its own. On failure nothing in ``folder`` changes.
+    ``folder`` may be a symbolic link to a folder: the link is kept and its target written.
+    Without ``force``, the commit refuses (OutputError, exit 73) when one of ``names`` has
+    appeared in ``folder`` meanwhile (another run that holds no lock), and then changes nothing.
     """
-    folder = os.path.abspath(os.fspath(folder))
+    # A link to a folder stays a link: the new files go into the folder it points at (the
+    # exchange would otherwise swap the link itself for a real folder).
+    shown = os.fspath(folder)  # messages name the folder as the user gave it
+    folder = os.path.realpath(shown)
     parent, base = os.path.split(folder)
     _remove_stale_staging(parent, base)
     staging = os.path.join(parent, f".{base}.staging-{os.getpid()}-{secrets.token_hex(4)}")
@@ -497,17 +531,27 @@ def replace_together(folder: str, names):
         raise OutputError(f"{folder}: cannot create a staging folder next to it ({e.strerror or e})") from None
     try:
         yield {name: os.path.join(staging, name) for name in names}
-        _commit(folder, staging)
+        _commit(folder, staging, force, shown)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _commit(folder: str, staging: str) -> None:
+def _refuse_taken(folder: str, names, shown: str) -> None:
+    for name in sorted(names):
+        if os.path.lexists(os.path.join(folder, name)):
+            raise OutputError(f"{os.path.join(shown, name)}: appeared while this run was writing (another run "
+                              "without a lock?); nothing was replaced; use --force to replace it")
+
+
+def _commit(folder: str, staging: str, force: bool = True, shown: str | None = None) -> None:
+    shown = folder if shown is None else shown
     new = set(os.listdir(staging))
     try:
         others = [e for e in os.scandir(folder) if e.name not in new and not _TEMP.match(e.name)]
     except OSError as e:
         raise OutputError(f"{folder}: cannot be read ({e.strerror or e})") from None
+    if not force:
+        _refuse_taken(folder, new, shown)
     cwd = os.getcwd()
     swappable = (
         all(_OWN.match(e.name) and e.is_file(follow_symlinks=False) for e in others)
@@ -519,10 +563,30 @@ def _commit(folder: str, staging: str) -> None:
                 os.link(entry.path, os.path.join(staging, entry.name), follow_symlinks=False)
             _fsync_dir(staging)
             if _exchange(staging, folder):
+                if not force:
+                    # the old folder is now the staging one: a file of ours that reached it after the
+                    # check above (a run without a lock) is put back, whole, and this run refused
+                    late = new & set(os.listdir(staging))
+                    if late:
+                        _exchange(staging, folder)
+                        _refuse_taken(folder, late, shown)
                 _fsync_dir(os.path.dirname(folder))
                 return  # the old files are now in the staging folder, which the caller removes
+        linked = []
         for name in sorted(new):
-            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            src, dst = os.path.join(staging, name), os.path.join(folder, name)
+            if force:
+                os.replace(src, dst)
+                continue
+            try:
+                os.link(src, dst)  # fails if dst exists: never replaces what another run wrote
+            except FileExistsError:
+                for done in linked:  # none of this run's files stays beside another run's
+                    os.unlink(done)
+                _refuse_taken(folder, [name], shown)
+            linked.append(dst)
         _fsync_dir(folder)
     except OSError as e:
+        if isinstance(e, NMFError):
+            raise
         raise ReadWriteError(f"{folder}: moving the new files into place failed ({e.strerror or e})") from e

@@ -21,6 +21,7 @@ from nmfcli.io._common import (
     check_shape,
     fail,
     float_dtype,
+    human_bytes,
     require_file,
     shape_text,
 )
@@ -142,10 +143,23 @@ def _check_h5_dtype(path, name, dt):
     check_dtype(path, dt, f"dataset '{name}' ")
 
 
+# A dataset of a model or checkpoint larger than this must have about its size in the file:
+# nmf writes them uncompressed, so one that declares gigabytes and stores nothing is damaged.
+_UNSTORED_LIMIT = 64 << 20
+
+
 def _read_small(path, name, d):
     """A whole dataset that has already been bounded in size."""
     _check_inside(path, name, d)
-    check_memory(path, f"dataset '{name}'", math.prod(d.shape or ()) * max(d.dtype.itemsize, 8))
+    declared = math.prod(d.shape or ()) * d.dtype.itemsize
+    if declared > _UNSTORED_LIMIT:
+        stored = d.id.get_storage_size()
+        if stored * 16 < declared:
+            raise fail(path, f"dataset '{name}' declares {shape_text(d.shape)} {d.dtype.name} "
+                             f"({human_bytes(declared)}) but the file stores {human_bytes(stored)} of it; "
+                             "the file is damaged")
+    check_memory(path, f"dataset '{name}' ({shape_text(d.shape or ())} {d.dtype.name})",
+                 math.prod(d.shape or ()) * max(d.dtype.itemsize, 8))
     return d[()]
 
 
@@ -436,6 +450,24 @@ def read_h5_dict(path: str, marker: str, what: str, hint: str) -> dict:
         raise
     except PARSE_ERRORS as e:
         raise fail(path, f"the HDF5 file is corrupt ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def h5_declared_shape(file: str, dataset: str | None):
+    """(m, n, nnz or None, stored dtype) of the one matrix (or the named one) of an HDF5 file, from metadata."""
+    h5py = _h5py()
+    with h5py.File(file, "r") as f:
+        name = _choose_dataset(file, f, dataset)
+        if f.get(name, getlink=True).__class__ is not h5py.HardLink:
+            return None  # the reader refuses links out of the file
+        obj = f[name]
+        if isinstance(obj, h5py.Dataset):
+            return (int(obj.shape[0]), int(obj.shape[1]), None, obj.dtype) \
+                if obj.shape is not None and len(obj.shape) == 2 else None
+        spec = _sparse_spec(obj)
+        if spec is None:
+            return None
+        m, n = (int(v) for v in np.asarray(spec[1]).ravel())
+        return (m, n, int(obj["data"].shape[0]), obj["data"].dtype)
 
 
 def h5_kind(file: str) -> str | None:

@@ -207,7 +207,9 @@ def read_mtx(path: str, f, size: int, *, dtype):
         if nnz > m * n:
             raise fail(path, f"the size line claims {nnz} entries, more than {m} x {n} cells")
         factor = 2 if symmetry != "general" else 1
-        check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)", nnz * factor * 48)
+        # the entries, and CSR's int64 per declared row (twice while converting)
+        check_memory(path, f"the sparse matrix ({shape_text((m, n))}, {nnz} entries)",
+                     nnz * factor * 48 + 16 * (m + 1))
     else:
         # a symmetric array stores its lower triangle, a skew-symmetric one without the diagonal
         stored = {"general": m * n, "symmetric": n * (n + 1) // 2, "skew-symmetric": n * (n - 1) // 2}[symmetry]
@@ -294,3 +296,38 @@ def _mtx_array(path, values, symmetry, m, n, dtype):
     A[upper_cols, upper_rows] = values
     A[upper_rows, upper_cols] = values if symmetry == "symmetric" else -values
     return np.ascontiguousarray(A, dtype=dtype)
+
+
+def declared_shape(fmt: str, f):
+    """(m, n, nnz or None, stored dtype) from an NPY/NPZ header or a MatrixMarket size line; None if not 2-D."""
+    if fmt == "npy":
+        shape, _, dt = _npy_header("", f)
+        return (int(shape[0]), int(shape[1]), None, dt) if len(shape) == 2 else None
+    if fmt == "mtx":
+        first = f.readline(1024)
+        mt = _MM_BANNER.match(first.strip())
+        if not mt:
+            return None
+        coordinate = mt.group(2).lower() == b"coordinate"
+        for _ in range(10000):
+            line = f.readline(1 << 16)
+            if not line:
+                return None
+            if line.strip() and not line.lstrip().startswith(b"%"):
+                dims = [int(x) for x in line.split()]
+                return (dims[0], dims[1], dims[2] if coordinate else None, np.dtype(np.float64))
+        return None
+    if fmt == "npz":
+        with zipfile.ZipFile(f) as zf:
+            names = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
+            if "shape" in names and "data" in names:
+                shape = _member("", zf, names["shape"])
+                with zf.open(names["data"]) as m:
+                    data_shape, _, dt = _npy_header("", m)
+                m_, n_ = (int(v) for v in np.asarray(shape).ravel())
+                return (m_, n_, int(data_shape[0]), dt)
+            if len(names) == 1:
+                with zf.open(next(iter(names.values()))) as m:
+                    shape, _, dt = _npy_header("", m)
+                return (int(shape[0]), int(shape[1]), None, dt) if len(shape) == 2 else None
+    return None

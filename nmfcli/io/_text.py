@@ -5,13 +5,22 @@ from __future__ import annotations
 import csv
 import io as _stdio
 import itertools
+import re
 import zlib
 
 import numpy as np
 
+from nmfcli.errors import UnavailableError
 from nmfcli.io._common import available_memory, check_memory, fail, human_bytes, shape_text
 
 _SNIFF_LINES = 50
+# A field may be a whole line while the delimiter is being sniffed (a 5 x 15000 matrix has
+# lines of 150,000 characters); csv's default limit is 131,072.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+_DECIMAL_COMMA = re.compile(r"^\s*[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?\s*$")
+# What other formats start with: text that starts so is a binary file given as CSV.
+_BINARY_MAGIC = ((b"\x93NUMPY", "an NPY file", "npy"), (b"PK\x03\x04", "an npz (zip) file", "npz"),
+                 (b"\x89HDF\r\n\x1a\n", "an HDF5 file", "h5"))
 _DELIMS = ("\t", ";", ",")  # semicolon before comma: semicolon files use decimal commas
 
 
@@ -21,6 +30,22 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_data(cell: str, delim) -> bool:
+    """A number, or in a ';'-separated file a number with a decimal comma (refused later with a
+    hint, never taken for a column label)."""
+    return _is_number(cell) or (delim == ";" and _DECIMAL_COMMA.match(cell) is not None)
+
+
+def refuse_binary(path: str, head: bytes) -> None:
+    """Refuse, from its first bytes, a binary file read as text (NPY on stdin, /dev/zero)."""
+    for magic, what, fmt in _BINARY_MAGIC:
+        if head.startswith(magic):
+            raise fail(path, f"is {what}, not CSV text; give --input-format {fmt}")
+    if b"\0" in head:
+        at = head.index(b"\0")
+        raise fail(path, f"byte {at + 1} is a NUL byte: this is binary data, not CSV text")
 
 
 def decompress(path: str, raw: bytes) -> bytes:
@@ -35,7 +60,8 @@ def decompress(path: str, raw: bytes) -> bytes:
             chunk = d.decompress(data, 1 << 24)
             total += len(chunk)
             if total > limit:
-                raise fail(path, f"decompresses to more than {human_bytes(limit)}; too large to read into memory")
+                raise UnavailableError(f"{path}: decompresses to more than {human_bytes(limit)}; too large to read "
+                                       "into memory")
             out.append(chunk)
             data = d.unconsumed_tail
             if d.eof:
@@ -91,16 +117,24 @@ def _sniff(sample: list[str], hint: str | None) -> str | None:
     return best
 
 
+_LINE_OVERHEAD = 140  # bytes per line beyond its characters: the str, the (number, line) tuple, the list slot
 _BLOCK = 4096  # rows tokenised and converted at a time: strings for one block only, never the whole file
 
 
-def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None):
+def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None, progress=None):
     """Parse delimited text into (X, row_labels, col_labels).
 
     Streams: the float matrix is allocated once (its size known from the line count)
     and filled block by block, so memory stays near the text plus the matrix.
-    Row labels are detected from the first block of data rows.
+    Row labels are detected from the first block of data rows. ``progress(done, total)`` is
+    called after each block of rows.
     """
+    refuse_binary(path, raw[:1 << 16])
+    # The text is held three times while it is split (the bytes, the str, a str per line with
+    # its list entry), then the matrix beside it: refuse before, from the size (a 4 MB .csv.gz
+    # can inflate to gigabytes).
+    text_bytes = 2 * len(raw) + _LINE_OVERHEAD * raw.count(b"\n")
+    check_memory(path, f"the text ({human_bytes(len(raw))}, read into lines)", text_bytes)
     text = _decode(path, raw)
     lines = list(_content_lines(text))
     del text
@@ -124,7 +158,8 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
 
     first = next(records)
     if header is None:
-        header = any(not _is_number(c) for c in first[1:]) if len(first) > 1 else not _is_number(first[0])
+        header = (any(not _is_data(c, delim) for c in first[1:]) if len(first) > 1
+                  else not _is_data(first[0], delim))
     head = [c.strip() for c in first] if header else None
     first_block, first_lines = ([] if header else [first]), ([] if header else [lineno()])
     for rec in records:
@@ -154,7 +189,7 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
     if n == 0:
         raise fail(path, "no numeric columns (only row labels)")
     check_memory(path, f"the matrix ({shape_text((m_max, n))} {np.dtype(dtype).name})",
-                 m_max * n * np.dtype(dtype).itemsize)
+                 m_max * n * np.dtype(dtype).itemsize + text_bytes)
     X = np.empty((m_max, n), dtype=dtype)
     row_labels = [] if index_col else None
     done = 0
@@ -172,6 +207,8 @@ def parse_text(path: str, raw: bytes, *, header, index_col, dtype, ext_hint=None
             raise
         X[done:done + len(block)] = values.reshape(len(block), n)
         done += len(block)
+        if progress is not None:
+            progress(done, m_max)
 
     convert(first_block, first_lines)
     del first_block, first_lines

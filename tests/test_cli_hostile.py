@@ -219,7 +219,7 @@ def test_align_to_a_model_with_nan_components_is_refused(fitted):
         del f["H"]
         f["H"] = np.full((2, 8), np.nan)
     refused(nmf("fit", "x.npy", "-k", "2", "--align-to", "m/model.h5", "-o", "out"), 65,
-            "Error: m/model.h5: its components hold NaN or infinite values; --align-to needs finite ones")
+            "Error: m/model.h5: the model's H has 16 NaN or infinite values (the first at row 1, column 1); a fit never writes them: the file is damaged")
 
 
 # ------------------------------------------------------------------------------ memory
@@ -371,11 +371,13 @@ def test_reconstruct_refuses_an_existing_output_before_any_work(fitted):
 
 
 def test_an_output_that_is_a_fifo_is_not_replaced_even_with_force(fitted):
-    os.mkfifo("out.csv")
-    refused(nmf("transform", "x.npy", "--model", "m/model.h5", "-o", "out.csv", "--force"), 73,
-            "Error: out.csv: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a "
+    """A matrix output that is a device or a FIFO is written into (see test_cli_rough_edges); a
+    file output that is replaced atomically (a figure, a report, a model) refuses to replace one."""
+    os.mkfifo("out.png")
+    refused(nmf("inspect", "m/model.h5", "--plot", "out.png", "--force"), 73,
+            "Error: out.png: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a "
             "file name")
-    assert Path("out.csv").is_fifo()
+    assert Path("out.png").is_fifo()
 
 
 def test_an_output_file_name_ending_in_a_slash_is_a_folder(fitted):
@@ -621,8 +623,8 @@ README_ROWS = [
     "`Error: c/checkpoint.h5: the checkpoint's 'iteration' is not what nmf writes there; it is damaged` | 65",
     "`Error: m/model.h5: the model's 'options' is not a record (a JSON object); the file is damaged` | 65",
     "`Error: m/report.json: is an nmf report, not a matrix or a model; give the model.h5 beside it` | 65",
-    "`Error: m/model.h5: its components hold NaN or infinite values; --align-to needs finite ones` | 65",
-    "`Error: out.csv: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a file "
+    "`Error: m/model.h5: the model's H has 16 NaN or infinite values (the first at row 1, column 1); a fit never writes them: the file is damaged` | 65",
+    "`Error: out.png: is not a regular file (a device, a FIFO or a socket); nmf replaces only files; give a file "
     "name` | 73",
     "`Error: /dev/zero: byte 1 is a NUL byte: this is binary data, not CSV text` | 65",
     "`Error: rows.mtx: the fit needs about … of memory (1000000000000 x 3 declared, k=2) but only … is available; "

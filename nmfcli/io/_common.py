@@ -317,8 +317,18 @@ def _fsync_dir(folder: str) -> None:
 def refuse_existing(path, *, force: bool = False) -> None:
     """OutputError when ``path`` exists and ``force`` is false: checked before long work too, so a
     run that would be refused at the end is refused at the start."""
-    if os.path.lexists(path) and not force:
+    if os.path.lexists(path) and not force and not _stream(path):
         raise OutputError(f"{path}: already exists; use --force to replace it")
+
+
+def _stream(path) -> bool:
+    """A device or a named pipe (/dev/null, /dev/stdout, a FIFO): a matrix is written into it, not
+    over it, so it needs no --force (a file output that replaces its path refuses one anyway)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 @contextmanager

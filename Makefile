@@ -7,7 +7,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 DEMO_OUT := $(or $(TMPDIR),/tmp)/nmfcli-demo
 
-.PHONY: demo test test-kernel test-slow test-all bench lint clean venv
+.PHONY: demo test test-kernel test-slow test-all mutation bench lint clean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-slow: $(STAMP_TEST)
 	NMF_TORTURE_EXAMPLES=2000 NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -q tests/test_nnls.py -k torture
 	NMF_HYPOTHESIS_RANDOM=1 $(PY) -m pytest -m "slow" -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
+# Mutation testing of the numerical core (mutmut; [tool.mutmut] in pyproject.toml names the
+# modules and the tests that reach them). Hours on 2 cores: not part of make test.
+mutation: $(STAMP_TEST)
+	$(PY) -m pip install --quiet 'mutmut>=3.3'
+	$(PY) -m mutmut run; $(PY) -m mutmut results | grep -v "not checked"
+
 test-all: $(STAMP_TEST)
 	$(PY) -m pytest -q
 
@@ -64,4 +70,4 @@ lint: $(STAMP_TEST)
 	$(PY) -m pytest -q tests/test_layers.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis mutants

@@ -14,8 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import connection
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -149,31 +148,105 @@ def _fits(X, tasks, init, fit_options, jobs):
             yield (k, run_seed), core.fit(X, k, seed=run_seed, init=init, **fit_options)
         return
     # spawn: a fresh interpreter per worker on every platform (a fork would copy the BLAS's
-    # threads' state). A worker that dies (killed, out of memory) breaks the pool, which
-    # says so, rather than leaving its fit waited for forever.
+    # threads' state). Each worker has its own pipe; the parent waits on the pipes and on the
+    # workers' sentinels at once, so a worker that dies (killed, out of memory) is seen at once,
+    # and stopping the survey terminates the workers without waiting on anything they hold
+    # (concurrent.futures' pool, used before, could hang in its shutdown after a worker was killed
+    # or terminated mid-reply: one run in six of the interrupt test).
     context = multiprocessing.get_context("spawn")
-    workers = min(jobs, len(tasks))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                             initargs=(X, init, fit_options)) as pool:
-        pending = {pool.submit(_worker_fit, task) for task in tasks}
+    count = min(jobs, len(tasks))
+    workers = []
+    finished = False
+    try:
+        for _ in range(count):
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=_worker_main, args=(child_end, X, init, fit_options), daemon=True)
+            process.start()
+            child_end.close()
+            workers.append((process, parent_end))
+        queue = list(tasks)
+        busy = {}  # worker index -> its task
+
+        def assign(i):
+            if queue:
+                busy[i] = queue.pop(0)
+                try:
+                    workers[i][1].send(busy[i])
+                except OSError:  # (the worker died between two fits)
+                    raise dead() from None
+
+        def dead():
+            return UnavailableError(f"a worker process of the survey stopped abruptly (killed, or out of memory: "
+                                    f"each of the {count} holds a copy of X); try fewer jobs")
+
+        for i in range(count):
+            assign(i)
+        while busy:
+            ends = {workers[i][1]: i for i in busy}
+            sentinels = {workers[i][0].sentinel: i for i in busy}
+            for ready in connection.wait(list(ends) + list(sentinels)):
+                i = ends.get(ready, sentinels.get(ready))
+                if i not in busy:
+                    continue
+                try:
+                    reply = workers[i][1].recv() if workers[i][1].poll() else None
+                except (EOFError, OSError):
+                    reply = None
+                if reply is None:
+                    if workers[i][0].is_alive() and ready in ends:
+                        continue
+                    raise dead()
+                if reply[0] == "error":
+                    raise reply[1]
+                _, task, result, messages = reply
+                del busy[i]
+                for message in messages:  # a worker's warnings, shown once, here
+                    warnings.warn(message, NMFWarning, stacklevel=2)
+                yield task, result
+                assign(i)
+        finished = True
+    finally:
+        _stop(workers, finished)
+
+
+def _stop(workers, finished):
+    """End the workers: told to stop after a finished survey; terminated (then killed) after an
+    error, an interrupt, a dead worker or the caller leaving early, so that none outlives it."""
+    for process, end in workers:
         try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task, result, messages = future.result()
-                    for message in messages:  # a worker's warnings, shown once, here
-                        warnings.warn(message, NMFWarning, stacklevel=2)
-                    yield task, result
-        except BrokenProcessPool:
-            raise UnavailableError(f"a worker process of the survey stopped abruptly (killed, or out of "
-                                   f"memory: each of the {workers} holds a copy of X); try fewer jobs") from None
-        except BaseException:
-            # An error, an interrupt, or the caller leaving early: no worker outlives the survey
-            # (shutting the pool down would let each finish its fit first). The pool then fails
-            # the pending fits itself (cancelling them first trips Python 3.11's pool).
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            if finished:
+                end.send(None)
+            elif process.is_alive():
                 process.terminate()
-            raise
+        except OSError:
+            pass
+    for process, end in workers:
+        process.join(timeout=STOP_WAIT_S)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=STOP_WAIT_S)
+        end.close()
+
+
+# How long stopping a survey waits for each worker to exit before killing it.
+STOP_WAIT_S = 10
+
+
+def _worker_main(end, X, init, fit_options):
+    """A survey worker: fits the tasks its pipe sends until it sends None; replies with
+    ("ok", task, FitResult, warnings) or ("error", the exception)."""
+    _worker_start(X, init, fit_options)
+    while True:
+        try:
+            task = end.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        try:
+            end.send(("ok", *_worker_fit(task)))
+        except Exception as e:  # noqa: BLE001 - the fit's own error, raised in the parent
+            end.send(("error", e))
 
 
 _worker = {}

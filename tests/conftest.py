@@ -178,3 +178,23 @@ def _blas_kernel_as_asked():
         found = [i.get("architecture") for i in threadpoolctl.threadpool_info() if i.get("internal_api") == "openblas"]
         assert found and all(str(a).lower() == expected.lower() for a in found), (expected, found)
     yield
+
+
+def snapshot(root, folders=False) -> dict:
+    """Every path under root (links as links) and its bytes or link target; with ``folders``,
+    the folders too (as "folder"): what a command must leave as it was."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(folder) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                if folders:
+                    out[rel] = "folder"
+            elif p.is_file():
+                out[rel] = p.read_bytes()
+            else:  # a FIFO, a socket: never read (a FIFO would block)
+                out[rel] = "special"
+    return out

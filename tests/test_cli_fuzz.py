@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, labels, low_rank, write_csv
+from conftest import snapshot as conftest_snapshot
 from nmfcli.cli import run
 from nmfcli.cli.fit import default_outdir
 
@@ -315,18 +316,7 @@ def output_paths(args) -> list[str]:
 
 
 def snapshot(root: Path) -> dict:
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(folder) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = "folder"
-            else:
-                out[rel] = p.read_bytes()
-    return out
+    return conftest_snapshot(root, folders=True)
 
 
 def _under(rel: str, outputs: list[str], root: Path, before: dict) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import NMF, REPO, low_rank, nmf_env, one_error_line, start_nmf, wait_for
+from conftest import snapshot as conftest_snapshot
 from nmfcli import io as nio
 from nmfcli.cli import run
 
@@ -59,17 +60,8 @@ def refused(r: Ran, code: int, message):
 
 
 def snapshot(folder: Path) -> dict:
-    """Every path under folder (links as links) and its bytes or link target."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = Path(root) / name
-            rel = str(p.relative_to(folder))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_file():
-                out[rel] = p.read_bytes()
-    return out
+    """Every file under folder (links as links) and its bytes or link target."""
+    return conftest_snapshot(folder)
 
 
 @pytest.fixture

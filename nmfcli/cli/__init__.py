@@ -94,9 +94,13 @@ def cli():
 
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
@@ -288,9 +292,4 @@ def main(argv=None) -> None:
 
 def _quiet_stderr() -> None:
     """Point stderr at /dev/null so the interpreter's final flush of a full stderr stays quiet."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stderr.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+    _to_devnull(sys.stderr)

@@ -638,6 +638,7 @@ def _check_finite_result(result):
     if not math.isfinite(result.metrics.get("objective", 0.0)):
         raise NumericalError(f"the fit's objective is {result.metrics['objective']} (solver "
                              f"{result.options.get('solver')}, loss {result.options.get('loss')}); nothing was written")
+    return result
 
 
 def check_options(loss, solver, alpha_W, alpha_H, l1_ratio, max_iter, tol):

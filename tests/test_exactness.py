@@ -236,6 +236,14 @@ def test_the_readme_numerical_refusals_exactly(tmp_path):
     assert one_error_line(proc) == ("Error: bad.nmf/model.h5: the model's H has 1 NaN or infinite value (the first at "
                                     "row 2, column 3); a fit never writes them: the file is damaged")
 
+    np.save(tmp_path / "huge.npy", low_rank(12, 6) * 1e200)
+    proc = run_nmf("fit", "huge.npy", "-k", "2", "--chunk-rows", "4", "-o", "out", cwd=tmp_path)
+    assert proc.returncode == 65
+    assert one_error_line(proc) == (
+        "Error: huge.npy: X has entries up to 1.70273e+200, whose squares leave float64's range in the row-block "
+        "products; fit it in memory (without --engine dask or --chunk-rows), which rescales such data exactly, or "
+        "scale X by a power of ten first")
+
     result = nmfcli.fit(low_rank(12, 6), 2, max_iter=3)
     state = {**result.checkpoint, "options": {"k": 2}, "k": 2}
     state["W"] = state["W"].copy()
@@ -245,3 +253,21 @@ def test_the_readme_numerical_refusals_exactly(tmp_path):
     assert proc.returncode == 65
     assert one_error_line(proc) == ("Error: ckpt.h5: the checkpoint's W has 1 negative value (the first at row 1, "
                                     "column 1); a fit never writes them: the file is damaged")
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.float32, 1e-20), (np.float32, 1e18), (np.float64, 1e-160),
+                                         (np.float64, 1e200)])
+def test_the_row_block_engines_refuse_data_whose_squares_leave_the_dtype(dtype, scale):
+    """They take X as stored (no rescaling): data whose products would overflow or vanish is
+    refused with a way out, never fitted into NaN."""
+    X = (data() * scale).astype(dtype)
+    with pytest.raises(DataError, match="whose squares leave .*'s range in the row-block products; fit it in memory"):
+        nmfcli.fit(X, 3, max_iter=5, engine_options={"chunk_rows": 16})
+    assert np.all(np.isfinite(nmfcli.fit(X, 3, max_iter=5).W))  # in memory it is fitted
+
+
+def test_the_row_block_engines_report_float64_sums_of_float32_data():
+    X = (data() * 1e15).astype(np.float32)  # ‖X‖² ≈ 1e33: past float32's sums of squares, within its range
+    result = nmfcli.fit(X, 3, max_iter=30, engine_options={"chunk_rows": 16})
+    assert result.metrics["relative_error"] == pytest.approx(true_relative_error(X, result.W, result.H, 1e15),
+                                                             rel=1e-5)

@@ -98,8 +98,12 @@ def block_stats(src, dtype, offset):
             flat = int(np.flatnonzero(mask)[0])
             i, j = np.unravel_index(flat, X.shape) if rows is None else (rows[flat], cols[flat])
             bad[key] = (count, float(data[flat]), offset + int(i), int(j))
-    finite = data[np.isfinite(data)] if "nonfinite" in bad else data
-    return {"sqnorm": float(np.dot(finite, finite)), "sum": float(np.sum(finite, dtype=np.float64)),
+    finite = (data[np.isfinite(data)] if "nonfinite" in bad else data).astype(np.float64)  # float64 sums
+    with np.errstate(over="ignore"):  # (a sum past float64 is refused by the caller, from "max")
+        sqnorm = float(np.dot(finite, finite))
+    return {"sqnorm": sqnorm, "sum": float(np.sum(finite)),
+            "max": float(np.max(finite)) if finite.size else 0.0,
+            "min_positive": float(np.min(finite[finite > 0])) if np.any(finite > 0) else None,
             "has_zero": has_zero, "bad": bad, "rows": X.shape[0]}
 
 

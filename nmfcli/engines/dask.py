@@ -223,7 +223,24 @@ def _check_data(blocks, beta, loss_name):
             f"X contains zeros, where the {loss_name} loss (beta={beta:g} <= 0) is undefined; "
             "add a small positive constant or use loss kl or frobenius")
     m, n = blocks.shape
+    top = max(p["max"] for p in parts)
+    _check_scale(top, blocks.dtype, n)
     return sum(p["sqnorm"] for p in parts), total / (m * n)
+
+
+# The row-block loops take X as stored (the in-memory fit rescales data far from 1 by a power of
+# four instead); X whose squares or Gram matrices would leave the dtype's range is refused.
+ROW_BLOCK_MARGIN = 1e6
+
+
+def _check_scale(top, dtype, n):
+    info = np.finfo(dtype)
+    squares = top * top
+    if squares * max(n, 1) > float(info.max) / ROW_BLOCK_MARGIN or squares < float(info.tiny) * ROW_BLOCK_MARGIN:
+        raise DataError(
+            f"X has entries up to {top:g}, whose squares leave {dtype}'s range in the row-block products; fit it "
+            "in memory (without --engine dask or --chunk-rows), which rescales such data exactly, or scale X by a "
+            "power of ten first")
 
 
 class _Operator:
@@ -352,7 +369,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         transposed = solver not in core.MULTIPLICATIVE
 
         if options["solver"] == "nnls":
-            return run.exact(fix_W, fix_H)
+            return core._check_finite_result(run.exact(fix_W, fix_H))
         if resume is not None:
             H = np.array(resume["H"], dtype=dtype)
             if H.shape != (k, n):
@@ -368,7 +385,7 @@ def fit_dask(X, k, *, solver="auto", loss="frobenius", init=None, seed=0, max_it
         # not): the products' rounding depends on it, and a resumed fit must go on bit for bit.
         H = np.array(H, dtype=dtype, order="C")
         loop = {"emu": run.emu_loop, "mu": run.mu_loop, "ehals": run.ehals_loop}.get(solver, run.cd_loop)
-        return loop(W, H, resume)
+        return core._check_finite_result(loop(W, H, resume))
 
 
 def transform_dask(X, H, *, loss="frobenius", alpha_W=0.0, l1_ratio=0.0, dtype=None, max_iter=1000,

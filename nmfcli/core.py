@@ -392,7 +392,7 @@ def fit(
         _check_weighted(missing, weights, engine, engine_options, solver)
         engine = "numpy"  # "auto" too: the weighted updates run on the CPU
     if engine == "numpy" and (engine_options or {}).get("chunk_rows") is not None:
-        # Out-of-core numpy (issue 7): the Dask engine's blockwise loop run serially in this
+        # Out-of-core numpy: the Dask engine's blockwise loop run serially in this
         # process, reading one row block of X (an array or a file spec) at a time.
         from nmfcli.engines.chunked import fit_blocks
 

@@ -1,4 +1,4 @@
-"""Issue 3: the `nmf` command end to end, as a real process, checking file contents.
+"""The `nmf` command end to end, as a real process, checking file contents.
 
 Every input format goes through fit -> transform -> inspect (and reconstruct), and the
 numbers must equal nmfcli's own Python API called in-process on the same file.

@@ -1,4 +1,4 @@
-"""Issue 4: every bad input gets one `Error: <file>: ...` line, a documented exit code, no
+"""Every bad input gets one `Error: <file>: ...` line, a documented exit code, no
 traceback and no outputs left behind. Each row of CASES runs `nmf` as a real process.
 
 The table in the README ("failure | message | exit code") is this table.

@@ -1,4 +1,4 @@
-"""Issue 4: interruptions, checkpoints, resuming bit-identically, the output lock, SIGKILL
+"""Interruptions, checkpoints, resuming bit-identically, the output lock, SIGKILL
 during writing, time budgets and closed pipes, each with the real `nmf` process."""
 
 from __future__ import annotations

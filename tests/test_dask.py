@@ -208,7 +208,7 @@ def _peak_rss():
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def test_hdf5_larger_than_worker_memory(tmp_path):  # ~15 s: worth it in every CI run (issue 7)
+def test_hdf5_larger_than_worker_memory(tmp_path):  # ~15 s: worth it in every CI run
     """A 320 MB float64 HDF5 matrix on workers limited to 250 MB each: X is streamed in blocks."""
     m, n, k = 40_000, 1_000, 8
     path = tmp_path / "big.h5"

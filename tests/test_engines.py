@@ -377,7 +377,7 @@ def test_array_api_names_are_filled_in_for_an_older_library():
 @pytest.mark.parametrize("solver,loss,plain", [("ehals", 2.0, "hals"), ("emu", 1.0, "mu"), ("emu", 0.0, "mu"),
                                                ("emu", 1.5, "mu")])
 def test_the_solvers_read_from_the_device_only_for_their_stopping_test(solver, loss, plain, monkeypatch):
-    # Issue 6: no per-iteration round trip to a GPU beyond the stopping test, checked every
+    # No per-iteration round trip to a GPU beyond the stopping test, checked every
     # CHECK_EVERY iterations; ehals and emu decide on their extrapolated steps on the device,
     # so they read no more than hals and mu. The strict namespace stands in for the device:
     # every float(), bool() or int() of one of its arrays, and every copy to the host, is a

@@ -218,13 +218,13 @@ def regularization(shape, alpha_W, alpha_H, l1_ratio):
 
 
 def _check_penalties(alpha_W, alpha_H, l1_ratio):
-    if not (isinstance(alpha_W, (int, float)) and alpha_W >= 0):
-        raise UsageError(f"alpha_W must be a number >= 0; got {alpha_W!r}")
+    if not (isinstance(alpha_W, (int, float)) and 0 <= alpha_W < math.inf):
+        raise UsageError(f"alpha_W must be a finite number >= 0; got {alpha_W!r}")
     if not (
         (isinstance(alpha_H, str) and alpha_H == "same")
-        or (isinstance(alpha_H, (int, float)) and alpha_H >= 0)
+        or (isinstance(alpha_H, (int, float)) and 0 <= alpha_H < math.inf)
     ):
-        raise UsageError(f"alpha_H must be a number >= 0 or 'same'; got {alpha_H!r}")
+        raise UsageError(f"alpha_H must be a finite number >= 0 or 'same'; got {alpha_H!r}")
     if not (isinstance(l1_ratio, (int, float)) and 0 <= l1_ratio <= 1):
         raise UsageError(f"l1_ratio must be between 0 and 1; got {l1_ratio!r}")
 

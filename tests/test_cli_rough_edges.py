@@ -252,3 +252,14 @@ def test_nndsvd_warning_once_from_a_rank_survey(capsys, data, jobs):
                        "--max-iter", 5, "--jobs", jobs)
     assert code == 0
     assert err == NNDSVD_WARNING.format("emu")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--alpha-W", "inf"], "Error: --alpha-W must be a finite number >= 0; got inf"),
+    (["--l1-ratio", "3"], "Error: --l1-ratio must be between 0 and 1; got 3.0"),
+])
+def test_penalty_errors_name_the_option(capsys, data, args, message):
+    d, _ = data
+    code, _, err = nmf(capsys, "fit", d / "X.npy", "-k", 2, "-o", d / "o", *args)
+    assert (code, err) == (errors.EXIT_USAGE, message + "\n")
+    assert not (d / "o").exists()

@@ -502,6 +502,8 @@ def test_zeros_with_itakura_saito_refused():
      "loss must be one of frobenius, kl, is or a real number (beta); got 'banana'"),
     (dict(k=2, init="zeros"), "init must be one of nndsvda, nndsvd, nndsvdar, random, custom; got 'zeros'"),
     (dict(k=2, l1_ratio=2), "l1_ratio must be between 0 and 1; got 2"),
+    (dict(k=2, alpha_W=float("inf")), "alpha_W must be a finite number >= 0; got inf"),
+    (dict(k=2, alpha_H=float("nan")), "alpha_H must be a finite number >= 0 or 'same'; got nan"),
 ])
 def test_bad_option_messages(kwargs, message):
     X = dense(0, 4, 3)

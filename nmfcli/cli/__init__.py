@@ -117,10 +117,16 @@ _PYTHON_WORDS = (("use missing='nan' (nmf fit --missing nan)", "use missing='nan
 _PYTHON_ENGINE = re.compile(r"; got engine '(\w+)'")
 
 
+# core's checks of its keyword arguments, which the command line passes under these options
+_PYTHON_OPTION = re.compile(r"^(alpha_W|alpha_H|l1_ratio|max_iter|tol) must")
+
+
 def cli_syntax(message: str) -> str:
-    """A core or io message in the command line's words: missing='nan' -> --missing nan."""
+    """A core or io message in the command line's words: missing='nan' -> --missing nan,
+    alpha_W must ... -> --alpha-W must ..."""
     for python, words in _PYTHON_WORDS:
         message = message.replace(python, words)
+    message = _PYTHON_OPTION.sub(lambda m: f"--{m[1].replace('_', '-')} must", message)
     message = _PYTHON_ENGINE.sub(r"; got --engine \1", message)
     return _PYTHON_ARGUMENT.sub(lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
 

@@ -441,19 +441,19 @@ def fit(
         # (with a fixed factor, zeros have an answer: the free factor is 0)
         raise DataError("X is all zeros; there is nothing to factorize")
 
-    # with missing values or weights the engine serves the start only (X_start: the missing entries
-    # at the mean of the observed ones); the weighted loop reads X (0 where missing), XM and the weights
     # Data far from 1 is fitted as X·4ʲ (exact: a power of two), the factors coming back divided
     # by 2ʲ: so that ‖X‖², the Gram matrices and the Hessian diagonals stay representable in
     # X's dtype, and fits of s·X are fits of X at any s (see _scale_shift).
     shift = resume.get("scale_shift", 0) if resume is not None else _scale_shift(X_start if masked_fit else X)
     if shift:
-        f = 4.0 ** shift
-        X = _times(X, f)
+        X = _times_power_of_two(X, 2 * shift)
         if masked_fit:
-            X_start, XM = _times(X_start, f), _times(XM, f)
+            X_start, XM = _times_power_of_two(X_start, 2 * shift), _times_power_of_two(XM, 2 * shift)
         callback = _scaled_callback(callback, shift, beta)
     _check_powers(X_start if masked_fit else X, beta, loss_name)
+
+    # with missing values or weights the engine serves the start only (X_start: the missing entries
+    # at the mean of the observed ones); the weighted loop reads X (0 where missing), XM and the weights
     eng = get_engine(engine, X_start if masked_fit else X, dtype)
     solver = engine_solver(requested_solver, solver, eng, resume, fixed=fix_W is not None or fix_H is not None,
                            beta=beta)
@@ -462,7 +462,8 @@ def fit(
         W0, H0, fix_W, fix_H = check_factors(k, (m, n), dtype, init, W0, H0, fix_W, fix_H)
         fix_W_given, fix_H_given = fix_W, fix_H
         if shift:
-            W0, H0, fix_W, fix_H = (None if A is None else _times(A, 2.0 ** shift) for A in (W0, H0, fix_W, fix_H))
+            W0, H0, fix_W, fix_H = (None if A is None else _times_power_of_two(A, shift)
+                                    for A in (W0, H0, fix_W, fix_H))
 
         options = dict(
             k=int(k), solver=reported_solver(solver, beta, fix_W, fix_H), loss=loss_name, beta=beta,
@@ -561,11 +562,13 @@ def _check_powers(X, beta, loss_name):
             "use a beta between -10 and 10, or frobenius, kl or is")
 
 
-def _times(A, factor):
-    """A·factor in A's dtype (a sparse matrix stays sparse)."""
+def _times_power_of_two(A, exponent):
+    """A·2^exponent in A's dtype, exactly (ldexp: no factor to overflow; sparse stays sparse)."""
     if sp.issparse(A):
-        return (A * A.dtype.type(factor)).tocsr()
-    return np.multiply(A, A.dtype.type(factor))
+        A = A.tocsr(copy=True)
+        A.data = np.ldexp(A.data, exponent)
+        return A
+    return np.ldexp(A, exponent)
 
 
 class _ScaledInfo:
@@ -586,8 +589,7 @@ class _ScaledInfo:
         return self._info.H / self._info.H.dtype.type(2.0 ** self._shift)
 
     def _history(self):
-        scale = 4.0 ** (-self._shift * self._beta)
-        return [v * scale for v in self._info._history()]
+        return [_ldexp(v, -2 * self._shift * self._beta) for v in self._info._history()]
 
     objective = IterationInfo.objective
     relative_change = IterationInfo.relative_change
@@ -604,9 +606,9 @@ def _scaled_callback(callback, shift, beta):
 
 def _unscale(result, shift, beta):
     """A result of the fit of X·4ʲ as the result of X's (in place)."""
-    g = 2.0 ** shift
-    result.W = _times(np.asarray(result.W), 1.0 / g) if not isinstance(result.W, str) else result.W
-    result.H = _times(np.asarray(result.H), 1.0 / g)
+    if not isinstance(result.W, str):
+        result.W = _times_power_of_two(np.asarray(result.W), -shift)
+    result.H = _times_power_of_two(np.asarray(result.H), -shift)
     # Objectives scale by 4^(−jβ); one beyond float64 (data near its limits: ½‖X‖² past 1e308)
     # is reported as inf: the factors and the relative error are still exact.
     result.history = [_ldexp(v, -2 * shift * beta) for v in result.history]

@@ -271,3 +271,17 @@ def test_the_row_block_engines_report_float64_sums_of_float32_data():
     result = nmfcli.fit(X, 3, max_iter=30, engine_options={"chunk_rows": 16})
     assert result.metrics["relative_error"] == pytest.approx(true_relative_error(X, result.W, result.H, 1e15),
                                                              rel=1e-5)
+
+
+def test_a_callback_sees_the_fit_of_data_at_the_edges_of_float64():
+    """The objective the callback reads is scaled back like the result's (inf where ½‖X‖² is
+    past float64), and data whose largest entry is subnormal is scaled without a factor that
+    would itself overflow."""
+    seen = []
+    huge = nmfcli.fit(data() * 1e300, 3, max_iter=5, callback=lambda info: seen.append(info.objective))
+    assert seen and all(v == math.inf for v in seen) and np.all(np.isfinite(huge.W))
+    X = np.ldexp(data(), -1060)  # largest entry below 2^-1022: subnormal
+    result = nmfcli.fit(X, 3, max_iter=60)
+    reference = nmfcli.fit(data(), 3, max_iter=60)
+    assert np.all(np.isfinite(result.W)) and result.W.any()
+    assert result.metrics["relative_error"] == pytest.approx(reference.metrics["relative_error"], rel=1e-3)

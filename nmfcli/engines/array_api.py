@@ -167,14 +167,9 @@ class ArrayEngine:
         H = xp.astype(H, xp.float64)
         if self.dtype == np.float64:
             return self.HXt(H)
-        m = self.shape[0]
-        out = xp.empty((H.shape[0], m), dtype=xp.float64)
-        step = max(1, (1 << 22) // max(1, self.shape[1]))
-        for lo in range(0, m, step):
-            hi = min(lo + step, m)
-            block = self.X[lo:hi]
-            block = block.astype(np.float64) if self.is_sparse else xp.astype(block, xp.float64)
-            out[:, lo:hi] = (block @ H.T).T
+        out = xp.empty((H.shape[0], self.shape[0]), dtype=xp.float64)
+        for rows, block in self._rows_in_float64():
+            out[:, rows] = (block @ H.T).T
         return out
 
     def WtX64(self, W):
@@ -184,13 +179,18 @@ class ArrayEngine:
         if self.dtype == np.float64:
             return self.WtX(W)
         out = xp.zeros((W.shape[1], self.shape[1]), dtype=xp.float64)
-        step = max(1, (1 << 22) // max(1, self.shape[1]))
-        for lo in range(0, self.shape[0], step):
-            hi = min(lo + step, self.shape[0])
-            block = self.X[lo:hi]
-            block = block.astype(np.float64) if self.is_sparse else xp.astype(block, xp.float64)
-            out += xp.asarray((block.T @ W[lo:hi]).T) if self.is_sparse else W[lo:hi].T @ block
+        for rows, block in self._rows_in_float64():
+            out += xp.asarray((block.T @ W[rows]).T) if self.is_sparse else W[rows].T @ block
         return out
+
+    def _rows_in_float64(self, entries=1 << 22):
+        """(rows, X[rows] as float64) for row blocks of about ``entries`` entries (sparse stays sparse)."""
+        m = self.shape[0]
+        step = max(1, entries // max(1, self.shape[1]))
+        for lo in range(0, m, step):
+            rows = slice(lo, min(lo + step, m))
+            block = self.X[rows]
+            yield rows, block.astype(np.float64) if self.is_sparse else self.xp.astype(block, self.xp.float64)
 
     def rows_dense64(self, rows):
         """X's rows ``rows`` (an index array) as a dense float64 host array (the exact solve's refinement)."""

@@ -103,7 +103,6 @@ def block_stats(src, dtype, offset):
         sqnorm = float(np.dot(finite, finite))
     return {"sqnorm": sqnorm, "sum": float(np.sum(finite)),
             "max": float(np.max(finite)) if finite.size else 0.0,
-            "min_positive": float(np.min(finite[finite > 0])) if np.any(finite > 0) else None,
             "has_zero": has_zero, "bad": bad, "rows": X.shape[0]}
 
 

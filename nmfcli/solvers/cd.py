@@ -225,7 +225,7 @@ def _inverse_hessian(xp, G):
     """D⁻¹ as a column (k×1), 0 where D = diag(G) is 0 or subnormal (its reciprocal would
     overflow, and the row's update become inf·0 = NaN: such a row is kept as it is)."""
     hess = xp.linalg.diagonal(G)
-    flat = hess < float(np.finfo(np.dtype(str(G.dtype).split(".")[-1])).tiny)
+    flat = hess < float(xp.finfo(G.dtype).smallest_normal)
     return xp.where(flat, 0.0, 1.0 / xp.where(flat, 1.0, hess))[:, None]
 
 

@@ -67,14 +67,10 @@ def squared_error(engine, W, H):
         total = engine.sqnorm() - 2.0 * cross + norm_WH
         if total > CANCELLATION * engine.sqnorm():
             return total
-        total = 0.0
-        for rows in row_blocks(*X.shape, engine.block_entries):
-            D = xp.asarray(X[rows, :].toarray(), dtype=xp.float64) - W64[rows, :] @ H64
-            total += float(xp.sum(D * D, dtype=xp.float64))
-        return total
     total = 0.0
     for rows in row_blocks(*X.shape, engine.block_entries):
-        D = xp.astype(X[rows, :], xp.float64) - W64[rows, :] @ H64
+        block = X[rows, :].toarray() if engine.is_sparse else X[rows, :]
+        D = xp.astype(xp.asarray(block), xp.float64) - W64[rows, :] @ H64
         total += float(xp.sum(D * D, dtype=xp.float64))
     return total
 
@@ -149,7 +145,7 @@ def _divergence_terms(xp, X, WH, beta):
     # Partial sums of (Σ X^β − β Σ X·WH^(β−1)); the Σ WH^β term is added in _finish_beta.
     X_safe = xp.where(keep, X, 1.0)  # no 0 ** negative
     return float(xp.sum(xp.where(keep, power(xp, X_safe, beta), 0.0), dtype=xp.float64)) - beta * float(
-        xp.sum(X_kept * power(xp, WH, beta - 1)))
+        xp.sum(X_kept * power(xp, WH, beta - 1), dtype=xp.float64))
 
 
 def _finish_beta(partial, sum_WH_beta, beta):

@@ -193,7 +193,7 @@ def _violations(xp, G, C, X):
     """Each column's worst KKT violation, relative to the column's scale.
 
     g = GX − C; the violation of entry t is max(−g, 0) where x = 0 and |g| where x > 0, less
-    the rounding a float64 solve leaves in g (_rounding), divided by |GX|ₜ + |cₜ| (G, C and X
+    the rounding a float64 solve leaves in g (_relative), divided by |GX|ₜ + |cₜ| (G, C and X
     are non-negative sums, so this is the size of the terms g is the difference of, whatever
     the conditioning). A zero column of C with x = 0 has violation 0.
     """

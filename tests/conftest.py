@@ -198,3 +198,12 @@ def snapshot(root, folders=False) -> dict:
             else:  # a FIFO, a socket: never read (a FIFO would block)
                 out[rel] = "special"
     return out
+
+
+def nmf_in_process(capsys, *args):
+    """(exit code, stdout, stderr) of `nmf ARGS` run in this process, through the CLI's error boundary."""
+    from nmfcli.cli import run
+
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

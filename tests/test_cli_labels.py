@@ -10,18 +10,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import labels, low_rank, write_csv
+from conftest import labels, low_rank, nmf_in_process, write_csv
 from nmfcli import errors
 from nmfcli import io as nio
-from nmfcli.cli import run
 
 M, N, K = 20, 9, 3
 
 
-def nmf(capsys, *args):
-    code = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+nmf = nmf_in_process
 
 
 @pytest.fixture

@@ -14,16 +14,11 @@ import numpy as np
 import pytest
 
 import nmfcli
-from conftest import low_rank
+from conftest import low_rank, nmf_in_process
 from nmfcli import errors
-from nmfcli.cli import run
 
 
-def nmf(capsys, *args):
-    """(exit code, stdout, stderr) of `nmf ARGS` run in this process."""
-    code = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+nmf = nmf_in_process
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import nmfcli
-from conftest import low_rank
+from conftest import low_rank, nmf_in_process
 from nmfcli import errors
-from nmfcli.cli import run
 
 pytest.importorskip("matplotlib")
 
@@ -182,10 +181,7 @@ def test_history_refused_where_not_recorded():
 # --------------------------------------------------------------------------- the command
 
 
-def _nmf(capsys, *args):
-    code = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+_nmf = nmf_in_process
 
 
 @pytest.fixture
